@@ -1,0 +1,373 @@
+//! The replicated state and its pure, deterministic transition function.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Response};
+use crate::NodeId;
+
+/// Lifecycle of a WebSub subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionState {
+    /// Accepted; intent not yet verified with the subscriber.
+    PendingVerification,
+    /// Verified; messages are delivered.
+    Active,
+    /// An unsubscribe is being verified; deliveries continue until it is.
+    PendingUnsubscribe,
+}
+
+/// A WebSub subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Stable identifier, derived from topic and callback by the gateway.
+    pub id: String,
+    pub topic: String,
+    pub callback: String,
+    /// HMAC secret for `X-Hub-Signature`, if the subscriber gave one.
+    pub secret: Option<String>,
+    pub lease_seconds: u64,
+    /// Unix milliseconds at which the lease ends.
+    pub lease_expires_at_ms: u64,
+    pub state: SubscriptionState,
+    /// The node delivering to this subscription, if assigned.
+    pub owner: Option<NodeId>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// One cursor move: the next offset to deliver on a partition of a subscription's topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorCommit {
+    pub id: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A delivery waiting for its next attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryEntry {
+    pub partition: u32,
+    pub offset: u64,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub next_attempt_at_ms: u64,
+    pub first_attempt_at_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A message that could not be delivered within the configured attempts or age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub attempts: u32,
+    pub last_error: String,
+    pub at_ms: u64,
+}
+
+/// What the cluster last heard of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLiveness {
+    pub last_seen_ms: u64,
+    pub leaving: bool,
+}
+
+/// The replicated state of the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Subscription id → partition → next offset to deliver.
+    pub cursors: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// Subscription id → deliveries awaiting retry.
+    pub retries: BTreeMap<String, Vec<RetryEntry>>,
+    /// (subscription id, partition, offset) → dead letter.
+    pub dead_letters: BTreeMap<(String, u32, u64), DeadLetter>,
+    pub nodes: BTreeMap<NodeId, NodeLiveness>,
+}
+
+/// An entity touched by a command, so that a persistent store can write just what changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    Subscription(String),
+    Cursor(String),
+    Retries(String),
+    DeadLetter(String, u32, u64),
+    Node(NodeId),
+}
+
+impl ControlState {
+    /// Applies `command`, records in `touched` what it changed and answers.
+    pub fn apply(&mut self, command: &Command, touched: &mut Vec<Touched>) -> Response {
+        match command {
+            Command::UpsertSubscription(sub) => {
+                let mut sub = sub.clone();
+                if let Some(existing) = self.subscriptions.get(&sub.id) {
+                    // Keep what the delivery side owns; the writer may not know it.
+                    sub.created_at_ms = existing.created_at_ms;
+                    if sub.owner.is_none() {
+                        sub.owner = existing.owner;
+                    }
+                }
+                touched.push(Touched::Subscription(sub.id.clone()));
+                self.subscriptions.insert(sub.id.clone(), sub);
+                Response::Applied
+            }
+            Command::SetSubscriptionState { id, state, at_ms } => {
+                match self.subscriptions.get_mut(id) {
+                    Some(sub) => {
+                        sub.state = *state;
+                        sub.updated_at_ms = *at_ms;
+                        touched.push(Touched::Subscription(id.clone()));
+                        Response::Applied
+                    }
+                    None => Response::NotFound,
+                }
+            }
+            Command::AssignOwner { id, owner } => match self.subscriptions.get_mut(id) {
+                Some(sub) => {
+                    sub.owner = *owner;
+                    touched.push(Touched::Subscription(id.clone()));
+                    Response::Applied
+                }
+                None => Response::NotFound,
+            },
+            Command::RemoveSubscription { id } => {
+                if self.remove_subscription(id, touched) {
+                    Response::Applied
+                } else {
+                    Response::NotFound
+                }
+            }
+            Command::ExpireLeases { now_ms } => {
+                let expired: Vec<String> = self
+                    .subscriptions
+                    .values()
+                    .filter(|s| s.lease_expires_at_ms <= *now_ms)
+                    .map(|s| s.id.clone())
+                    .collect();
+                for id in &expired {
+                    self.remove_subscription(id, touched);
+                }
+                Response::Count(expired.len() as u64)
+            }
+            Command::CommitCursors { node, commits } => {
+                let mut taken = 0;
+                for commit in commits {
+                    let owned = self
+                        .subscriptions
+                        .get(&commit.id)
+                        .is_some_and(|s| s.owner == Some(*node));
+                    if !owned {
+                        continue;
+                    }
+                    let cursor = self.cursors.entry(commit.id.clone()).or_default();
+                    let current = cursor.entry(commit.partition).or_insert(0);
+                    if commit.offset > *current {
+                        *current = commit.offset;
+                        taken += 1;
+                        touched.push(Touched::Cursor(commit.id.clone()));
+                    }
+                }
+                Response::Count(taken)
+            }
+            Command::ResetCursor {
+                id,
+                partition,
+                offset,
+            } => {
+                if !self.subscriptions.contains_key(id) {
+                    return Response::NotFound;
+                }
+                self.cursors
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(*partition, *offset);
+                touched.push(Touched::Cursor(id.clone()));
+                Response::Applied
+            }
+            Command::SetRetries { node, id, entries } => match self.subscriptions.get(id) {
+                None => Response::NotFound,
+                Some(sub) if sub.owner != Some(*node) => Response::Refused {
+                    reason: format!("node {node} does not own subscription {id}"),
+                },
+                Some(_) => {
+                    if entries.is_empty() {
+                        self.retries.remove(id);
+                    } else {
+                        self.retries.insert(id.clone(), entries.clone());
+                    }
+                    touched.push(Touched::Retries(id.clone()));
+                    Response::Applied
+                }
+            },
+            Command::RecordDeadLetter(letter) => {
+                let key = (letter.id.clone(), letter.partition, letter.offset);
+                touched.push(Touched::DeadLetter(key.0.clone(), key.1, key.2));
+                self.dead_letters.insert(key, letter.clone());
+                Response::Applied
+            }
+            Command::RemoveDeadLetter {
+                id,
+                partition,
+                offset,
+            } => {
+                let key = (id.clone(), *partition, *offset);
+                if self.dead_letters.remove(&key).is_some() {
+                    touched.push(Touched::DeadLetter(key.0, key.1, key.2));
+                    Response::Applied
+                } else {
+                    Response::NotFound
+                }
+            }
+            Command::NodeHeartbeat { node, at_ms } => {
+                let entry = self.nodes.entry(*node).or_insert(NodeLiveness {
+                    last_seen_ms: 0,
+                    leaving: false,
+                });
+                entry.last_seen_ms = entry.last_seen_ms.max(*at_ms);
+                entry.leaving = false;
+                touched.push(Touched::Node(*node));
+                Response::Applied
+            }
+            Command::NodeLeaving { node, at_ms } => {
+                self.nodes.insert(
+                    *node,
+                    NodeLiveness {
+                        last_seen_ms: *at_ms,
+                        leaving: true,
+                    },
+                );
+                touched.push(Touched::Node(*node));
+                let mut released = 0;
+                for sub in self.subscriptions.values_mut() {
+                    if sub.owner == Some(*node) {
+                        sub.owner = None;
+                        released += 1;
+                        touched.push(Touched::Subscription(sub.id.clone()));
+                    }
+                }
+                Response::Count(released)
+            }
+        }
+    }
+
+    fn remove_subscription(&mut self, id: &str, touched: &mut Vec<Touched>) -> bool {
+        let existed = self.subscriptions.remove(id).is_some();
+        if existed {
+            touched.push(Touched::Subscription(id.to_owned()));
+        }
+        if self.cursors.remove(id).is_some() {
+            touched.push(Touched::Cursor(id.to_owned()));
+        }
+        if self.retries.remove(id).is_some() {
+            touched.push(Touched::Retries(id.to_owned()));
+        }
+        let letters: Vec<_> = self
+            .dead_letters
+            .range((id.to_owned(), 0, 0)..=(id.to_owned(), u32::MAX, u64::MAX))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in letters {
+            self.dead_letters.remove(&key);
+            touched.push(Touched::DeadLetter(key.0, key.1, key.2));
+        }
+        existed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: &str, owner: Option<NodeId>, expires: u64) -> Subscription {
+        Subscription {
+            id: id.to_owned(),
+            topic: "orders".to_owned(),
+            callback: format!("http://127.0.0.1:9/{id}"),
+            secret: None,
+            lease_seconds: 60,
+            lease_expires_at_ms: expires,
+            state: SubscriptionState::Active,
+            owner,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn cursor_commits_are_fenced_and_monotonic() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::UpsertSubscription(sub("a", Some(1), 10)), &mut touched);
+        let commit = |node, offset| Command::CommitCursors {
+            node,
+            commits: vec![CursorCommit {
+                id: "a".to_owned(),
+                partition: 0,
+                offset,
+            }],
+        };
+        assert_eq!(state.apply(&commit(1, 5), &mut touched), Response::Count(1));
+        assert_eq!(state.apply(&commit(2, 9), &mut touched), Response::Count(0));
+        assert_eq!(state.apply(&commit(1, 3), &mut touched), Response::Count(0));
+        assert_eq!(state.cursors["a"][&0], 5);
+    }
+
+    #[test]
+    fn resubscribe_keeps_owner_and_creation_time() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::UpsertSubscription(sub("a", Some(3), 10)), &mut touched);
+        let mut renewed = sub("a", None, 99);
+        renewed.created_at_ms = 50;
+        renewed.secret = Some("new".to_owned());
+        state.apply(&Command::UpsertSubscription(renewed), &mut touched);
+        let now = &state.subscriptions["a"];
+        assert_eq!(now.owner, Some(3));
+        assert_eq!(now.created_at_ms, 1);
+        assert_eq!(now.lease_expires_at_ms, 99);
+        assert_eq!(now.secret.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn lease_expiry_removes_everything_of_the_subscription() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::UpsertSubscription(sub("a", Some(1), 10)), &mut touched);
+        state.apply(&Command::UpsertSubscription(sub("b", Some(1), 20)), &mut touched);
+        state.apply(
+            &Command::RecordDeadLetter(DeadLetter {
+                id: "a".to_owned(),
+                topic: "orders".to_owned(),
+                partition: 0,
+                offset: 7,
+                attempts: 5,
+                last_error: "500".to_owned(),
+                at_ms: 5,
+            }),
+            &mut touched,
+        );
+        let resp = state.apply(&Command::ExpireLeases { now_ms: 15 }, &mut touched);
+        assert_eq!(resp, Response::Count(1));
+        assert!(!state.subscriptions.contains_key("a"));
+        assert!(state.subscriptions.contains_key("b"));
+        assert!(state.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn leaving_node_releases_its_subscriptions() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::UpsertSubscription(sub("a", Some(2), 10)), &mut touched);
+        state.apply(&Command::UpsertSubscription(sub("b", Some(1), 10)), &mut touched);
+        let resp = state.apply(&Command::NodeLeaving { node: 2, at_ms: 3 }, &mut touched);
+        assert_eq!(resp, Response::Count(1));
+        assert_eq!(state.subscriptions["a"].owner, None);
+        assert_eq!(state.subscriptions["b"].owner, Some(1));
+        assert!(state.nodes[&2].leaving);
+    }
+}
