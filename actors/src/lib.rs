@@ -1,1 +1,1 @@
-//! placeholder
+//! eventgate-actors

@@ -1,1 +1,20 @@
-//! placeholder
+//! # eventgate
+//!
+//! The gateway node: configuration ([`config`]), the command line ([`cli`], [`run`]), the node's
+//! start-up and shutdown ([`node`]) and the HTTP edge ([`http`]).
+//!
+//! A node opens its sled store, obtains its TLS identity, binds the QUIC cluster transport,
+//! starts Raft (initializing a one-voter cluster, or joining through seeds), then serves HTTP.
+//! On SIGTERM it stops accepting HTTP, shuts Raft down, closes the QUIC endpoint and flushes
+//! storage, in that order. It stays a member: `eventgate cluster leave` removes it.
+//!
+//! Dependencies point one way: this crate → `eventgate-actors` → `eventgate-raft-store`.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod node;
+pub mod run;
+
+pub use error::{Error, Result};

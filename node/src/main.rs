@@ -1,1 +1,16 @@
-fn main() {}
+//! The `eventgate` binary: parses the command line, loads the configuration, sets up tracing
+//! and runs the node or the requested admin command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eventgate::cli::{Cli, Commands};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => eventgate::run::serve(args),
+        Commands::Cluster { command } => eventgate::run::cluster(command),
+        Commands::Certs { command } => eventgate::run::certs(command),
+    }
+}

@@ -35,7 +35,10 @@ pub enum ControlError {
 impl ControlError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ControlError::NoLeader { .. } | ControlError::Timeout { .. })
+        matches!(
+            self,
+            ControlError::NoLeader { .. } | ControlError::Timeout { .. }
+        )
     }
 }
 
@@ -129,22 +132,48 @@ impl ControlPlane {
         &self.reader
     }
 
-    /// Commits `command` through the leader, wherever it is, and answers what applying it said.
+    /// Commits `command` through the leader, wherever it is, waits until this node has applied
+    /// it too (so that a read here sees the write), and answers what applying it said.
     pub async fn write(&self, command: Command) -> Result<Response, ControlError> {
-        match self.on_leader(LeaderOp::Write(Request::new(command))).await? {
-            LeaderOut::Write(resp) => Ok(resp.data),
+        let started = Instant::now();
+        match self
+            .on_leader(LeaderOp::Write(Request::new(command)))
+            .await?
+        {
+            LeaderOut::Write(resp) => {
+                let remaining = self.timeout.saturating_sub(started.elapsed());
+                self.wait_applied(resp.log_id.index, remaining.max(Duration::from_millis(100)))
+                    .await;
+                Ok(resp.data)
+            }
             LeaderOut::Done => Ok(Response::Applied),
         }
     }
 
+    /// Waits until this node has applied log index `index`, at most `timeout`. Answers whether
+    /// it has.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut applied = self.reader.watch_applied();
+        let reached = tokio::time::timeout(
+            timeout,
+            applied.wait_for(|a| a.is_some_and(|l| l.index >= index)),
+        )
+        .await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
     /// Adds `node_id` as a learner, waits for it to catch up and makes it a voter.
     pub async fn add_member(&self, node_id: NodeId, node: NodeInfo) -> Result<(), ControlError> {
-        self.on_leader(LeaderOp::Join { node_id, node }).await.map(|_| ())
+        self.on_leader(LeaderOp::Join { node_id, node })
+            .await
+            .map(|_| ())
     }
 
     /// Removes `node_id` from the membership.
     pub async fn remove_member(&self, node_id: NodeId) -> Result<(), ControlError> {
-        self.on_leader(LeaderOp::Leave { node_id }).await.map(|_| ())
+        self.on_leader(LeaderOp::Leave { node_id })
+            .await
+            .map(|_| ())
     }
 
     async fn on_leader(&self, op: LeaderOp) -> Result<LeaderOut, ControlError> {
@@ -161,7 +190,8 @@ impl ControlPlane {
             let (leader, leader_node) = {
                 let m = metrics.borrow_and_update();
                 let leader = m.current_leader;
-                let node = leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                let node =
+                    leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
                 (leader, node)
             };
             let result = match leader {
@@ -249,6 +279,29 @@ impl ControlPlane {
         NodeStatus::of(&self.raft)
     }
 
+    /// The status of member `id` as it reports it, or `None` if it does not answer in time.
+    pub async fn member_status(&self, id: NodeId, timeout: Duration) -> Option<NodeStatus> {
+        if id == self.id {
+            return Some(self.local_status());
+        }
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()?;
+        match self
+            .transport
+            .call(id, &node, RpcRequest::Status, timeout)
+            .await
+        {
+            Ok(RpcResponse::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Every member's status, asked of each member directly (bounded by `per_node_timeout`).
     pub async fn cluster_status(&self, per_node_timeout: Duration) -> ClusterStatus {
         let local = self.local_status();
@@ -288,12 +341,19 @@ impl ControlPlane {
                     id,
                     raft_addr: node.raft_addr,
                     http_addr: node.http_addr,
-                    role: if voters.contains(&id) { "voter" } else { "learner" }.to_owned(),
+                    role: if voters.contains(&id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .to_owned(),
                     reachable: status.is_some(),
                     state: status.map(|s| s.state.clone()),
                     term: status.map(|s| s.term),
                     applied_index: applied,
-                    matched_index: replication.as_ref().and_then(|r| r.get(&id).copied().flatten()),
+                    matched_index: replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten()),
                     lag: match (leader_last, status) {
                         (Some(last), Some(_)) => Some(last.saturating_sub(applied.unwrap_or(0))),
                         _ => None,
@@ -364,10 +424,12 @@ pub async fn join_cluster(
 
 fn map_write_error(e: RaftError<NodeId, ClientWriteError>) -> ClusterError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::ForwardToLeader {
-            leader_id: f.leader_id,
-            leader: f.leader_node,
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ClusterError::ForwardToLeader {
+                leader_id: f.leader_id,
+                leader: f.leader_node,
+            }
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ClusterError::Membership(e.to_string())
         }
@@ -420,7 +482,12 @@ pub(crate) async fn join_local(
         return Err(redirect);
     }
     let work = async {
-        let membership = raft.metrics().borrow().membership_config.membership().clone();
+        let membership = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         let known = membership.get_node(&node_id).cloned();
         match known {
             None => {
@@ -469,7 +536,12 @@ pub(crate) async fn leave_local(
         return Err(redirect);
     }
     let work = async {
-        let membership = raft.metrics().borrow().membership_config.membership().clone();
+        let membership = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         let is_voter = membership.voter_ids().any(|v| v == node_id);
         if is_voter {
             if membership.voter_ids().count() == 1 {
@@ -478,9 +550,12 @@ pub(crate) async fn leave_local(
                 )));
             }
             tracing::info!(node_id, "removing voter");
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
-                .await
-                .map_err(map_write_error)?;
+            raft.change_membership(
+                ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
+                false,
+            )
+            .await
+            .map_err(map_write_error)?;
         } else if membership.get_node(&node_id).is_some() {
             tracing::info!(node_id, "removing learner");
             raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)

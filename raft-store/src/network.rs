@@ -33,9 +33,14 @@ pub enum RpcRequest {
     /// A client write forwarded to the node believed to be the leader.
     ClientWrite(Request),
     /// A node asks to become a member (learner first, then voter). Served by the leader.
-    Join { node_id: NodeId, node: NodeInfo },
+    Join {
+        node_id: NodeId,
+        node: NodeInfo,
+    },
     /// Remove a member. Served by the leader.
-    Leave { node_id: NodeId },
+    Leave {
+        node_id: NodeId,
+    },
     /// The receiving node's own view of Raft.
     Status,
 }
@@ -107,10 +112,7 @@ impl NodeStatus {
             }),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
-            nodes: membership
-                .nodes()
-                .map(|(id, n)| (*id, n.clone()))
-                .collect(),
+            nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
         }
     }
 }
@@ -140,13 +142,11 @@ pub trait ClusterRpc: Send + Sync + 'static {
 /// Serves one request on the local Raft. Client writes, joins and leaves are served only if
 /// this node is the leader; otherwise they answer [`ClusterError::ForwardToLeader`] and the
 /// caller retries there (see [`crate::control::ControlPlane`]).
-pub async fn handle_rpc(
-    raft: &Raft,
-    request: RpcRequest,
-    change_timeout: Duration,
-) -> RpcResponse {
+pub async fn handle_rpc(raft: &Raft, request: RpcRequest, change_timeout: Duration) -> RpcResponse {
     match request {
-        RpcRequest::AppendEntries(rpc) => RpcResponse::AppendEntries(raft.append_entries(rpc).await),
+        RpcRequest::AppendEntries(rpc) => {
+            RpcResponse::AppendEntries(raft.append_entries(rpc).await)
+        }
         RpcRequest::Vote(rpc) => RpcResponse::Vote(raft.vote(rpc).await),
         RpcRequest::InstallSnapshot(rpc) => {
             RpcResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
@@ -154,9 +154,9 @@ pub async fn handle_rpc(
         RpcRequest::ClientWrite(req) => {
             RpcResponse::ClientWrite(crate::control::write_local(raft, req, change_timeout).await)
         }
-        RpcRequest::Join { node_id, node } => RpcResponse::Join(
-            crate::control::join_local(raft, node_id, node, change_timeout).await,
-        ),
+        RpcRequest::Join { node_id, node } => {
+            RpcResponse::Join(crate::control::join_local(raft, node_id, node, change_timeout).await)
+        }
         RpcRequest::Leave { node_id } => {
             RpcResponse::Leave(crate::control::leave_local(raft, node_id, change_timeout).await)
         }
@@ -198,7 +198,9 @@ pub struct RpcConnection<T: ?Sized> {
 
 fn transport_to_rpc<E: std::error::Error>(e: TransportError) -> RpcError<E> {
     match e {
-        TransportError::Unreachable(_) => openraft::error::RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Unreachable(_) => {
+            openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+        }
         TransportError::Network(_) => openraft::error::RPCError::Network(NetworkError::new(&e)),
     }
 }

@@ -302,7 +302,10 @@ mod tests {
     fn cursor_commits_are_fenced_and_monotonic() {
         let mut state = ControlState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::UpsertSubscription(sub("a", Some(1), 10)), &mut touched);
+        state.apply(
+            &Command::UpsertSubscription(sub("a", Some(1), 10)),
+            &mut touched,
+        );
         let commit = |node, offset| Command::CommitCursors {
             node,
             commits: vec![CursorCommit {
@@ -321,7 +324,10 @@ mod tests {
     fn resubscribe_keeps_owner_and_creation_time() {
         let mut state = ControlState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::UpsertSubscription(sub("a", Some(3), 10)), &mut touched);
+        state.apply(
+            &Command::UpsertSubscription(sub("a", Some(3), 10)),
+            &mut touched,
+        );
         let mut renewed = sub("a", None, 99);
         renewed.created_at_ms = 50;
         renewed.secret = Some("new".to_owned());
@@ -337,8 +343,14 @@ mod tests {
     fn lease_expiry_removes_everything_of_the_subscription() {
         let mut state = ControlState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::UpsertSubscription(sub("a", Some(1), 10)), &mut touched);
-        state.apply(&Command::UpsertSubscription(sub("b", Some(1), 20)), &mut touched);
+        state.apply(
+            &Command::UpsertSubscription(sub("a", Some(1), 10)),
+            &mut touched,
+        );
+        state.apply(
+            &Command::UpsertSubscription(sub("b", Some(1), 20)),
+            &mut touched,
+        );
         state.apply(
             &Command::RecordDeadLetter(DeadLetter {
                 id: "a".to_owned(),
@@ -362,8 +374,14 @@ mod tests {
     fn leaving_node_releases_its_subscriptions() {
         let mut state = ControlState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::UpsertSubscription(sub("a", Some(2), 10)), &mut touched);
-        state.apply(&Command::UpsertSubscription(sub("b", Some(1), 10)), &mut touched);
+        state.apply(
+            &Command::UpsertSubscription(sub("a", Some(2), 10)),
+            &mut touched,
+        );
+        state.apply(
+            &Command::UpsertSubscription(sub("b", Some(1), 10)),
+            &mut touched,
+        );
         let resp = state.apply(&Command::NodeLeaving { node: 2, at_ms: 3 }, &mut touched);
         assert_eq!(resp, Response::Count(1));
         assert_eq!(state.subscriptions["a"].owner, None);

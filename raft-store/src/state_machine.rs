@@ -158,10 +158,16 @@ impl SledStateMachine {
             batch.insert(entity_key(P_SUB, id)?, codec::encode(v).map_err(write_err)?);
         }
         for (id, v) in &s.cursors {
-            batch.insert(entity_key(P_CURSOR, id)?, codec::encode(v).map_err(write_err)?);
+            batch.insert(
+                entity_key(P_CURSOR, id)?,
+                codec::encode(v).map_err(write_err)?,
+            );
         }
         for (id, v) in &s.retries {
-            batch.insert(entity_key(P_RETRY, id)?, codec::encode(v).map_err(write_err)?);
+            batch.insert(
+                entity_key(P_RETRY, id)?,
+                codec::encode(v).map_err(write_err)?,
+            );
         }
         for (k, v) in &s.dead_letters {
             batch.insert(entity_key(P_DEAD, k)?, codec::encode(v).map_err(write_err)?);
@@ -409,4 +415,12 @@ pub fn open_store(
     let log = crate::log_store::SledLogStore::new(db.clone())?;
     let sm = SledStateMachine::new(db)?;
     Ok((log, sm))
+}
+
+impl SledStateMachine {
+    /// Flushes everything written so far (log and state machine share the database).
+    pub async fn flush(&self) -> crate::Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
 }

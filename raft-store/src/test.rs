@@ -1,8 +1,8 @@
 //! openraft's storage conformance suite against the sled store, plus restart tests.
 
-use openraft::testing::{StoreBuilder, Suite};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{Entry, EntryPayload, LogId, CommittedLeaderId};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 use crate::log_store::SledLogStore;
 use crate::state_machine::{open_store, SledStateMachine};
@@ -65,7 +65,9 @@ async fn state_machine_survives_reopen() {
     let (_log, mut sm) = open_store(dir.path()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied.map(|l| l.index), Some(3));
-    let ids: Vec<String> = sm.reader().read(|s| s.subscriptions.keys().cloned().collect());
+    let ids: Vec<String> = sm
+        .reader()
+        .read(|s| s.subscriptions.keys().cloned().collect());
     assert_eq!(ids, vec!["b".to_owned()]);
 }
 

@@ -54,7 +54,11 @@ impl QuicTransport {
     }
 
     /// Serves peers' requests on `raft` until the endpoint is closed.
-    pub fn serve(self: &Arc<Self>, raft: Raft, change_timeout: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn serve(
+        self: &Arc<Self>,
+        raft: Raft,
+        change_timeout: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -134,7 +138,10 @@ impl QuicTransport {
     fn forget(&self, addr: &str, conn: &quinn::Connection) {
         let slot = self.slot(addr);
         if let Ok(mut guard) = slot.try_lock() {
-            if guard.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            if guard
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
                 *guard = None;
             }
         }

@@ -1,0 +1,10 @@
+//! Clusters of real `eventgate` processes on loopback addresses, under SIGKILL, SIGTERM,
+//! restarts and loss of quorum.
+
+mod t10_replicated_writes;
+mod t20_leader_sigkill_failover;
+mod t30_snapshot_catch_up;
+mod t40_full_cluster_restart;
+mod t50_write_without_quorum;
+mod t60_foreign_ca_refused;
+mod t70_cluster_leave;

@@ -1,0 +1,30 @@
+use std::time::Duration;
+
+use eventgate_chaos_tests::{init_logging, run_ok, ClusterOptions, ProcessCluster};
+use tracing::info;
+
+/// `eventgate cluster leave` removes the addressed member; it stops by itself, the others keep
+/// a working two-voter cluster.
+#[tokio::test]
+async fn cluster_leave_removes_member_and_it_stops() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = ProcessCluster::start(ClusterOptions::default()).await?;
+    let url = cluster.nodes[&3].base_url();
+    info!("--- node 3 leaves");
+    let out = run_ok(cluster.bin(), &["cluster", "leave", "--node", &url])?;
+    assert!(out.contains("left the cluster"), "{out}");
+    let code = cluster.wait_exit(3, Duration::from_secs(15)).await?;
+    assert_eq!(code, Some(0), "a node that left stops cleanly by itself");
+    let status = cluster.node_status(1).await.expect("node 1 answers");
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .expect("voters")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(voters.len(), 2, "{status}");
+    assert!(!voters.contains(&3), "{status}");
+    let response = cluster.put_subscription(2, "after-leave", "t").await?;
+    assert!(response.status().is_success());
+    Ok(())
+}

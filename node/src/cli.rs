@@ -1,0 +1,111 @@
+//! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// eventgate: a clustered event gateway.
+#[derive(Debug, Parser)]
+#[command(name = "eventgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run a gateway node (with no config file: a single development node on 127.0.0.1).
+    Serve(ServeArgs),
+    /// Inspect or change the cluster through a node's admin API.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Create the cluster CA and node certificates for the cluster transport.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "EVENTGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (overrides `node_id`).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (overrides `http.listen`).
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Cluster (QUIC/UDP) listen address (overrides `cluster.listen`).
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// Join the cluster through this member's cluster address; repeat for several seeds
+    /// (overrides `cluster.seeds`).
+    #[arg(long = "join", value_name = "HOST:PORT")]
+    pub join: Vec<String>,
+    /// Log format (overrides `log.format`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where to reach a node's admin API.
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    /// Base URL of a node's HTTP address.
+    #[arg(
+        long,
+        env = "EVENTGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub node: String,
+    /// Admin token, if the node has one configured.
+    #[arg(long, env = "EVENTGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, and each member's role, applied index and lag.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member from the cluster (by default the node addressed, which then stops).
+    Leave {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The member to remove; the addressed node when absent.
+        #[arg(long)]
+        node_id: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a cluster CA: `<dir>/ca.pem` and `<dir>/ca.key`.
+    Init {
+        #[arg(long, default_value = "./certs")]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in `<dir>`: `<dir>/<name>.pem` and `.key`.
+    Issue {
+        /// Node name; also a subject alternative name.
+        name: String,
+        #[arg(long, default_value = "./certs")]
+        dir: PathBuf,
+        /// Extra DNS names or IP addresses for the certificate; repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+}

@@ -1,0 +1,633 @@
+//! Node configuration in two phases: [`RawNodeConfig`] is what the TOML file, `EVENTGATE_*`
+//! environment variables and command-line flags say (layered in that order over defaults);
+//! [`NodeConfig`] is the validated, typed result the node runs with.
+//!
+//! With no config file the node runs the development profile: one node on 127.0.0.1, a
+//! self-issued cluster CA in the data directory. Every key is documented in `docs/config.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The only config format version so far.
+pub const CONFIG_VERSION: u32 = 1;
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "version", "node_id", "data_dir", "http", "cluster", "tls", "raft", "admin", "log",
+];
+
+/// The configuration as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNodeConfig {
+    pub version: u32,
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub http: RawHttp,
+    pub cluster: RawCluster,
+    pub tls: RawTls,
+    pub raft: RawRaft,
+    pub admin: RawAdmin,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub seeds: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRaft {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    pub snapshot_every_entries: u64,
+    pub keep_entries_after_snapshot: u64,
+    pub ready_max_lag: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for RawNodeConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            http: RawHttp::default(),
+            cluster: RawCluster::default(),
+            tls: RawTls::default(),
+            raft: RawRaft::default(),
+            admin: RawAdmin::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            advertise: None,
+        }
+    }
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7000".to_owned(),
+            advertise: None,
+            seeds: Vec::new(),
+            join_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RawRaft {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(200),
+            election_timeout_max: Duration::from_millis(400),
+            snapshot_every_entries: 5000,
+            keep_entries_after_snapshot: 1000,
+            ready_max_lag: 100,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Flags given on the command line; each overrides the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub node_id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub cluster_listen: Option<String>,
+    pub join: Vec<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the cluster's TLS identity is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// CA certificate, node certificate and key from files.
+    Files {
+        ca_cert: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// The node issues its own certificate from the cluster CA (certificate and key given),
+    /// kept in `<data_dir>/tls/`.
+    IssueFromCa { ca_cert: PathBuf, ca_key: PathBuf },
+    /// A single node makes its own CA in `<data_dir>/tls/` (development; nobody else can join).
+    SelfSigned,
+}
+
+/// The validated configuration a node runs with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub http_advertise: String,
+    pub cluster_listen: SocketAddr,
+    pub cluster_advertise: String,
+    pub seeds: Vec<String>,
+    pub join_timeout: Duration,
+    pub write_timeout: Duration,
+    pub tls: TlsSource,
+    pub raft: RaftTiming,
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// No config file was given: the development profile.
+    pub dev_profile: bool,
+    /// Where the configuration came from, for messages.
+    pub source: String,
+}
+
+/// Raft timing and compaction.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_every_entries: u64,
+    pub keep_entries_after_snapshot: u64,
+    pub ready_max_lag: u64,
+}
+
+impl RaftTiming {
+    /// openraft's configuration, validated.
+    pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let config = openraft::Config {
+            cluster_name: "eventgate".to_owned(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| ConfigError::Invalid {
+            origin: "raft".to_owned(),
+            key: "raft".to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config error in {origin}: key `{key}`: {reason}")]
+    Invalid {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+}
+
+fn describe_source(meta: Option<&figment::Metadata>) -> String {
+    match meta {
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            Some(other) => format!("{} ({other})", m.name),
+            None => m.name.to_string(),
+        },
+        None => "configuration".to_owned(),
+    }
+}
+
+fn figment_error(err: figment::Error) -> ConfigError {
+    // Report the first error; figment keeps them in order of discovery.
+    let first = err
+        .into_iter()
+        .next()
+        .expect("a figment error holds at least one error");
+    let key = if first.path.is_empty() {
+        "(file)".to_owned()
+    } else {
+        first.path.join(".")
+    };
+    ConfigError::Invalid {
+        origin: describe_source(first.metadata.as_ref()),
+        key,
+        reason: first.kind.to_string(),
+    }
+}
+
+/// Layers defaults, the file (if any), `EVENTGATE_*` variables from `env` and the flags, then
+/// validates. `env` is passed in (not read here) so that callers and tests control it.
+pub fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<NodeConfig, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(RawNodeConfig::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: "not found or not a regular file".to_owned(),
+            });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(env_provider(env));
+    let mut raw: RawNodeConfig = figment.extract().map_err(figment_error)?;
+    if let Some(v) = cli.node_id {
+        raw.node_id = v;
+    }
+    if let Some(v) = &cli.data_dir {
+        raw.data_dir = v.clone();
+    }
+    if let Some(v) = &cli.http_listen {
+        raw.http.listen = v.clone();
+    }
+    if let Some(v) = &cli.cluster_listen {
+        raw.cluster.listen = v.clone();
+    }
+    if !cli.join.is_empty() {
+        raw.cluster.seeds = cli.join.clone();
+    }
+    if let Some(v) = cli.log_format {
+        raw.log.format = v;
+    }
+    let source = file.map_or_else(
+        || "defaults and environment".to_owned(),
+        |p| p.display().to_string(),
+    );
+    raw.build_and_validate(file.is_none(), source)
+}
+
+/// The `EVENTGATE_*` variables as a provider: `EVENTGATE_CLUSTER__SEEDS` is `cluster.seeds`.
+fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
+    let mut dict = figment::value::Dict::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("EVENTGATE_") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+            continue;
+        }
+        let parsed: figment::value::Value = value
+            .parse()
+            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+        insert_path(&mut dict, &path, parsed);
+    }
+    Serialized::defaults(dict).profile(figment::Profile::Default)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn parse_addr(source: &str, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| ConfigError::Invalid {
+        origin: source.to_owned(),
+        key: key.to_owned(),
+        reason: format!("`{value}` is not an IP address with a port: {e}"),
+    })
+}
+
+fn advertise_of(
+    source: &str,
+    key: &str,
+    listen: SocketAddr,
+    advertise: Option<&String>,
+) -> Result<String, ConfigError> {
+    match advertise {
+        Some(a) if !a.trim().is_empty() => Ok(a.trim().to_owned()),
+        _ if listen.ip().is_unspecified() => Err(ConfigError::Invalid {
+            origin: source.to_owned(),
+            key: key.to_owned(),
+            reason: format!(
+                "required when listening on {listen}: other nodes need an address to reach this one"
+            ),
+        }),
+        _ => Ok(listen.to_string()),
+    }
+}
+
+impl RawNodeConfig {
+    /// Checks every value and builds the typed configuration.
+    pub fn build_and_validate(
+        self,
+        dev_profile: bool,
+        source: String,
+    ) -> Result<NodeConfig, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            origin: source.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                format!(
+                    "unsupported version {} (this build reads {CONFIG_VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be 1 or more".to_owned()));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".to_owned()));
+        }
+        let http_listen = parse_addr(&source, "http.listen", &self.http.listen)?;
+        let cluster_listen = parse_addr(&source, "cluster.listen", &self.cluster.listen)?;
+        let http_advertise = advertise_of(
+            &source,
+            "http.advertise",
+            http_listen,
+            self.http.advertise.as_ref(),
+        )?;
+        let cluster_advertise = advertise_of(
+            &source,
+            "cluster.advertise",
+            cluster_listen,
+            self.cluster.advertise.as_ref(),
+        )?;
+        for (i, seed) in self.cluster.seeds.iter().enumerate() {
+            let ok = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    &format!("cluster.seeds[{i}]"),
+                    format!("`{seed}` is not host:port"),
+                ));
+            }
+        }
+        if self.cluster.write_timeout < Duration::from_millis(10) {
+            return Err(invalid(
+                "cluster.write_timeout",
+                "must be at least 10ms".to_owned(),
+            ));
+        }
+        let t = &self.tls;
+        let tls = match (&t.ca_cert, &t.ca_key, &t.cert, &t.key) {
+            (None, None, None, None) => {
+                if !self.cluster.seeds.is_empty() {
+                    return Err(invalid(
+                        "tls",
+                        "a node joining a cluster needs the cluster CA: set tls.ca_cert with tls.cert and tls.key, or tls.ca_cert with tls.ca_key".to_owned(),
+                    ));
+                }
+                TlsSource::SelfSigned
+            }
+            (Some(ca), _, Some(cert), Some(key)) => TlsSource::Files {
+                ca_cert: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (Some(ca), Some(ca_key), None, None) => TlsSource::IssueFromCa {
+                ca_cert: ca.clone(),
+                ca_key: ca_key.clone(),
+            },
+            (None, ..) => {
+                return Err(invalid(
+                    "tls.ca_cert",
+                    "required when any tls key is set".to_owned(),
+                ))
+            }
+            (Some(_), _, Some(_), None) => {
+                return Err(invalid("tls.key", "required with tls.cert".to_owned()))
+            }
+            (Some(_), _, None, _) => {
+                return Err(invalid(
+                    "tls.cert",
+                    "required with tls.key (or give tls.ca_key to issue one)".to_owned(),
+                ))
+            }
+        };
+        let r = &self.raft;
+        if r.election_timeout_min >= r.election_timeout_max {
+            return Err(invalid(
+                "raft.election_timeout_min",
+                "must be less than raft.election_timeout_max".to_owned(),
+            ));
+        }
+        if r.heartbeat_interval >= r.election_timeout_min {
+            return Err(invalid(
+                "raft.heartbeat_interval",
+                "must be less than raft.election_timeout_min".to_owned(),
+            ));
+        }
+        if r.snapshot_every_entries == 0 {
+            return Err(invalid(
+                "raft.snapshot_every_entries",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        if let Some(token) = &self.admin.token {
+            if token.len() < 16 {
+                return Err(invalid(
+                    "admin.token",
+                    "must be at least 16 characters".to_owned(),
+                ));
+            }
+        }
+        let raft = RaftTiming {
+            heartbeat_interval: r.heartbeat_interval,
+            election_timeout_min: r.election_timeout_min,
+            election_timeout_max: r.election_timeout_max,
+            snapshot_every_entries: r.snapshot_every_entries,
+            keep_entries_after_snapshot: r.keep_entries_after_snapshot,
+            ready_max_lag: r.ready_max_lag,
+        };
+        raft.openraft_config()
+            .map_err(|e| invalid("raft", e.to_string()))?;
+        Ok(NodeConfig {
+            node_id: self.node_id,
+            data_dir: self.data_dir,
+            http_listen,
+            http_advertise,
+            cluster_listen,
+            cluster_advertise,
+            seeds: self.cluster.seeds,
+            join_timeout: self.cluster.join_timeout,
+            write_timeout: self.cluster.write_timeout,
+            tls,
+            raft,
+            admin_token: self.admin.token,
+            log_format: self.log.format,
+            log_level: self.log.level,
+            dev_profile,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(content: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), content).unwrap();
+        file
+    }
+
+    fn load_str(content: &str) -> Result<NodeConfig, ConfigError> {
+        let file = write(content);
+        load(Some(file.path()), &[], &CliOverrides::default())
+    }
+
+    #[test]
+    fn defaults_are_a_dev_single_node_on_loopback() {
+        let c = load(None, &[], &CliOverrides::default()).unwrap();
+        assert!(c.dev_profile);
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.tls, TlsSource::SelfSigned);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let err = load_str("[http]\nlisten = 5\n").unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        assert!(err.contains(".toml"), "{err}");
+
+        let err = load_str("[http]\nlisten = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen") && err.contains("nope"), "{err}");
+
+        let err = load_str("[cluster]\nseedz = []\n").unwrap_err().to_string();
+        assert!(err.contains("seedz"), "{err}");
+
+        let err = load_str("node_id = [\n").unwrap_err().to_string();
+        assert!(err.contains(".toml"), "{err}");
+
+        let err = load_str("[raft]\nelection_timeout_min = \"2s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raft.election_timeout_min"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let file = write("node_id = 2\n[cluster]\nwrite_timeout = \"2s\"\n");
+        let env = vec![
+            ("EVENTGATE_NODE_ID".to_owned(), "3".to_owned()),
+            (
+                "EVENTGATE_CLUSTER__WRITE_TIMEOUT".to_owned(),
+                "750ms".to_owned(),
+            ),
+            ("EVENTGATE_UNRELATED_THING".to_owned(), "x".to_owned()),
+        ];
+        let c = load(Some(file.path()), &env, &CliOverrides::default()).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.write_timeout, Duration::from_millis(750));
+        let cli = CliOverrides {
+            node_id: Some(4),
+            ..Default::default()
+        };
+        let c = load(Some(file.path()), &env, &cli).unwrap();
+        assert_eq!(c.node_id, 4);
+        assert!(!c.dev_profile);
+    }
+
+    #[test]
+    fn a_joining_node_needs_the_cluster_ca() {
+        let err = load_str("[cluster]\nseeds = [\"127.0.0.1:7000\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let err = load(
+            Some(Path::new("/nonexistent/eventgate.toml")),
+            &[],
+            &CliOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/eventgate.toml"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP edge: health and readiness probes and the admin API (cluster, control-plane
+//! records). Handlers answer errors as problem+json through [`error::ApiError`].
+
+pub mod admin;
+pub mod error;
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use eventgate_raft_store::control::ControlPlane;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use error::ApiError;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    control: ControlPlane,
+    admin_token: Option<String>,
+    ready_max_lag: u64,
+    quorum_ack_limit: Duration,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(control: ControlPlane, config: &NodeConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                control,
+                admin_token: config.admin_token.clone(),
+                ready_max_lag: config.raft.ready_max_lag,
+                quorum_ack_limit: config.raft.election_timeout_max * 2,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn control(&self) -> &ControlPlane {
+        &self.inner.control
+    }
+}
+
+/// The node's HTTP routes.
+pub fn router(state: AppState) -> Router {
+    let admin = admin::router().layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/admin", admin)
+        .with_state(state)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The admin API needs `Authorization: Bearer <admin.token>`; with no token configured it
+/// answers loopback clients only.
+async fn require_admin(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match &state.inner.admin_token {
+        Some(token) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match presented {
+                Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => {}
+                Some(_) => return Err(ApiError::unauthorized("wrong admin token")),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "the admin API needs `Authorization: Bearer <admin token>`",
+                    ))
+                }
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return Err(ApiError::forbidden(
+                "no admin.token is configured, so the admin API answers loopback clients only",
+            ))
+        }
+        None => {}
+    }
+    Ok(next.run(request).await)
+}
+
+/// A JSON body whose errors are problem+json naming the field at fault.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::malformed_body(
+                "expected a JSON body with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::malformed_body(e.to_string()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON document; errors name the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            // Missing fields are reported at the parent; serde names them itself.
+            let text = inner.to_string();
+            match text.split('`').nth(1) {
+                Some(field) if text.starts_with("missing field") => {
+                    ApiError::invalid_field(field, text.clone())
+                }
+                _ => ApiError::malformed_body(text),
+            }
+        } else {
+            ApiError::invalid_field(path, inner.to_string())
+        }
+    })
+}

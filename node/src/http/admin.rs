@@ -1,0 +1,279 @@
+//! The admin API: the cluster (status, leave) and the control plane's subscription records.
+//! Writes commit through Raft before they answer; reads serve this node's applied state.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventgate_raft_store::control::ClusterStatus;
+use eventgate_raft_store::network::NodeStatus;
+use eventgate_raft_store::{Command, NodeId, Response as Applied, Subscription, SubscriptionState};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{AppState, JsonBody};
+
+/// Longest lease an admin may set (one year).
+const MAX_LEASE_SECONDS: u64 = 365 * 24 * 3600;
+/// A `hub.secret` must be shorter than this (WebSub).
+const MAX_SECRET_BYTES: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/cluster/status", get(cluster_status))
+        .route("/cluster/node", get(node_status))
+        .route("/cluster/leave", post(cluster_leave))
+        .route("/subscriptions", get(list_subscriptions))
+        .route(
+            "/subscriptions/{id}",
+            get(get_subscription)
+                .put(put_subscription)
+                .delete(delete_subscription),
+        )
+}
+
+async fn cluster_status(State(state): State<AppState>) -> Json<ClusterStatus> {
+    Json(state.control().cluster_status(Duration::from_secs(1)).await)
+}
+
+/// This node's own view of Raft, from local metrics only (cheap; never waits on peers).
+async fn node_status(State(state): State<AppState>) -> Json<NodeStatus> {
+    Json(state.control().local_status())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveRequest {
+    /// The member to remove; this node when absent.
+    node_id: Option<NodeId>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Removes a member. When the member is this node, the node stops once it is out.
+async fn cluster_leave(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let control = state.control();
+    let request: LeaveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LeaveRequest { node_id: None }
+    } else {
+        super::parse_json(&body)?
+    };
+    let node_id = request.node_id.unwrap_or(control.node_id());
+    let is_member = control
+        .raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&node_id)
+        .is_some();
+    if !is_member {
+        return Err(ApiError::not_found(format!(
+            "node {node_id} is not a member"
+        )));
+    }
+    // Release what the node owns first, so others take over at once.
+    control
+        .write(Command::NodeLeaving {
+            node: node_id,
+            at_ms: now_ms(),
+        })
+        .await?;
+    control.remove_member(node_id).await?;
+    tracing::info!(node_id, "member removed from the cluster");
+    if node_id == control.node_id() {
+        state.inner.shutdown.cancel();
+    }
+    Ok(Json(serde_json::json!({ "left": node_id })))
+}
+
+/// A subscription record as the admin API shows it (the secret is never shown).
+#[derive(Debug, Serialize)]
+struct SubscriptionView {
+    id: String,
+    topic: String,
+    callback: String,
+    state: &'static str,
+    lease_seconds: u64,
+    lease_expires_at_ms: u64,
+    has_secret: bool,
+    owner: Option<NodeId>,
+    cursor: BTreeMap<u32, u64>,
+    pending_retries: usize,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+}
+
+fn state_name(state: SubscriptionState) -> &'static str {
+    match state {
+        SubscriptionState::PendingVerification => "pending_verification",
+        SubscriptionState::Active => "active",
+        SubscriptionState::PendingUnsubscribe => "pending_unsubscribe",
+    }
+}
+
+fn view(state: &AppState, id: &str) -> Option<SubscriptionView> {
+    state.control().reader().read(|s| {
+        let sub = s.subscriptions.get(id)?;
+        Some(SubscriptionView {
+            id: sub.id.clone(),
+            topic: sub.topic.clone(),
+            callback: sub.callback.clone(),
+            state: state_name(sub.state),
+            lease_seconds: sub.lease_seconds,
+            lease_expires_at_ms: sub.lease_expires_at_ms,
+            has_secret: sub.secret.is_some(),
+            owner: sub.owner,
+            cursor: s.cursors.get(id).cloned().unwrap_or_default(),
+            pending_retries: s.retries.get(id).map_or(0, Vec::len),
+            created_at_ms: sub.created_at_ms,
+            updated_at_ms: sub.updated_at_ms,
+        })
+    })
+}
+
+async fn list_subscriptions(State(state): State<AppState>) -> Json<Vec<SubscriptionView>> {
+    let ids: Vec<String> = state
+        .control()
+        .reader()
+        .read(|s| s.subscriptions.keys().cloned().collect());
+    Json(ids.iter().filter_map(|id| view(&state, id)).collect())
+}
+
+async fn get_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    view(&state, &id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSubscription {
+    topic: String,
+    callback: String,
+    lease_seconds: u64,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn validate_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "id",
+            "1 to 128 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+        ))
+    }
+}
+
+fn validate_put(body: &PutSubscription) -> Result<SubscriptionState, ApiError> {
+    if body.topic.trim().is_empty() || body.topic.len() > 255 {
+        return Err(ApiError::invalid_field("topic", "1 to 255 characters"));
+    }
+    let url = reqwest::Url::parse(&body.callback)
+        .map_err(|e| ApiError::invalid_field("callback", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::invalid_field(
+            "callback",
+            "must be an http or https URL with a host",
+        ));
+    }
+    if body.lease_seconds == 0 || body.lease_seconds > MAX_LEASE_SECONDS {
+        return Err(ApiError::invalid_field(
+            "lease_seconds",
+            format!("1 to {MAX_LEASE_SECONDS}"),
+        ));
+    }
+    if body
+        .secret
+        .as_ref()
+        .is_some_and(|s| s.len() >= MAX_SECRET_BYTES)
+    {
+        return Err(ApiError::invalid_field(
+            "secret",
+            format!("must be shorter than {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    match body.state.as_deref() {
+        None | Some("pending_verification") => Ok(SubscriptionState::PendingVerification),
+        Some("active") => Ok(SubscriptionState::Active),
+        Some("pending_unsubscribe") => Ok(SubscriptionState::PendingUnsubscribe),
+        Some(other) => Err(ApiError::invalid_field(
+            "state",
+            format!("`{other}` is not one of pending_verification, active, pending_unsubscribe"),
+        )),
+    }
+}
+
+/// Creates or replaces a subscription record; answers once it is committed.
+async fn put_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PutSubscription>,
+) -> Result<Response, ApiError> {
+    validate_id(&id)?;
+    let sub_state = validate_put(&body)?;
+    let existed = view(&state, &id).is_some();
+    let now = now_ms();
+    let sub = Subscription {
+        id: id.clone(),
+        topic: body.topic,
+        callback: body.callback,
+        secret: body.secret,
+        lease_seconds: body.lease_seconds,
+        lease_expires_at_ms: now + body.lease_seconds * 1000,
+        state: sub_state,
+        owner: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    state
+        .control()
+        .write(Command::UpsertSubscription(sub))
+        .await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let shown = view(&state, &id).ok_or_else(|| {
+        ApiError::internal("subscription committed but not yet applied on this node")
+    })?;
+    Ok((status, Json(shown)).into_response())
+}
+
+async fn delete_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state
+        .control()
+        .write(Command::RemoveSubscription { id: id.clone() })
+        .await?
+    {
+        Applied::NotFound => Err(ApiError::not_found(format!("no subscription `{id}`"))),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}

@@ -1,0 +1,175 @@
+//! The one error type of the HTTP edge: RFC 9457 problem details with a stable `type` URI per
+//! kind of problem, and one table from errors to statuses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eventgate_raft_store::control::ControlError;
+use serde::Serialize;
+
+/// Base of every problem `type`; the slug after it is stable and documented.
+pub const PROBLEM_BASE: &str = "https://eventgate.dev/problems/";
+
+/// An error answered as `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable identifier of the problem, appended to [`PROBLEM_BASE`].
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<String>,
+    /// Seconds after which a retry may succeed.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: String) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail,
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A request field is missing or invalid.
+    pub fn invalid_field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            "A request field is missing or invalid",
+            detail.into(),
+        );
+        e.field = Some(field.into());
+        e
+    }
+
+    /// The body could not be read as the expected document.
+    pub fn malformed_body(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+            "The request body is malformed",
+            detail.into(),
+        )
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Credentials are missing or wrong",
+            detail.into(),
+        )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not allowed",
+            detail.into(),
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such resource",
+            detail.into(),
+        )
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail.into())
+    }
+
+    pub fn not_ready(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "The node is not ready",
+            detail.into(),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail.into(),
+        )
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ControlError::NoLeader { .. } => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no-quorum",
+                    "The cluster has no reachable leader",
+                    detail,
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            ControlError::Timeout { .. } => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "commit-timeout",
+                    "The write was not committed in time",
+                    detail,
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            ControlError::Membership(_) => ApiError::conflict(detail),
+            ControlError::Fatal(_) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = format!("{PROBLEM_BASE}{}", self.slug);
+        let body = Problem {
+            kind,
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            field: self.field.as_deref(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

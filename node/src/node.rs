@@ -1,0 +1,263 @@
+//! A running node: storage, TLS identity, the cluster transport, Raft, bootstrap or join, and
+//! the HTTP gateway, started in that order and stopped in reverse on shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use eventgate_raft_store::control::{join_cluster, ControlPlane};
+use eventgate_raft_store::network::quic::QuicTransport;
+use eventgate_raft_store::network::RpcNetworkFactory;
+use eventgate_raft_store::state_machine::open_store;
+use eventgate_raft_store::tls::{self, PemPair, TlsMaterial};
+use eventgate_raft_store::{NodeInfo, Raft};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NodeConfig, TlsSource};
+use crate::error::{Error, Result};
+use crate::http::{self, AppState};
+
+/// Sockets bound before the node starts, so that callers (and tests) can bind port 0 and learn
+/// the real addresses first.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: tokio::net::TcpListener,
+    pub cluster: std::net::UdpSocket,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &NodeConfig) -> Result<Self> {
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "http.listen",
+                addr: config.http_listen,
+                source,
+            })?;
+        let cluster =
+            std::net::UdpSocket::bind(config.cluster_listen).map_err(|source| Error::Bind {
+                what: "cluster.listen",
+                addr: config.cluster_listen,
+                source,
+            })?;
+        Ok(Self { http, cluster })
+    }
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub http_addr: SocketAddr,
+    pub cluster_addr: SocketAddr,
+    pub control: ControlPlane,
+    task: JoinHandle<Result<()>>,
+    fatal: Arc<std::sync::OnceLock<String>>,
+}
+
+impl NodeHandle {
+    /// Waits for the node to stop (after its shutdown token is cancelled, or a fatal error).
+    pub async fn wait(self) -> Result<()> {
+        let result = match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Internal(format!("node task panicked: {e}"))),
+        };
+        match self.fatal.get() {
+            Some(reason) => Err(Error::Internal(reason.clone())),
+            None => result,
+        }
+    }
+}
+
+fn tls_material(config: &NodeConfig) -> Result<TlsMaterial> {
+    let dir = config.data_dir.join("tls");
+    match &config.tls {
+        TlsSource::Files { ca_cert, cert, key } => Ok(TlsMaterial::load(ca_cert, cert, key)?),
+        TlsSource::IssueFromCa { ca_cert, ca_key } => {
+            let node_stem = format!("node-{}", config.node_id);
+            if !dir.join(format!("{node_stem}.pem")).exists() {
+                let ca = PemPair {
+                    cert_pem: read_text(ca_cert)?,
+                    key_pem: read_text(ca_key)?,
+                };
+                let names = advertised_hosts(config);
+                let pair = tls::issue_node_cert(&ca, &node_stem, &names)?;
+                tls::write_pair(&dir, &node_stem, &pair)?;
+                tracing::info!(dir = %dir.display(), "issued this node's certificate from the cluster CA");
+            }
+            Ok(TlsMaterial::load(
+                ca_cert,
+                &dir.join(format!("{node_stem}.pem")),
+                &dir.join(format!("{node_stem}.key")),
+            )?)
+        }
+        TlsSource::SelfSigned => {
+            if !dir.join("ca.pem").exists() {
+                let ca = tls::generate_ca()?;
+                tls::write_pair(&dir, "ca", &ca)?;
+                let node = tls::issue_node_cert(&ca, "node", &advertised_hosts(config))?;
+                tls::write_pair(&dir, "node", &node)?;
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "no tls configured: made a cluster CA for this node alone; other nodes can join only with certificates from it"
+                );
+            }
+            Ok(TlsMaterial::load(
+                &dir.join("ca.pem"),
+                &dir.join("node.pem"),
+                &dir.join("node.key"),
+            )?)
+        }
+    }
+}
+
+fn advertised_hosts(config: &NodeConfig) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    for addr in [&config.cluster_advertise, &config.http_advertise] {
+        if let Some((host, _)) = addr.rsplit_once(':') {
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            if !names.contains(&host) {
+                names.push(host);
+            }
+        }
+    }
+    names
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Starts a node on pre-bound listeners. The node runs until `shutdown` is cancelled; then it
+/// stops accepting HTTP, shuts Raft down, closes the QUIC endpoint and flushes storage.
+pub async fn start(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<NodeHandle> {
+    eventgate_raft_store::install_crypto_provider();
+    let node_id = config.node_id;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let cluster_addr = listeners
+        .cluster
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // With port 0 in the config, advertise the port actually bound.
+    let advertise = |configured: &str, bound: SocketAddr| match configured.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{}", bound.port()),
+        _ => configured.to_owned(),
+    };
+    let info = NodeInfo {
+        raft_addr: advertise(&config.cluster_advertise, cluster_addr),
+        http_addr: advertise(&config.http_advertise, http_addr),
+    };
+
+    let (log_store, state_machine) =
+        open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;
+    let reader = state_machine.reader();
+    let flusher = state_machine.clone();
+    let tls = tls_material(&config)?;
+    let transport = QuicTransport::bind(listeners.cluster, &tls)?;
+    let raft_config = Arc::new(config.raft.openraft_config()?);
+    let raft = Raft::new(
+        node_id,
+        raft_config,
+        RpcNetworkFactory::new(transport.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+    let server_task = transport.serve(raft.clone(), config.write_timeout);
+    let control = ControlPlane::new(
+        node_id,
+        raft.clone(),
+        reader,
+        transport.clone(),
+        config.write_timeout,
+    );
+
+    let fatal = Arc::new(std::sync::OnceLock::new());
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+    if !initialized {
+        if config.seeds.is_empty() {
+            tracing::info!(
+                node_id,
+                "initializing a new cluster with this node as its only voter"
+            );
+            raft.initialize(BTreeMap::from([(node_id, info.clone())]))
+                .await
+                .map_err(|e| Error::Internal(format!("raft initialize: {e}")))?;
+        } else {
+            let transport = transport.clone();
+            let seeds = config.seeds.clone();
+            let info = info.clone();
+            let deadline = tokio::time::Instant::now() + config.join_timeout;
+            let shutdown = shutdown.clone();
+            let fatal = fatal.clone();
+            tokio::spawn(async move {
+                tracing::info!(node_id, ?seeds, "joining the cluster");
+                match join_cluster(transport.as_ref(), &seeds, node_id, info, deadline).await {
+                    Ok(()) => tracing::info!(node_id, "joined the cluster as a voter"),
+                    Err(e) => {
+                        tracing::error!(node_id, error = %e, "could not join the cluster; stopping");
+                        let _ = fatal.set(format!("could not join the cluster: {e}"));
+                        shutdown.cancel();
+                    }
+                }
+            });
+        }
+    } else {
+        tracing::info!(node_id, "restarting with existing state");
+    }
+
+    let state = AppState::new(control.clone(), &config, shutdown.clone());
+    let app = http::router(state);
+    let http_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        tracing::info!(node_id, http = %http_addr, cluster = %cluster_addr, "node started");
+        let served = axum::serve(
+            listeners.http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await;
+        tracing::info!(node_id, "stopping: http closed, shutting raft down");
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        transport.shutdown().await;
+        server_task.abort();
+        if let Err(e) = flusher.flush().await {
+            tracing::warn!(error = %e, "final storage flush failed");
+        }
+        tracing::info!(node_id, "stopped");
+        served.map_err(|e| Error::Internal(format!("http server: {e}")))
+    });
+
+    Ok(NodeHandle {
+        http_addr,
+        cluster_addr,
+        control,
+        task,
+        fatal,
+    })
+}
