@@ -9,6 +9,7 @@
 //! its own data directory in a temporary directory, and a certificate from a cluster CA made with
 //! `eventgate certs`. Waits poll with deadlines ([`wait::until`]).
 
+pub mod inprocess;
 pub mod wait;
 
 use std::collections::BTreeMap;
@@ -22,18 +23,20 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use tokio::time::Instant;
 
-/// Path of the `eventgate` binary: `$EVENTGATE_BIN`, or next to the test executable's folder
-/// (`target/<profile>/eventgate`, built by `cargo test --workspace`).
+/// Path of the `eventgate` binary: `$EVENTGATE_BIN`, or `target/<profile>/eventgate` next to
+/// the running test or binary (built by `cargo test --workspace`).
 pub fn eventgate_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("EVENTGATE_BIN") {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    profile_dir.join("eventgate")
+    // A test runs from target/<profile>/deps/, a binary from target/<profile>/.
+    let exe = std::env::current_exe().expect("own executable path");
+    let dir = exe.parent().expect("executable in a directory");
+    let beside = dir.join("eventgate");
+    if beside.is_file() {
+        return beside;
+    }
+    dir.parent().unwrap_or(dir).join("eventgate")
 }
 
 /// Initialises test logging once.

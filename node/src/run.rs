@@ -143,8 +143,8 @@ fn print_status(status: &ClusterStatus) {
         status.node_id
     );
     println!(
-        "{:<6} {:<8} {:<10} {:<22} {:<22} {:>9} {:>7}  {}",
-        "ID", "ROLE", "STATE", "CLUSTER ADDR", "HTTP ADDR", "APPLIED", "LAG", "REACHABLE"
+        "{:<6} {:<8} {:<10} {:<22} {:<22} {:>9} {:>7}  REACHABLE",
+        "ID", "ROLE", "STATE", "CLUSTER ADDR", "HTTP ADDR", "APPLIED", "LAG"
     );
     let dash = || "-".to_owned();
     for m in &status.members {

@@ -208,7 +208,7 @@ impl ControlPlane {
             };
             match result {
                 Ok(out) => return Ok(out),
-                Err(Some(ClusterError::ForwardToLeader { .. })) | Err(None) => {
+                Err(Some(ClusterError::ForwardToLeader { .. }) | None) => {
                     // Leadership moved or the leader is unreachable from here: wait for news
                     // of a (new) leader, briefly, and try again.
                     let wait = remaining.min(Duration::from_millis(100));

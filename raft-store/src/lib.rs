@@ -18,6 +18,10 @@
 //!
 //! This crate knows nothing of HTTP or actors.
 
+// openraft's storage and network traits fix `StorageError`/`RPCError` (over 200 bytes) as the
+// error type; boxing them inside our helpers would only add conversions at every call.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 
 pub mod codec;

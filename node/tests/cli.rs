@@ -1,0 +1,118 @@
+//! The `eventgate` binary's answers to bad input: configuration errors name the file, the key and
+//! the reason and exit 2; other failures exit 1 with a message naming what failed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn eventgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventgate"));
+    cmd.args(args).env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run eventgate")
+}
+
+fn serve_with(config: &str) -> (Output, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eventgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let path_s = path.display().to_string();
+    let out = eventgate(&["serve", "--config", &path_s], &[]);
+    (out, dir, path_s)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn wrong_type_names_file_key_and_reason() {
+    let (out, _dir, path) = serve_with("[http]\nlisten = 8080\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("http.listen"), "{err}");
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (out, _dir, path) = serve_with("[cluster]\nseedz = [\"a:1\"]\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&path) && err.contains("seedz"), "{err}");
+}
+
+#[test]
+fn invalid_address_is_explained() {
+    let (out, _dir, _) = serve_with("[cluster]\nlisten = \"localhost\"\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.listen") && err.contains("localhost"), "{err}");
+}
+
+#[test]
+fn toml_syntax_error_names_the_file() {
+    let (out, _dir, path) = serve_with("node_id = [\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&path), "{err}");
+}
+
+#[test]
+fn inconsistent_raft_timing_is_refused() {
+    let (out, _dir, _) = serve_with("[raft]\nheartbeat_interval = \"1s\"\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("raft.heartbeat_interval"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_reported() {
+    let out = eventgate(&["serve", "--config", "/nonexistent/eventgate.toml"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/eventgate.toml"), "{err}");
+}
+
+#[test]
+fn bad_environment_override_names_the_key() {
+    let out = eventgate(&["serve"], &[("EVENTGATE_NODE_ID", "abc")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("node_id"), "{err}");
+}
+
+#[test]
+fn certs_issue_without_a_ca_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let out = eventgate(&["certs", "issue", "node1", "--dir", &d], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{d}/ca.pem")), "{err}");
+}
+
+#[test]
+fn certs_init_then_issue_writes_files_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    assert!(eventgate(&["certs", "init", "--dir", &d], &[]).status.success());
+    let issued = eventgate(&["certs", "issue", "n1", "--dir", &d, "--san", "10.0.0.7"], &[]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    for f in ["ca.pem", "ca.key", "n1.pem", "n1.key"] {
+        assert!(Path::new(&d).join(f).is_file(), "{f}");
+    }
+    let again = eventgate(&["certs", "init", "--dir", &d], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("refusing to overwrite"));
+}
+
+#[test]
+fn cluster_status_against_nothing_fails_clearly() {
+    let out = eventgate(&["cluster", "status", "--node", "http://127.0.0.1:1"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
