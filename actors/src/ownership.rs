@@ -33,10 +33,16 @@ mod tests {
     #[test]
     fn load_is_spread_and_only_the_lost_members_keys_move() {
         let keys: Vec<String> = (0..3000).map(|i| format!("sub-{i}")).collect();
-        let before: Vec<NodeId> = keys.iter().map(|k| owner_of(k, [1, 2, 3]).unwrap()).collect();
+        let before: Vec<NodeId> = keys
+            .iter()
+            .map(|k| owner_of(k, [1, 2, 3]).unwrap())
+            .collect();
         for node in 1..=3 {
             let share = before.iter().filter(|o| **o == node).count();
-            assert!((800..1200).contains(&share), "node {node} owns {share} of 3000");
+            assert!(
+                (800..1200).contains(&share),
+                "node {node} owns {share} of 3000"
+            );
         }
         let after: Vec<NodeId> = keys.iter().map(|k| owner_of(k, [1, 3]).unwrap()).collect();
         for (b, a) in before.iter().zip(&after) {

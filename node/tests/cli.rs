@@ -49,7 +49,10 @@ fn invalid_address_is_explained() {
     let (out, _dir, _) = serve_with("[cluster]\nlisten = \"localhost\"\n");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cluster.listen") && err.contains("localhost"), "{err}");
+    assert!(
+        err.contains("cluster.listen") && err.contains("localhost"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,8 +101,13 @@ fn certs_issue_without_a_ca_names_the_file() {
 fn certs_init_then_issue_writes_files_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    assert!(eventgate(&["certs", "init", "--dir", &d], &[]).status.success());
-    let issued = eventgate(&["certs", "issue", "n1", "--dir", &d, "--san", "10.0.0.7"], &[]);
+    assert!(eventgate(&["certs", "init", "--dir", &d], &[])
+        .status
+        .success());
+    let issued = eventgate(
+        &["certs", "issue", "n1", "--dir", &d, "--san", "10.0.0.7"],
+        &[],
+    );
     assert!(issued.status.success(), "{}", stderr(&issued));
     for f in ["ca.pem", "ca.key", "n1.pem", "n1.key"] {
         assert!(Path::new(&d).join(f).is_file(), "{f}");

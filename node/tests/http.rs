@@ -30,7 +30,9 @@ async fn start(extra_toml: &str) -> TestNode {
     let config = config::load(Some(&path), &[], &CliOverrides::default()).unwrap();
     let listeners = Listeners::bind(&config).await.unwrap();
     let shutdown = CancellationToken::new();
-    let handle = node::start(config, listeners, shutdown.clone()).await.unwrap();
+    let handle = node::start(config, listeners, shutdown.clone())
+        .await
+        .unwrap();
     let base = format!("http://{}", handle.http_addr);
     let node = TestNode {
         handle: Some(handle),
@@ -42,11 +44,18 @@ async fn start(extra_toml: &str) -> TestNode {
     // Ready once the single voter has elected itself.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = node.client.get(format!("{}/readyz", node.base)).send().await;
+        let r = node
+            .client
+            .get(format!("{}/readyz", node.base))
+            .send()
+            .await;
         if r.is_ok_and(|r| r.status() == 200) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "node never became ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node
@@ -89,22 +98,45 @@ fn valid() -> Value {
 async fn malformed_admin_writes_name_the_field_and_create_nothing() {
     let node = start("").await;
     let cases = [
-        (json!({"callback": "https://example.com/cb", "lease_seconds": 60}), "topic"),
-        (json!({"topic": "", "callback": "https://example.com/cb", "lease_seconds": 60}), "topic"),
-        (json!({"topic": "t", "callback": "not a url", "lease_seconds": 60}), "callback"),
-        (json!({"topic": "t", "callback": "ftp://example.com/x", "lease_seconds": 60}), "callback"),
-        (json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": "soon"}), "lease_seconds"),
-        (json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 0}), "lease_seconds"),
-        (json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 60, "secret": "x".repeat(200)}), "secret"),
-        (json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 60, "state": "weird"}), "state"),
+        (
+            json!({"callback": "https://example.com/cb", "lease_seconds": 60}),
+            "topic",
+        ),
+        (
+            json!({"topic": "", "callback": "https://example.com/cb", "lease_seconds": 60}),
+            "topic",
+        ),
+        (
+            json!({"topic": "t", "callback": "not a url", "lease_seconds": 60}),
+            "callback",
+        ),
+        (
+            json!({"topic": "t", "callback": "ftp://example.com/x", "lease_seconds": 60}),
+            "callback",
+        ),
+        (
+            json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": "soon"}),
+            "lease_seconds",
+        ),
+        (
+            json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 0}),
+            "lease_seconds",
+        ),
+        (
+            json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 60, "secret": "x".repeat(200)}),
+            "secret",
+        ),
+        (
+            json!({"topic": "t", "callback": "https://example.com/cb", "lease_seconds": 60, "state": "weird"}),
+            "state",
+        ),
     ];
     for (body, field) in cases {
         let (status, problem) = node.put("s1", body.clone()).await;
         assert_eq!(status, 400, "{body} -> {problem}");
         assert_eq!(problem["field"], field, "{body} -> {problem}");
         assert_eq!(
-            problem["type"],
-            "https://eventgate.dev/problems/invalid-field",
+            problem["type"], "https://eventgate.dev/problems/invalid-field",
             "{problem}"
         );
     }
@@ -188,7 +220,12 @@ async fn state_survives_a_restart_on_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     // Move the data aside: stop the node, then start a new one on the same data directory.
     let data = node._dir.path().to_owned();
-    let TestNode { handle, shutdown, _dir, .. } = node;
+    let TestNode {
+        handle,
+        shutdown,
+        _dir,
+        ..
+    } = node;
     shutdown.cancel();
     handle.unwrap().wait().await.unwrap();
     let config_path = dir.path().join("again.toml");
@@ -203,7 +240,9 @@ async fn state_survives_a_restart_on_the_same_directory() {
     let config = config::load(Some(&config_path), &[], &CliOverrides::default()).unwrap();
     let listeners = Listeners::bind(&config).await.unwrap();
     let shutdown = CancellationToken::new();
-    let handle = node::start(config, listeners, shutdown.clone()).await.unwrap();
+    let handle = node::start(config, listeners, shutdown.clone())
+        .await
+        .unwrap();
     let ids = handle
         .control
         .reader()

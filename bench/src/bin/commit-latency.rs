@@ -104,7 +104,11 @@ async fn sled_flush_baseline(dir: &std::path::Path, writes: u64) -> anyhow::Resu
     }
     println!(
         "{}",
-        summary("baseline: sled insert + flush", &h, started.elapsed().as_secs_f64())
+        summary(
+            "baseline: sled insert + flush",
+            &h,
+            started.elapsed().as_secs_f64()
+        )
     );
     Ok(h.value_at_quantile(0.5))
 }
@@ -114,7 +118,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
-    println!("commit latency, {} sequential writes each (one process, loopback)", args.writes);
+    println!(
+        "commit latency, {} sequential writes each (one process, loopback)",
+        args.writes
+    );
     let base_p50 = sled_flush_baseline(dir.path(), args.writes).await?;
 
     let one = start_nodes(&dir.path().join("one"), 1).await?;
@@ -148,6 +155,9 @@ async fn main() -> anyhow::Result<()> {
     for n in three.nodes {
         n.wait().await?;
     }
-    println!("(baseline p50 {:.3} ms: the durable-flush floor on this disk)", base_p50 as f64 / 1000.0);
+    println!(
+        "(baseline p50 {:.3} ms: the durable-flush floor on this disk)",
+        base_p50 as f64 / 1000.0
+    );
     Ok(())
 }

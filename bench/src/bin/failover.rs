@@ -20,7 +20,9 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     for run in 1..=args.runs {
         let mut cluster = ProcessCluster::start(ClusterOptions::default()).await?;
-        let (leader, _) = cluster.wait_for_leader(Duration::from_secs(10), None).await?;
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(10), None)
+            .await?;
         // Let the followers settle on the leader's heartbeats before the kill.
         let _ = cluster.put_subscription(leader, "warm", "t").await?;
         cluster.kill(leader)?;

@@ -14,7 +14,9 @@ use eventgate_chaos_tests::inprocess::{subscription, Cluster};
 async fn isolated_leader_cannot_commit_majority_can_then_all_converge() -> anyhow::Result<()> {
     init_logging();
     let cluster = Cluster::start(3, Duration::from_secs(2)).await?;
-    let old = cluster.wait_for_leader(1, None, Duration::from_secs(10)).await?;
+    let old = cluster
+        .wait_for_leader(1, None, Duration::from_secs(10))
+        .await?;
     cluster.nodes[&old]
         .write(Command::UpsertSubscription(subscription("before")))
         .await?;
@@ -32,7 +34,12 @@ async fn isolated_leader_cannot_commit_majority_can_then_all_converge() -> anyho
         "the isolated leader must not commit: {minority:?}"
     );
 
-    let other = cluster.nodes.keys().copied().find(|id| *id != old).expect("a peer");
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != old)
+        .expect("a peer");
     let new = cluster
         .wait_for_leader(other, Some(old), Duration::from_secs(10))
         .await?;

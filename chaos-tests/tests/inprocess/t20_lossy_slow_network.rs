@@ -12,7 +12,9 @@ use eventgate_chaos_tests::inprocess::{subscription, Cluster};
 async fn writes_commit_and_converge_over_a_lossy_slow_network() -> anyhow::Result<()> {
     init_logging();
     let cluster = Cluster::start(3, Duration::from_secs(10)).await?;
-    cluster.wait_for_leader(1, None, Duration::from_secs(10)).await?;
+    cluster
+        .wait_for_leader(1, None, Duration::from_secs(10))
+        .await?;
     info!("--- 10% loss, 5 ms delay");
     cluster.router.set_drop_probability(0.1);
     cluster.router.set_delay(Duration::from_millis(5));
