@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use eventgate_chaos_tests::{init_logging, run_ok, ClusterOptions, ProcessCluster};
+use eventgate_chaos_tests::{init_logging, run_ok, wait, ClusterOptions, ProcessCluster};
 use tracing::info;
 
 /// `eventgate cluster leave` removes the addressed member; it stops by itself, the others keep
@@ -15,15 +15,24 @@ async fn cluster_leave_removes_member_and_it_stops() -> anyhow::Result<()> {
     assert!(out.contains("left the cluster"), "{out}");
     let code = cluster.wait_exit(3, Duration::from_secs(15)).await?;
     assert_eq!(code, Some(0), "a node that left stops cleanly by itself");
-    let status = cluster.node_status(1).await.expect("node 1 answers");
-    let voters: Vec<u64> = status["voters"]
-        .as_array()
-        .expect("voters")
-        .iter()
-        .filter_map(|v| v.as_u64())
-        .collect();
-    assert_eq!(voters.len(), 2, "{status}");
-    assert!(!voters.contains(&3), "{status}");
+    // The leave answered once the leader committed the new membership; node 1 applies it a
+    // heartbeat later.
+    let voters = wait::until(
+        "node 1 to apply the two-voter membership",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let status = cluster.node_status(1).await?;
+            let voters: Vec<u64> = status["voters"]
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect();
+            (voters.len() == 2).then_some(voters)
+        },
+    )
+    .await?;
+    assert!(!voters.contains(&3), "{voters:?}");
     let response = cluster.put_subscription(2, "after-leave", "t").await?;
     assert!(response.status().is_success());
     Ok(())
