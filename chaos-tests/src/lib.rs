@@ -227,23 +227,19 @@ key = "{certs}/{name}.key"
             }
         }
         let n = options.nodes as usize;
-        let first = 1;
-        cluster
-            .wait_until(
-                "every node a voter",
+        for id in 1..=options.nodes {
+            let what = format!("node {id} to see {n} voters");
+            wait::until(
+                &what,
                 Duration::from_secs(60),
-                |c| {
-                    let c = c.clone();
-                    async move {
-                        let status = get_json(&c.0, &format!("{}/admin/cluster/node", c.1))
-                            .await
-                            .ok()?;
-                        (status["voters"].as_array()?.len() == n).then_some(())
-                    }
+                Duration::from_millis(20),
+                || async {
+                    let status = cluster.node_status(id).await?;
+                    (status["voters"].as_array()?.len() == n).then_some(())
                 },
-                first,
             )
             .await?;
+        }
         Ok(cluster)
     }
 
@@ -269,21 +265,6 @@ key = "{certs}/{name}.key"
 
     fn client_and_url(&self, id: u64) -> (reqwest::Client, String) {
         (self.http.clone(), self.nodes[&id].base_url())
-    }
-
-    async fn wait_until<T, F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-        id: u64,
-    ) -> anyhow::Result<T>
-    where
-        F: FnMut(&(reqwest::Client, String)) -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let target = self.client_and_url(id);
-        wait::until(what, timeout, Duration::from_millis(20), || check(&target)).await
     }
 
     /// Sends SIGKILL to node `id` and reaps it.
