@@ -19,4 +19,5 @@
 //!
 //! Dependencies point one way: `eventgate` (node) → this crate → `eventgate-raft-store`.
 
+pub mod broker;
 pub mod ownership;

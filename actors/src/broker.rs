@@ -1,0 +1,153 @@
+//! The broker-driver seam: every entrypoint publishes and consumes through [`BrokerDriver`], so
+//! the embedded log ([`embedded`]), Kafka and MQTT plug in behind the same calls.
+//!
+//! Consumption is positional, not group-based: a consumer reads one partition from a position
+//! the gateway chooses (a WebSub cursor, an SSE resume token), like Kafka's assign + seek. The
+//! gateway's cursors, not the broker, remember where each reader is.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+/// A message to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub key: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    pub content_type: Option<String>,
+    pub payload: Bytes,
+}
+
+/// A message read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub partition: u32,
+    pub offset: u64,
+    /// Unix milliseconds at which the broker appended it.
+    pub timestamp_ms: u64,
+    pub key: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    pub content_type: Option<String>,
+    pub payload: Bytes,
+}
+
+/// Where a published message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest message still retained.
+    Earliest,
+    /// The next message to be published.
+    Latest,
+    /// This offset (clamped to what is retained).
+    Offset(u64),
+}
+
+/// Errors of broker drivers.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic `{topic}` does not exist")]
+    TopicNotFound { topic: String },
+    #[error("`{topic}` is not a valid topic name: {reason}")]
+    InvalidTopic { topic: String, reason: &'static str },
+    #[error("message of {size} bytes exceeds the broker's limit of {limit} bytes")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("partition {partition} of `{topic}` does not exist")]
+    PartitionNotFound { topic: String, partition: u32 },
+    #[error("broker unavailable: {reason}")]
+    Unavailable { reason: String },
+    #[error("{path}: corrupt log: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl BrokerError {
+    /// Whether the same call may succeed later (the broker is down or overloaded).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BrokerError::Unavailable { .. })
+    }
+}
+
+/// Result of broker operations.
+pub type BrokerResult<T> = Result<T, BrokerError>;
+
+/// A broker the gateway publishes to and consumes from.
+pub trait BrokerDriver: Send + Sync + 'static {
+    /// Short name for logs and metrics (`embedded`, `kafka`, `mqtt`).
+    fn name(&self) -> &'static str;
+
+    /// Whether `topic` exists.
+    fn topic_exists<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<bool>>;
+
+    /// Creates `topic` if it does not exist.
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+
+    /// Number of partitions of `topic`.
+    fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<u32>>;
+
+    /// Appends `message` to `topic`; answers only once the broker holds it durably.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'a, BrokerResult<Position>>;
+
+    /// Opens a reader of one partition of `topic` from `start`.
+    fn consumer<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        start: StartAt,
+    ) -> BoxFuture<'a, BrokerResult<Box<dyn PartitionConsumer>>>;
+}
+
+/// A positional reader of one partition.
+pub trait PartitionConsumer: Send + std::fmt::Debug {
+    /// Up to `max` messages from the current position, waiting at most `wait` for the first
+    /// one; empty when none came in time.
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'_, BrokerResult<Vec<Message>>>;
+
+    /// The offset of the next message this consumer will return.
+    fn position(&self) -> u64;
+}
+
+/// Checks a topic name: 1 to 249 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..` (Kafka's
+/// rules, so that a name valid here is valid on every broker).
+pub fn validate_topic_name(topic: &str) -> BrokerResult<()> {
+    let invalid = |reason| {
+        Err(BrokerError::InvalidTopic {
+            topic: topic.to_owned(),
+            reason,
+        })
+    };
+    if topic.is_empty() || topic.len() > 249 {
+        return invalid("1 to 249 characters");
+    }
+    if topic == "." || topic == ".." {
+        return invalid("`.` and `..` are reserved");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return invalid("only A-Z, a-z, 0-9, '.', '_' and '-'");
+    }
+    Ok(())
+}
