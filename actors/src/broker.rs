@@ -85,7 +85,7 @@ impl BrokerError {
 pub type BrokerResult<T> = Result<T, BrokerError>;
 
 /// A broker the gateway publishes to and consumes from.
-pub trait BrokerDriver: Send + Sync + 'static {
+pub trait BrokerDriver: Send + Sync + std::fmt::Debug + 'static {
     /// Short name for logs and metrics (`embedded`, `kafka`, `mqtt`).
     fn name(&self) -> &'static str;
 

@@ -17,7 +17,18 @@ use serde::{Deserialize, Serialize};
 pub const CONFIG_VERSION: u32 = 1;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "version", "node_id", "data_dir", "http", "cluster", "tls", "raft", "admin", "log",
+    "version",
+    "node_id",
+    "data_dir",
+    "http",
+    "cluster",
+    "tls",
+    "raft",
+    "admin",
+    "log",
+    "broker",
+    "topics",
+    "webhook_receiver",
 ];
 
 /// The configuration as written, before validation.
@@ -33,6 +44,56 @@ pub struct RawNodeConfig {
     pub raft: RawRaft,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub broker: RawBroker,
+    pub topics: RawTopics,
+    pub webhook_receiver: RawWebhookReceiver,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBroker {
+    /// Directory of the embedded broker's logs; `<data_dir>/broker` when absent.
+    pub dir: Option<PathBuf>,
+    pub segment_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTopics {
+    /// Create a topic on first use; off unless set (on in the development profile).
+    pub auto_create: Option<bool>,
+    /// Topics that exist from the start.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhookReceiver {
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            segment_bytes: 64 * 1024 * 1024,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RawWebhookReceiver {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +171,9 @@ impl Default for RawNodeConfig {
             raft: RawRaft::default(),
             admin: RawAdmin::default(),
             log: RawLog::default(),
+            broker: RawBroker::default(),
+            topics: RawTopics::default(),
+            webhook_receiver: RawWebhookReceiver::default(),
         }
     }
 }
@@ -201,10 +265,28 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The embedded broker.
+    pub broker: BrokerSettings,
+    /// Topics declared in the configuration.
+    pub topics: Vec<String>,
+    /// Whether unknown topics are created on first use.
+    pub topics_auto_create: bool,
+    /// Largest body `/webhook-receiver` accepts.
+    pub webhook_max_body_bytes: usize,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
     pub source: String,
+}
+
+/// Settings of the embedded broker.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub retention: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    pub max_message_bytes: usize,
 }
 
 /// Raft timing and compaction.
@@ -520,6 +602,44 @@ impl RawNodeConfig {
         };
         raft.openraft_config()
             .map_err(|e| invalid("raft", e.to_string()))?;
+        let b = &self.broker;
+        if b.segment_bytes < 4096 {
+            return Err(invalid(
+                "broker.segment_bytes",
+                "must be at least 4096".to_owned(),
+            ));
+        }
+        if b.max_message_bytes == 0 {
+            return Err(invalid(
+                "broker.max_message_bytes",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        let w = &self.webhook_receiver;
+        if w.max_body_bytes == 0 || w.max_body_bytes > b.max_message_bytes {
+            return Err(invalid(
+                "webhook_receiver.max_body_bytes",
+                format!(
+                    "must be 1 to broker.max_message_bytes ({})",
+                    b.max_message_bytes
+                ),
+            ));
+        }
+        for (i, topic) in self.topics.names.iter().enumerate() {
+            if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
+                return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
+            }
+        }
+        let broker = BrokerSettings {
+            dir: b
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("broker")),
+            segment_bytes: b.segment_bytes,
+            retention: b.retention,
+            retention_bytes: b.retention_bytes,
+            max_message_bytes: b.max_message_bytes,
+        };
         Ok(NodeConfig {
             node_id: self.node_id,
             data_dir: self.data_dir,
@@ -535,6 +655,10 @@ impl RawNodeConfig {
             admin_token: self.admin.token,
             log_format: self.log.format,
             log_level: self.log.level,
+            broker,
+            topics: self.topics.names,
+            topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
+            webhook_max_body_bytes: w.max_body_bytes,
             dev_profile,
             source,
         })
@@ -609,6 +733,23 @@ mod tests {
         let c = load(Some(file.path()), &env, &cli).unwrap();
         assert_eq!(c.node_id, 4);
         assert!(!c.dev_profile);
+    }
+
+    #[test]
+    fn dev_profile_auto_creates_topics_and_a_config_file_does_not() {
+        let dev = load(None, &[], &CliOverrides::default()).unwrap();
+        assert!(dev.topics_auto_create);
+        let file = load_str("[topics]\nnames = [\"orders\"]\n").unwrap();
+        assert!(!file.topics_auto_create);
+        assert_eq!(file.topics, vec!["orders".to_owned()]);
+        let err = load_str("[topics]\nnames = [\"bad topic\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics.names[0]"), "{err}");
+        let err = load_str("[webhook_receiver]\nmax_body_bytes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook_receiver.max_body_bytes"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("broker: {0}")]
+    Broker(#[from] eventgate_actors::broker::BrokerError),
     #[error("control plane: {0}")]
     ControlPlane(#[from] eventgate_raft_store::Error),
     #[error("{0}")]

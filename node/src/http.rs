@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use eventgate_actors::broker::BrokerDriver;
 use eventgate_raft_store::control::ControlPlane;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,9 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     control: ControlPlane,
+    broker: Arc<dyn BrokerDriver>,
+    topics_auto_create: bool,
+    webhook_max_body_bytes: usize,
     admin_token: Option<String>,
     ready_max_lag: u64,
     quorum_ack_limit: Duration,
@@ -38,10 +43,18 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(control: ControlPlane, config: &NodeConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        control: ControlPlane,
+        broker: Arc<dyn BrokerDriver>,
+        config: &NodeConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 control,
+                broker,
+                topics_auto_create: config.topics_auto_create,
+                webhook_max_body_bytes: config.webhook_max_body_bytes,
                 admin_token: config.admin_token.clone(),
                 ready_max_lag: config.raft.ready_max_lag,
                 quorum_ack_limit: config.raft.election_timeout_max * 2,
@@ -53,6 +66,10 @@ impl AppState {
     pub fn control(&self) -> &ControlPlane {
         &self.inner.control
     }
+
+    pub fn broker(&self) -> &Arc<dyn BrokerDriver> {
+        &self.inner.broker
+    }
 }
 
 /// The node's HTTP routes.
@@ -61,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/webhook-receiver", post(webhook::receive))
         .nest("/admin", admin)
         .with_state(state)
 }

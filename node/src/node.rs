@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
+use eventgate_actors::broker::BrokerDriver;
 use eventgate_raft_store::control::{join_cluster, ControlPlane};
 use eventgate_raft_store::network::quic::QuicTransport;
 use eventgate_raft_store::network::RpcNetworkFactory;
@@ -53,6 +55,7 @@ pub struct NodeHandle {
     pub http_addr: SocketAddr,
     pub cluster_addr: SocketAddr,
     pub control: ControlPlane,
+    pub broker: Arc<dyn BrokerDriver>,
     task: JoinHandle<Result<()>>,
     fatal: Arc<std::sync::OnceLock<String>>,
 }
@@ -167,6 +170,21 @@ pub async fn start(
         http_addr: advertise(&config.http_advertise, http_addr),
     };
 
+    let broker = EmbeddedBroker::open(EmbeddedConfig {
+        dir: config.broker.dir.clone(),
+        segment_bytes: config.broker.segment_bytes,
+        retention_age: config.broker.retention,
+        retention_bytes: config.broker.retention_bytes,
+        max_message_bytes: config.broker.max_message_bytes,
+    })?;
+    for topic in &config.topics {
+        broker.ensure_topic(topic).await?;
+    }
+    if config.topics_auto_create {
+        tracing::warn!("topics.auto_create is on: any publisher or subscriber can create topics");
+    }
+    let broker: Arc<dyn BrokerDriver> = broker;
+
     let (log_store, state_machine) =
         open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;
     let reader = state_machine.reader();
@@ -229,7 +247,7 @@ pub async fn start(
         tracing::info!(node_id, "restarting with existing state");
     }
 
-    let state = AppState::new(control.clone(), &config, shutdown.clone());
+    let state = AppState::new(control.clone(), broker.clone(), &config, shutdown.clone());
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -257,6 +275,7 @@ pub async fn start(
         http_addr,
         cluster_addr,
         control,
+        broker,
         task,
         fatal,
     })

@@ -1,94 +1,9 @@
-//! The HTTP edge of a real single node started in-process on 127.0.0.1:0.
+//! The HTTP edge (probes, admin API) of a real single node started in-process.
 
-use std::time::Duration;
+mod common;
 
-use eventgate::config::{self, CliOverrides};
-use eventgate::node::{self, Listeners, NodeHandle};
+use common::{start, start_in};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-
-struct TestNode {
-    handle: Option<NodeHandle>,
-    shutdown: CancellationToken,
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(extra_toml: &str) -> TestNode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("eventgate.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[cluster]\nlisten = \"127.0.0.1:0\"\n{extra_toml}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let config = config::load(Some(&path), &[], &CliOverrides::default()).unwrap();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let handle = node::start(config, listeners, shutdown.clone())
-        .await
-        .unwrap();
-    let base = format!("http://{}", handle.http_addr);
-    let node = TestNode {
-        handle: Some(handle),
-        shutdown,
-        base,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    };
-    // Ready once the single voter has elected itself.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = node
-            .client
-            .get(format!("{}/readyz", node.base))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    node
-}
-
-impl TestNode {
-    async fn put(&self, id: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .put(format!("{}/admin/subscriptions/{id}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get_status(&self, path: &str) -> u16 {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        self.handle.take().unwrap().wait().await.unwrap();
-    }
-}
 
 fn valid() -> Value {
     json!({"topic": "orders", "callback": "https://example.com/cb", "lease_seconds": 60})
@@ -214,41 +129,18 @@ async fn admin_token_is_enforced() {
 
 #[tokio::test]
 async fn state_survives_a_restart_on_the_same_directory() {
-    let node = start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_in(dir.path(), "").await;
     let (status, _) = node.put("kept", valid()).await;
     assert_eq!(status, 201);
-    let dir = tempfile::tempdir().unwrap();
-    // Move the data aside: stop the node, then start a new one on the same data directory.
-    let data = node._dir.path().to_owned();
-    let TestNode {
-        handle,
-        shutdown,
-        _dir,
-        ..
-    } = node;
-    shutdown.cancel();
-    handle.unwrap().wait().await.unwrap();
-    let config_path = dir.path().join("again.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[cluster]\nlisten = \"127.0.0.1:0\"\n",
-            data.join("data").display()
-        ),
-    )
-    .unwrap();
-    let config = config::load(Some(&config_path), &[], &CliOverrides::default()).unwrap();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let handle = node::start(config, listeners, shutdown.clone())
-        .await
-        .unwrap();
-    let ids = handle
+    node.stop().await;
+
+    let node = start_in(dir.path(), "").await;
+    let ids = node
+        .handle()
         .control
         .reader()
         .read(|s| s.subscriptions.keys().cloned().collect::<Vec<_>>());
     assert_eq!(ids, vec!["kept".to_owned()]);
-    shutdown.cancel();
-    handle.wait().await.unwrap();
-    drop(_dir);
+    node.stop().await;
 }

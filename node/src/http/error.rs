@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use eventgate_actors::broker::BrokerError;
 use eventgate_raft_store::control::ControlError;
 use serde::Serialize;
 
@@ -110,6 +111,37 @@ impl ApiError {
         e
     }
 
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "The request body is too large",
+            format!("the body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn topic_not_found(topic: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "topic-not-found",
+            "No such topic",
+            format!("topic `{topic}` does not exist (and topics.auto_create is off)"),
+        );
+        e.field = Some("topic".to_owned());
+        e
+    }
+
+    pub fn broker_unavailable(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker-unavailable",
+            "The broker is unavailable",
+            detail.into(),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +178,21 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Membership(_) => ApiError::conflict(detail),
             ControlError::Fatal(_) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match &e {
+            BrokerError::TopicNotFound { topic } => ApiError::topic_not_found(topic),
+            BrokerError::InvalidTopic { .. } => ApiError::invalid_field("topic", e.to_string()),
+            BrokerError::MessageTooLarge { limit, .. } => ApiError::payload_too_large(*limit),
+            BrokerError::PartitionNotFound { .. } => ApiError::not_found(e.to_string()),
+            BrokerError::Unavailable { .. } => ApiError::broker_unavailable(e.to_string()),
+            BrokerError::Corrupt { .. } | BrokerError::Io { .. } => {
+                ApiError::internal(e.to_string())
+            }
         }
     }
 }

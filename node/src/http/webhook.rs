@@ -1,0 +1,100 @@
+//! `POST /webhook-receiver?topic=<t>`: webhook providers publish into a topic. Any content type;
+//! the body is kept byte for byte with its `Content-Type`. The answer is `202` with the
+//! message's position only once the broker holds it durably.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use eventgate_actors::broker::{validate_topic_name, OutgoingMessage};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Header carrying the message key (also accepted as the `key` query parameter).
+pub const KEY_HEADER: &str = "x-message-key";
+
+/// The value of query parameter `name`, if present.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Reads a request body of at most `limit` bytes; a larger one (by `Content-Length` or as it
+/// streams in) is a 413.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::payload_too_large(limit)
+        } else {
+            ApiError::malformed_body(format!("could not read the body: {e}"))
+        }
+    })
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let topic = query_param(query.as_deref(), "topic").ok_or_else(|| {
+        ApiError::invalid_field("topic", "the query parameter `topic` is required")
+    })?;
+    validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    let broker = state.broker();
+    if !broker.topic_exists(&topic).await? {
+        if !state.inner.topics_auto_create {
+            return Err(ApiError::topic_not_found(&topic));
+        }
+        broker.ensure_topic(&topic).await?;
+        tracing::info!(%topic, "topic created on first publish");
+    }
+    let payload = read_body(&headers, body, state.inner.webhook_max_body_bytes).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned);
+    let key = query_param(query.as_deref(), "key")
+        .map(Bytes::from)
+        .or_else(|| {
+            headers
+                .get(KEY_HEADER)
+                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+        });
+    let position = broker
+        .publish(
+            &topic,
+            OutgoingMessage {
+                key,
+                headers: Vec::new(),
+                content_type: Some(content_type),
+                payload,
+            },
+        )
+        .await?;
+    let id = format!("{}-{}", position.partition, position.offset);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": id,
+            "topic": topic,
+            "partition": position.partition,
+            "offset": position.offset,
+        })),
+    )
+        .into_response())
+}
