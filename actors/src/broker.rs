@@ -98,6 +98,10 @@ pub trait BrokerDriver: Send + Sync + std::fmt::Debug + 'static {
     /// Number of partitions of `topic`.
     fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<u32>>;
 
+    /// The next offset of every partition of `topic`: where a reader starting "now" begins.
+    fn latest_offsets<'a>(&'a self, topic: &'a str)
+        -> BoxFuture<'a, BrokerResult<Vec<(u32, u64)>>>;
+
     /// Appends `message` to `topic`; answers only once the broker holds it durably.
     fn publish<'a>(
         &'a self,

@@ -20,4 +20,8 @@
 //! Dependencies point one way: `eventgate` (node) → this crate → `eventgate-raft-store`.
 
 pub mod broker;
+pub mod callback;
+pub mod hub;
 pub mod ownership;
+pub mod subscription;
+pub mod websub;

@@ -29,6 +29,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "broker",
     "topics",
     "webhook_receiver",
+    "websub",
 ];
 
 /// The configuration as written, before validation.
@@ -47,6 +48,55 @@ pub struct RawNodeConfig {
     pub broker: RawBroker,
     pub topics: RawTopics,
     pub webhook_receiver: RawWebhookReceiver,
+    pub websub: RawWebsub,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebsub {
+    /// Allow callbacks on loopback, private and link-local addresses; off unless set (on in the
+    /// development profile).
+    pub allow_private_callbacks: Option<bool>,
+    pub signature_algorithm: String,
+    #[serde(with = "humantime_serde")]
+    pub lease_default: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub callback_connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub callback_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub per_host_concurrency: usize,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for RawWebsub {
+    fn default() -> Self {
+        Self {
+            allow_private_callbacks: None,
+            signature_algorithm: "sha256".to_owned(),
+            lease_default: Duration::from_secs(10 * 24 * 3600),
+            lease_min: Duration::from_secs(300),
+            lease_max: Duration::from_secs(365 * 24 * 3600),
+            callback_connect_timeout: Duration::from_secs(5),
+            callback_timeout: Duration::from_secs(15),
+            max_response_bytes: 64 * 1024,
+            per_host_concurrency: 32,
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +151,8 @@ impl Default for RawWebhookReceiver {
 pub struct RawHttp {
     pub listen: String,
     pub advertise: Option<String>,
+    /// Base URL of the gateway as subscribers see it (for the hub and topic URLs).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +226,7 @@ impl Default for RawNodeConfig {
             broker: RawBroker::default(),
             topics: RawTopics::default(),
             webhook_receiver: RawWebhookReceiver::default(),
+            websub: RawWebsub::default(),
         }
     }
 }
@@ -183,6 +236,7 @@ impl Default for RawHttp {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             advertise: None,
+            public_url: None,
         }
     }
 }
@@ -273,10 +327,25 @@ pub struct NodeConfig {
     pub topics_auto_create: bool,
     /// Largest body `/webhook-receiver` accepts.
     pub webhook_max_body_bytes: usize,
+    /// Base URL of the gateway as subscribers see it, without a trailing slash; when not
+    /// configured the node derives it from its advertised HTTP address.
+    pub public_url: Option<String>,
+    pub websub: WebsubSettings,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
     pub source: String,
+}
+
+/// Settings of the WebSub hub.
+#[derive(Debug, Clone)]
+pub struct WebsubSettings {
+    pub signature: eventgate_actors::websub::SignatureAlgorithm,
+    pub lease_default: Duration,
+    pub lease_min: Duration,
+    pub lease_max: Duration,
+    pub outbound: crate::outbound::OutboundSettings,
+    pub delivery: eventgate_actors::subscription::DeliverySettings,
 }
 
 /// Settings of the embedded broker.
@@ -630,6 +699,73 @@ impl RawNodeConfig {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
             }
         }
+        let ws = &self.websub;
+        let signature =
+            eventgate_actors::websub::SignatureAlgorithm::parse(&ws.signature_algorithm)
+                .ok_or_else(|| {
+                    invalid(
+                        "websub.signature_algorithm",
+                        format!(
+                            "`{}` is not one of sha1, sha256, sha384, sha512",
+                            ws.signature_algorithm
+                        ),
+                    )
+                })?;
+        if ws.lease_min.is_zero()
+            || ws.lease_min > ws.lease_default
+            || ws.lease_default > ws.lease_max
+        {
+            return Err(invalid(
+                "websub.lease_default",
+                "leases must satisfy 0 < lease_min <= lease_default <= lease_max".to_owned(),
+            ));
+        }
+        if ws.max_attempts == 0 {
+            return Err(invalid(
+                "websub.max_attempts",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        if ws.per_host_concurrency == 0 {
+            return Err(invalid(
+                "websub.per_host_concurrency",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        let public_url = match &self.http.public_url {
+            Some(url) => {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() > "https://".len();
+                if !ok {
+                    return Err(invalid(
+                        "http.public_url",
+                        format!("`{url}` is not an http(s) URL"),
+                    ));
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
+        let websub = WebsubSettings {
+            signature,
+            lease_default: ws.lease_default,
+            lease_min: ws.lease_min,
+            lease_max: ws.lease_max,
+            outbound: crate::outbound::OutboundSettings {
+                allow_private: ws.allow_private_callbacks.unwrap_or(dev_profile),
+                connect_timeout: ws.callback_connect_timeout,
+                timeout: ws.callback_timeout,
+                max_response_bytes: ws.max_response_bytes,
+                per_host_concurrency: ws.per_host_concurrency,
+            },
+            delivery: eventgate_actors::subscription::DeliverySettings {
+                max_attempts: ws.max_attempts,
+                retry_base: ws.retry_base,
+                retry_max: ws.retry_max,
+                max_age: ws.max_age,
+                signature,
+            },
+        };
         let broker = BrokerSettings {
             dir: b
                 .dir
@@ -659,6 +795,8 @@ impl RawNodeConfig {
             topics: self.topics.names,
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
             webhook_max_body_bytes: w.max_body_bytes,
+            public_url,
+            websub,
             dev_profile,
             source,
         })

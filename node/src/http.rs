@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod health;
 pub mod webhook;
+pub mod websub;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use eventgate_actors::broker::BrokerDriver;
+use eventgate_actors::subscription::DeliveryContext;
 use eventgate_raft_store::control::ControlPlane;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,8 @@ pub struct AppState {
 struct Inner {
     control: ControlPlane,
     broker: Arc<dyn BrokerDriver>,
+    delivery: DeliveryContext,
+    websub: crate::config::WebsubSettings,
     topics_auto_create: bool,
     webhook_max_body_bytes: usize,
     admin_token: Option<String>,
@@ -46,6 +50,7 @@ impl AppState {
     pub fn new(
         control: ControlPlane,
         broker: Arc<dyn BrokerDriver>,
+        delivery: DeliveryContext,
         config: &NodeConfig,
         shutdown: CancellationToken,
     ) -> Self {
@@ -53,6 +58,8 @@ impl AppState {
             inner: Arc::new(Inner {
                 control,
                 broker,
+                delivery,
+                websub: config.websub.clone(),
                 topics_auto_create: config.topics_auto_create,
                 webhook_max_body_bytes: config.webhook_max_body_bytes,
                 admin_token: config.admin_token.clone(),
@@ -79,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/webhook-receiver", post(webhook::receive))
+        .route("/hub", post(websub::hub))
         .nest("/admin", admin)
         .with_state(state)
 }

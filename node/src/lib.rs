@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod node;
+pub mod outbound;
 pub mod run;
 
 pub use error::{Error, Result};

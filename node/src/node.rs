@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::BrokerDriver;
+use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
+use eventgate_actors::subscription::DeliveryContext;
 use eventgate_raft_store::control::{join_cluster, ControlPlane};
 use eventgate_raft_store::network::quic::QuicTransport;
 use eventgate_raft_store::network::RpcNetworkFactory;
 use eventgate_raft_store::state_machine::open_store;
 use eventgate_raft_store::tls::{self, PemPair, TlsMaterial};
 use eventgate_raft_store::{NodeInfo, Raft};
+use ractor::Actor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -247,7 +250,39 @@ pub async fn start(
         tracing::info!(node_id, "restarting with existing state");
     }
 
-    let state = AppState::new(control.clone(), broker.clone(), &config, shutdown.clone());
+    let client = crate::outbound::HttpWebhookClient::new(config.websub.outbound.clone())
+        .map_err(|e| Error::Internal(format!("callback client: {e}")))?;
+    if config.websub.outbound.allow_private {
+        tracing::warn!("websub.allow_private_callbacks is on: callbacks may reach loopback and private addresses");
+    }
+    let delivery = DeliveryContext {
+        node_id,
+        control: control.clone(),
+        broker: broker.clone(),
+        client: Arc::new(client),
+        settings: config.websub.delivery.clone(),
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", info.http_addr)),
+    };
+    let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())
+        .await
+        .map_err(|e| Error::Internal(format!("hub supervisor: {e}")))?;
+    let coordinator_stop = CancellationToken::new();
+    let coordinator = tokio::spawn(run_coordinator(
+        delivery.clone(),
+        CoordinatorSettings::default(),
+        coordinator_stop.clone(),
+    ));
+
+    let state = AppState::new(
+        control.clone(),
+        broker.clone(),
+        delivery,
+        &config,
+        shutdown.clone(),
+    );
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -258,7 +293,17 @@ pub async fn start(
         )
         .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
         .await;
-        tracing::info!(node_id, "stopping: http closed, shutting raft down");
+        tracing::info!(node_id, "stopping: http closed; stopping deliveries");
+        coordinator_stop.cancel();
+        let _ = coordinator.await;
+        // Subscription actors commit their cursors as they stop: before Raft goes away.
+        let _ = hub
+            .stop_and_wait(
+                Some("node stopping".to_owned()),
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await;
+        tracing::info!(node_id, "shutting raft down");
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

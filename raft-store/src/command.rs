@@ -88,6 +88,13 @@ pub enum Command {
     NodeHeartbeat { node: NodeId, at_ms: u64 },
     /// A node is leaving: it owns nothing from now on.
     NodeLeaving { node: NodeId, at_ms: u64 },
+    /// A verified subscription: created or renewed (lease, secret). A new one starts its cursor
+    /// at `start_offsets` (partition, offset): what was published before it is not delivered.
+    /// A renewed one keeps its cursor.
+    ActivateSubscription {
+        subscription: Subscription,
+        start_offsets: Vec<(u32, u64)>,
+    },
 }
 
 impl Command {
@@ -106,6 +113,7 @@ impl Command {
             Command::RemoveDeadLetter { .. } => "remove-dead-letter",
             Command::NodeHeartbeat { .. } => "node-heartbeat",
             Command::NodeLeaving { .. } => "node-leaving",
+            Command::ActivateSubscription { .. } => "activate-subscription",
         }
     }
 }

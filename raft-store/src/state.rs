@@ -233,6 +233,10 @@ impl ControlState {
                 touched.push(Touched::Node(*node));
                 Response::Applied
             }
+            Command::ActivateSubscription {
+                subscription,
+                start_offsets,
+            } => self.activate(subscription, start_offsets, touched),
             Command::NodeLeaving { node, at_ms } => {
                 self.nodes.insert(
                     *node,
@@ -253,6 +257,22 @@ impl ControlState {
                 Response::Count(released)
             }
         }
+    }
+
+    fn activate(
+        &mut self,
+        sub: &Subscription,
+        start_offsets: &[(u32, u64)],
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        let is_new = !self.subscriptions.contains_key(&sub.id);
+        let response = self.apply(&Command::UpsertSubscription(sub.clone()), touched);
+        if is_new || !self.cursors.contains_key(&sub.id) {
+            let cursor: BTreeMap<u32, u64> = start_offsets.iter().copied().collect();
+            self.cursors.insert(sub.id.clone(), cursor);
+            touched.push(Touched::Cursor(sub.id.clone()));
+        }
+        response
     }
 
     fn remove_subscription(&mut self, id: &str, touched: &mut Vec<Touched>) -> bool {
@@ -368,6 +388,32 @@ mod tests {
         assert!(!state.subscriptions.contains_key("a"));
         assert!(state.subscriptions.contains_key("b"));
         assert!(state.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn activation_sets_the_cursor_of_a_new_subscription_only() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        let activate = |expires| Command::ActivateSubscription {
+            subscription: sub("a", Some(1), expires),
+            start_offsets: vec![(0, 42)],
+        };
+        state.apply(&activate(10), &mut touched);
+        assert_eq!(state.cursors["a"][&0], 42);
+        state.apply(
+            &Command::CommitCursors {
+                node: 1,
+                commits: vec![CursorCommit {
+                    id: "a".to_owned(),
+                    partition: 0,
+                    offset: 50,
+                }],
+            },
+            &mut touched,
+        );
+        state.apply(&activate(20), &mut touched);
+        assert_eq!(state.cursors["a"][&0], 50, "a renewal keeps the cursor");
+        assert_eq!(state.subscriptions["a"].lease_expires_at_ms, 20);
     }
 
     #[test]

@@ -602,6 +602,16 @@ impl BrokerDriver for EmbeddedBroker {
         Box::pin(async move { self.topic(topic, false).map(|_| 1) })
     }
 
+    fn latest_offsets<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, BrokerResult<Vec<(u32, u64)>>> {
+        Box::pin(async move {
+            let log = self.topic(topic, false)?;
+            Ok(vec![(0, log.read_state(LogState::end))])
+        })
+    }
+
     fn publish<'a>(
         &'a self,
         topic: &'a str,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod callback;
+
 use std::time::Duration;
 
 use eventgate::config::{self, CliOverrides};

@@ -1,0 +1,194 @@
+//! `POST /hub`: WebSub subscription requests. Validation is synchronous (400 problem+json naming
+//! the `hub.*` field); everything after is asynchronous: `202 Accepted` at once, then
+//! verification of intent with the callback (or a denial), and only then a change of state.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eventgate_actors::broker::validate_topic_name;
+use eventgate_actors::hub::{process_intent, Intent, IntentMode};
+
+use super::error::ApiError;
+use super::webhook::read_body;
+use super::AppState;
+
+/// Largest `/hub` request body.
+const MAX_HUB_BODY: usize = 64 * 1024;
+/// Longest callback URL accepted.
+const MAX_CALLBACK_LEN: usize = 4096;
+/// `hub.secret` must be shorter than this (WebSub).
+const MAX_SECRET_BYTES: usize = 200;
+
+fn required<'a>(form: &'a HashMap<String, String>, field: &str) -> Result<&'a str, ApiError> {
+    match form.get(field).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` is required"),
+        )),
+    }
+}
+
+/// The topic name named by `hub.topic`: a topic name, or a topic URL of this hub
+/// (`…/topics/<name>`).
+fn topic_name(given: &str) -> Result<String, ApiError> {
+    let name = if given.contains("://") {
+        let url = reqwest::Url::parse(given)
+            .map_err(|e| ApiError::invalid_field("hub.topic", format!("not a URL: {e}")))?;
+        let mut segments: Vec<&str> = url
+            .path_segments()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let last = segments.pop().unwrap_or_default();
+        if segments.last() != Some(&"topics") {
+            return Err(ApiError::invalid_field(
+                "hub.topic",
+                "a topic URL of this hub ends in /topics/<name>",
+            ));
+        }
+        last.to_owned()
+    } else {
+        given.to_owned()
+    };
+    validate_topic_name(&name).map_err(|e| ApiError::invalid_field("hub.topic", e.to_string()))?;
+    Ok(name)
+}
+
+fn check_callback(state: &AppState, callback: &str) -> Result<(), ApiError> {
+    if callback.len() > MAX_CALLBACK_LEN {
+        return Err(ApiError::invalid_field(
+            "hub.callback",
+            format!("longer than {MAX_CALLBACK_LEN} characters"),
+        ));
+    }
+    let url = reqwest::Url::parse(callback)
+        .map_err(|e| ApiError::invalid_field("hub.callback", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::invalid_field(
+            "hub.callback",
+            "must be an absolute http or https URL",
+        ));
+    }
+    if !state.inner.websub.outbound.allow_private {
+        let host = url.host_str().unwrap_or_default();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let refused = literal
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(crate::outbound::is_non_public)
+            || host.eq_ignore_ascii_case("localhost");
+        if refused {
+            return Err(ApiError::invalid_field(
+                "hub.callback",
+                "callbacks to loopback, private or link-local addresses are refused (websub.allow_private_callbacks is off)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn hub(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form_encoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        return Err(ApiError::malformed_body(
+            "a hub request is a form: `Content-Type: application/x-www-form-urlencoded`",
+        ));
+    }
+    let bytes = read_body(&headers, body, MAX_HUB_BODY).await?;
+    let form: HashMap<String, String> = form_urlencoded::parse(&bytes).into_owned().collect();
+
+    let mode = required(&form, "hub.mode")?;
+    let callback = required(&form, "hub.callback")?.to_owned();
+    let topic_as_given = required(&form, "hub.topic")?.to_owned();
+    check_callback(&state, &callback)?;
+    let topic = topic_name(&topic_as_given)?;
+    let settings = &state.inner.websub;
+
+    let mode = match mode {
+        "subscribe" => {
+            let requested = match form.get("hub.lease_seconds").map(|v| v.trim()) {
+                None | Some("") => None,
+                Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid_field(
+                        "hub.lease_seconds",
+                        "must be a whole number of seconds",
+                    )
+                })?),
+            };
+            let lease_seconds = requested
+                .unwrap_or(settings.lease_default.as_secs())
+                .clamp(settings.lease_min.as_secs(), settings.lease_max.as_secs());
+            let secret = match form.get("hub.secret") {
+                Some(s) if s.len() >= MAX_SECRET_BYTES => {
+                    return Err(ApiError::invalid_field(
+                        "hub.secret",
+                        format!("must be shorter than {MAX_SECRET_BYTES} bytes"),
+                    ))
+                }
+                Some(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+            let broker = state.broker();
+            if broker.topic_exists(&topic).await? {
+                IntentMode::Subscribe {
+                    lease_seconds,
+                    secret,
+                }
+            } else if state.inner.topics_auto_create {
+                broker.ensure_topic(&topic).await?;
+                IntentMode::Subscribe {
+                    lease_seconds,
+                    secret,
+                }
+            } else {
+                IntentMode::Deny {
+                    reason: format!("topic `{topic}` does not exist"),
+                }
+            }
+        }
+        "unsubscribe" => IntentMode::Unsubscribe,
+        other => {
+            return Err(ApiError::invalid_field(
+                "hub.mode",
+                format!("`{other}` is not subscribe or unsubscribe"),
+            ))
+        }
+    };
+    let intent = Intent {
+        mode,
+        topic,
+        topic_as_given,
+        callback,
+    };
+    tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
+    Ok((
+        StatusCode::ACCEPTED,
+        "accepted: verification of intent follows\n",
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_names_or_topic_urls() {
+        assert_eq!(topic_name("orders").unwrap(), "orders");
+        assert_eq!(
+            topic_name("https://gw.example/topics/orders").unwrap(),
+            "orders"
+        );
+        assert!(topic_name("https://gw.example/other/orders").is_err());
+        assert!(topic_name("bad name").is_err());
+    }
+}

@@ -1,0 +1,450 @@
+//! WebSub hub, end to end: a real node, a real callback server, publishes through
+//! `/webhook-receiver`. Covers the hub's MUSTs and SHOULDs of the W3C Recommendation.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::Method;
+use common::callback::{CallbackServer, Verify};
+use common::{start, TestNode};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(15);
+
+fn config(extra: &str) -> String {
+    format!(
+        "[topics]\nnames = [\"orders\", \"other\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"20ms\"\nretry_max = \"100ms\"\nlease_min = \"1s\"\n{extra}"
+    )
+}
+
+async fn hub(node: &TestNode, form: &[(&str, &str)]) -> (u16, String) {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn subscriptions(node: &TestNode) -> Vec<Value> {
+    node.client
+        .get(format!("{}/admin/subscriptions", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+}
+
+/// Waits until the subscription of `callback` is active and owned (deliveries run).
+async fn wait_active(node: &TestNode, callback: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let found = subscriptions(node)
+            .await
+            .into_iter()
+            .find(|s| s["callback"] == callback && s["state"] == "active" && !s["owner"].is_null());
+        if let Some(s) = found {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{callback} never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_gone(node: &TestNode, callback: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    while subscriptions(node)
+        .await
+        .iter()
+        .any(|s| s["callback"] == callback)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{callback} never went away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn subscribe(node: &TestNode, topic: &str, callback: &str, extra: &[(&str, &str)]) {
+    let mut form = vec![
+        ("hub.mode", "subscribe"),
+        ("hub.topic", topic),
+        ("hub.callback", callback),
+    ];
+    form.extend_from_slice(extra);
+    let (status, body) = hub(node, &form).await;
+    assert_eq!(status, 202, "{body}");
+    wait_active(node, callback).await;
+}
+
+async fn publish(node: &TestNode, topic: &str, content_type: &str, body: Vec<u8>) {
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic={topic}", node.base))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn verified_subscription_receives_content_byte_for_byte() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/plain?existing=1");
+    subscribe(&node, "orders", &callback, &[("hub.lease_seconds", "3600")]).await;
+
+    let verification = &cb.requests(&Method::GET, "/plain")[0];
+    assert_eq!(verification.query["hub.mode"], "subscribe");
+    assert_eq!(verification.query["hub.topic"], "orders");
+    assert_eq!(verification.query["hub.lease_seconds"], "3600");
+    assert_eq!(
+        verification.query["existing"], "1",
+        "the callback's own query is kept"
+    );
+    assert!(!verification.query["hub.challenge"].is_empty());
+
+    publish(
+        &node,
+        "orders",
+        "application/json; charset=utf-8",
+        br#"{"id":1}"#.to_vec(),
+    )
+    .await;
+    let posts = cb.wait_for(&Method::POST, "/plain", 1, T).await;
+    let post = &posts[0];
+    assert_eq!(post.body.as_ref(), br#"{"id":1}"#);
+    assert_eq!(
+        post.headers["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let link = post.headers["link"].to_str().unwrap();
+    assert!(
+        link.contains(&format!("<{}/hub>; rel=\"hub\"", node.base)),
+        "{link}"
+    );
+    assert!(
+        link.contains(&format!("<{}/topics/orders>; rel=\"self\"", node.base)),
+        "{link}"
+    );
+    assert!(
+        post.headers.get("x-hub-signature").is_none(),
+        "no secret, no signature"
+    );
+    assert!(post.headers.get("x-eventgate-delivery").is_some());
+    node.stop().await;
+}
+
+fn hmac_hex<M: Mac + hmac::digest::KeyInit>(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn content_is_signed_with_each_configured_algorithm() {
+    for algorithm in ["sha1", "sha256", "sha384", "sha512"] {
+        let node = start(&config(&format!("signature_algorithm = \"{algorithm}\"\n"))).await;
+        let cb = CallbackServer::start().await;
+        let callback = cb.url("/signed");
+        subscribe(&node, "orders", &callback, &[("hub.secret", "s3cr3t")]).await;
+        let body = b"signed payload".to_vec();
+        publish(&node, "orders", "text/plain", body.clone()).await;
+        let post = cb.wait_for(&Method::POST, "/signed", 1, T).await.remove(0);
+        let expected = match algorithm {
+            "sha1" => hmac_hex::<Hmac<sha1::Sha1>>(b"s3cr3t", &body),
+            "sha256" => hmac_hex::<Hmac<sha2::Sha256>>(b"s3cr3t", &body),
+            "sha384" => hmac_hex::<Hmac<sha2::Sha384>>(b"s3cr3t", &body),
+            _ => hmac_hex::<Hmac<sha2::Sha512>>(b"s3cr3t", &body),
+        };
+        assert_eq!(
+            post.headers["x-hub-signature"].to_str().unwrap(),
+            format!("{algorithm}={expected}")
+        );
+        node.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn failed_verification_creates_nothing_and_unknown_topic_is_denied() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    cb.set_verify("/wrong", Verify::WrongChallenge);
+    cb.set_verify("/missing", Verify::NotFound);
+    for path in ["/wrong", "/missing"] {
+        let (status, _) = hub(
+            &node,
+            &[
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &cb.url(path)),
+            ],
+        )
+        .await;
+        assert_eq!(status, 202);
+        cb.wait_for(&Method::GET, path, 1, T).await;
+    }
+    // A subscription verified after those proves their processing is over.
+    subscribe(&node, "orders", &cb.url("/good"), &[]).await;
+    let callbacks: Vec<String> = subscriptions(&node)
+        .await
+        .iter()
+        .map(|s| s["callback"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(callbacks, vec![cb.url("/good")]);
+
+    let (status, _) = hub(
+        &node,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "nope"),
+            ("hub.callback", &cb.url("/denied")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202);
+    let denial = cb.wait_for(&Method::GET, "/denied", 1, T).await.remove(0);
+    assert_eq!(denial.query["hub.mode"], "denied");
+    assert_eq!(denial.query["hub.topic"], "nope");
+    assert!(denial.query["hub.reason"].contains("does not exist"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_the_same_delivery_id_then_succeed() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    cb.fail_next_posts("/flaky", &[500, 503]);
+    subscribe(&node, "orders", &cb.url("/flaky"), &[]).await;
+    publish(&node, "orders", "text/plain", b"retry me".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/flaky", 3, T).await;
+    let ids: Vec<_> = posts
+        .iter()
+        .map(|p| p.headers["x-eventgate-delivery"].clone())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let attempts: Vec<_> = posts
+        .iter()
+        .map(|p| {
+            p.headers["x-eventgate-attempt"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(attempts[..3], ["1", "2", "3"]);
+    // The next message flows (the cursor moved on after the success).
+    publish(&node, "orders", "text/plain", b"next".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/flaky", 4, T).await;
+    assert_eq!(posts[3].body.as_ref(), b"next");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn gone_ends_the_subscription() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    cb.always("/gone", Some(410));
+    subscribe(&node, "orders", &cb.url("/gone"), &[]).await;
+    publish(&node, "orders", "text/plain", b"x".to_vec()).await;
+    cb.wait_for(&Method::POST, "/gone", 1, T).await;
+    wait_gone(&node, &cb.url("/gone")).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn five_hundred_messages_arrive_in_order_and_large_binary_bodies_intact() {
+    let node = start(&config("[webhook_receiver]\nmax_body_bytes = 1048576\n")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/ordered"), &[]).await;
+    for i in 0..500u32 {
+        publish(&node, "orders", "text/plain", i.to_string().into_bytes()).await;
+    }
+    let binary: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    publish(&node, "orders", "application/octet-stream", binary.clone()).await;
+    let posts = cb
+        .wait_for(&Method::POST, "/ordered", 501, Duration::from_secs(60))
+        .await;
+    for (i, post) in posts.iter().take(500).enumerate() {
+        assert_eq!(post.body.as_ref(), i.to_string().as_bytes(), "message {i}");
+    }
+    assert_eq!(posts[500].body.as_ref(), binary.as_slice());
+    assert_eq!(
+        posts[500].headers["content-type"],
+        "application/octet-stream"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_subscribers_on_one_topic_and_topics_are_isolated() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    for i in 0..50 {
+        subscribe(&node, "orders", &cb.url(&format!("/fan/{i}")), &[]).await;
+    }
+    subscribe(&node, "other", &cb.url("/other"), &[]).await;
+    publish(&node, "orders", "text/plain", b"to all".to_vec()).await;
+    publish(&node, "other", "text/plain", b"only other".to_vec()).await;
+    for i in 0..50 {
+        let posts = cb.wait_for(&Method::POST, &format!("/fan/{i}"), 1, T).await;
+        assert_eq!(posts[0].body.as_ref(), b"to all");
+    }
+    let posts = cb.wait_for(&Method::POST, "/other", 1, T).await;
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body.as_ref(), b"only other");
+    // Nothing of "other" reached the "orders" subscribers.
+    for i in 0..50 {
+        assert_eq!(cb.requests(&Method::POST, &format!("/fan/{i}")).len(), 1);
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn leases_expire_and_unsubscribe_is_verified() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(
+        &node,
+        "orders",
+        &cb.url("/short"),
+        &[("hub.lease_seconds", "1")],
+    )
+    .await;
+    wait_gone(&node, &cb.url("/short")).await;
+
+    subscribe(&node, "orders", &cb.url("/leaving"), &[]).await;
+    let (status, _) = hub(
+        &node,
+        &[
+            ("hub.mode", "unsubscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", &cb.url("/leaving")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202);
+    wait_gone(&node, &cb.url("/leaving")).await;
+    let gets = cb.requests(&Method::GET, "/leaving");
+    assert_eq!(gets.last().unwrap().query["hub.mode"], "unsubscribe");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_hub_requests_name_the_field_and_create_nothing() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    let good = cb.url("/x");
+    let secret = "s".repeat(200);
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("hub.topic", "orders"), ("hub.callback", &good)],
+            "hub.mode",
+        ),
+        (
+            vec![
+                ("hub.mode", "publish"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &good),
+            ],
+            "hub.mode",
+        ),
+        (
+            vec![("hub.mode", "subscribe"), ("hub.callback", &good)],
+            "hub.topic",
+        ),
+        (
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "bad topic"),
+                ("hub.callback", &good),
+            ],
+            "hub.topic",
+        ),
+        (
+            vec![("hub.mode", "subscribe"), ("hub.topic", "orders")],
+            "hub.callback",
+        ),
+        (
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", "ftp://x/y"),
+            ],
+            "hub.callback",
+        ),
+        (
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &good),
+                ("hub.lease_seconds", "soon"),
+            ],
+            "hub.lease_seconds",
+        ),
+        (
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &good),
+                ("hub.secret", &secret),
+            ],
+            "hub.secret",
+        ),
+    ];
+    for (form, field) in cases {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let r = node
+            .client
+            .post(format!("{}/hub", node.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{form:?}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{form:?} -> {problem}");
+    }
+    assert!(
+        cb.requests(&Method::GET, "/x").is_empty(),
+        "nothing was verified"
+    );
+    assert!(subscriptions(&node).await.is_empty());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn private_callbacks_are_refused_by_default() {
+    let node = start("[topics]\nnames = [\"orders\"]\n").await;
+    let (status, body) = hub(
+        &node,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", "http://127.0.0.1:9/cb"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("hub.callback"), "{body}");
+    node.stop().await;
+}
