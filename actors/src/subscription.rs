@@ -473,6 +473,22 @@ async fn deliver_one(
     }
 }
 
+/// One delivery attempt of `message` to `sub`, outside the subscription's stream (an operator's
+/// re-drive of a dead letter). `Err` carries what went wrong.
+pub async fn deliver_once(
+    ctx: &DeliveryContext,
+    sub: &Subscription,
+    message: &Message,
+    attempt: u32,
+) -> Result<(), String> {
+    let request = delivery_request(ctx, sub, message, attempt);
+    match ctx.client.send(request).await {
+        Ok(response) if (200..300).contains(&response.status) => Ok(()),
+        Ok(response) => Err(format!("callback answered {}", response.status)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn clear_retries(ctx: &DeliveryContext, id: &str) {
     let command = Command::SetRetries {
         node: ctx.node_id,

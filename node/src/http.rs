@@ -36,7 +36,7 @@ pub struct AppState {
 struct Inner {
     control: ControlPlane,
     broker: Arc<dyn BrokerDriver>,
-    delivery: DeliveryContext,
+    pub(crate) delivery: DeliveryContext,
     websub: crate::config::WebsubSettings,
     topics_auto_create: bool,
     webhook_max_body_bytes: usize,

@@ -187,6 +187,11 @@ pub async fn start(
         tracing::warn!("topics.auto_create is on: any publisher or subscriber can create topics");
     }
     let broker: Arc<dyn BrokerDriver> = broker;
+    if !config.seeds.is_empty() {
+        tracing::warn!(
+            "the embedded broker keeps each node's messages on that node: in a cluster, messages published on one node are not delivered by another; point the cluster at Kafka or MQTT"
+        );
+    }
 
     let (log_store, state_machine) =
         open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;

@@ -448,3 +448,69 @@ async fn private_callbacks_are_refused_by_default() {
     assert!(body.contains("hub.callback"), "{body}");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn exhausted_deliveries_are_dead_lettered_listed_and_redriven() {
+    let node = start(&config("max_attempts = 2\n")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/dlq"), &[]).await;
+    cb.always("/dlq", Some(500));
+    publish(&node, "orders", "text/plain", b"doomed".to_vec()).await;
+    cb.wait_for(&Method::POST, "/dlq", 2, T).await;
+
+    let deadline = tokio::time::Instant::now() + T;
+    let letters = loop {
+        let letters: Vec<Value> = node
+            .client
+            .get(format!("{}/admin/dead-letters", node.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["attempts"], 2);
+    assert_eq!(letters[0]["topic"], "orders");
+    assert!(letters[0]["last_error"].as_str().unwrap().contains("500"));
+
+    // The cursor moved on: the next message is delivered once the callback recovers.
+    cb.always("/dlq", None);
+    publish(&node, "orders", "text/plain", b"after".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/dlq", 3, T).await;
+    assert_eq!(posts[2].body.as_ref(), b"after");
+
+    let redrive = format!(
+        "{}/admin/dead-letters/{}/{}/{}/redrive",
+        node.base,
+        letters[0]["subscription"].as_str().unwrap(),
+        letters[0]["partition"],
+        letters[0]["offset"]
+    );
+    let r = node.client.post(&redrive).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let posts = cb.requests(&Method::POST, "/dlq");
+    assert_eq!(posts.last().unwrap().body.as_ref(), b"doomed");
+    let left: Vec<Value> = node
+        .client
+        .get(format!("{}/admin/dead-letters", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let again = node.client.post(&redrive).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+    node.stop().await;
+}

@@ -34,6 +34,15 @@ pub fn router() -> Router<AppState> {
                 .put(put_subscription)
                 .delete(delete_subscription),
         )
+        .route("/dead-letters", get(list_dead_letters))
+        .route(
+            "/dead-letters/{id}/{partition}/{offset}",
+            axum::routing::delete(discard_dead_letter),
+        )
+        .route(
+            "/dead-letters/{id}/{partition}/{offset}/redrive",
+            post(redrive_dead_letter),
+        )
 }
 
 async fn cluster_status(State(state): State<AppState>) -> Json<ClusterStatus> {
@@ -275,5 +284,115 @@ async fn delete_subscription(
     {
         Applied::NotFound => Err(ApiError::not_found(format!("no subscription `{id}`"))),
         _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// A dead letter as the admin API shows it.
+#[derive(Debug, Serialize)]
+struct DeadLetterView {
+    subscription: String,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    attempts: u32,
+    last_error: String,
+    at_ms: u64,
+}
+
+/// Every dead letter, oldest subscription id first; `?subscription=<id>` filters.
+async fn list_dead_letters(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Json<Vec<DeadLetterView>> {
+    let only = super::webhook::query_param(query.as_deref(), "subscription");
+    Json(state.control().reader().read(|s| {
+        s.dead_letters
+            .values()
+            .filter(|d| only.as_ref().is_none_or(|o| *o == d.id))
+            .map(|d| DeadLetterView {
+                subscription: d.id.clone(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+                attempts: d.attempts,
+                last_error: d.last_error.clone(),
+                at_ms: d.at_ms,
+            })
+            .collect()
+    }))
+}
+
+async fn discard_dead_letter(
+    State(state): State<AppState>,
+    Path((id, partition, offset)): Path<(String, u32, u64)>,
+) -> Result<StatusCode, ApiError> {
+    match state
+        .control()
+        .write(Command::RemoveDeadLetter {
+            id: id.clone(),
+            partition,
+            offset,
+        })
+        .await?
+    {
+        Applied::NotFound => Err(ApiError::not_found(format!(
+            "no dead letter {id}/{partition}/{offset}"
+        ))),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Delivers a dead letter once more, now: on a 2xx it is removed (`200`); otherwise it stays
+/// and the answer is `502` with what the callback said.
+async fn redrive_dead_letter(
+    State(state): State<AppState>,
+    Path((id, partition, offset)): Path<(String, u32, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let found = state.control().reader().read(|s| {
+        let letter = s
+            .dead_letters
+            .get(&(id.clone(), partition, offset))
+            .cloned()?;
+        let sub = s.subscriptions.get(&id).cloned()?;
+        Some((letter, sub))
+    });
+    let Some((letter, sub)) = found else {
+        return Err(ApiError::not_found(format!(
+            "no dead letter {id}/{partition}/{offset} of a current subscription"
+        )));
+    };
+    let mut consumer = state
+        .broker()
+        .consumer(
+            &letter.topic,
+            partition,
+            eventgate_actors::broker::StartAt::Offset(offset),
+        )
+        .await?;
+    let messages = consumer.next_batch(1, Duration::from_secs(1)).await?;
+    let Some(message) = messages.into_iter().find(|m| m.offset == offset) else {
+        return Err(ApiError::not_found(format!(
+            "message {partition}/{offset} of `{}` is no longer retained by the broker",
+            letter.topic
+        )));
+    };
+    let ctx = &state.inner.delivery;
+    match eventgate_actors::subscription::deliver_once(ctx, &sub, &message, letter.attempts + 1)
+        .await
+    {
+        Ok(()) => {
+            state
+                .control()
+                .write(Command::RemoveDeadLetter {
+                    id: id.clone(),
+                    partition,
+                    offset,
+                })
+                .await?;
+            Ok(Json(serde_json::json!({ "redriven": true })))
+        }
+        Err(error) => Err(ApiError::bad_gateway(format!(
+            "callback still failing: {error}"
+        ))),
     }
 }

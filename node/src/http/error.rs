@@ -142,6 +142,15 @@ impl ApiError {
         e
     }
 
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "callback-failed",
+            "The subscriber's callback failed",
+            detail.into(),
+        )
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
