@@ -6,8 +6,8 @@
 //! once it was dead-lettered after `max_attempts` attempts or `max_age`. While the head fails, its
 //! retry schedule (attempt, next attempt time) is replicated, so a new owner after a failover
 //! continues the schedule instead of restarting it. Cursor moves are committed in batches
-//! (fenced: only the owner's commits count), so a failover re-delivers at most the last
-//! uncommitted batch and loses nothing. `410 Gone` ends the subscription.
+//! for all subscriptions of the node at once by a [`CursorCommitter`] (fenced: only the owner's
+//! commits count), so a failover re-delivers at most the last ~200 ms and loses nothing. `410 Gone` ends the subscription.
 //!
 //! The network work runs in a task owned by the actor; a failure of that task fails the actor,
 //! and its supervisor ([`crate::hub::HubSupervisor`]) restarts it with backoff.
@@ -20,7 +20,6 @@ use eventgate_raft_store::control::ControlPlane;
 use eventgate_raft_store::{Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Subscription};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerDriver, Message, StartAt};
@@ -33,21 +32,105 @@ pub const DELIVERY_HEADER: &str = "x-eventgate-delivery";
 /// Header counting attempts of this delivery, from 1.
 pub const ATTEMPT_HEADER: &str = "x-eventgate-attempt";
 
-/// Cursor commits are batched: at most this long after a move, or this many moves.
-const COMMIT_EVERY: Duration = Duration::from_millis(200);
-const COMMIT_EVERY_MOVES: u64 = 256;
+/// How often a node commits the cursor moves of all its subscriptions, in one command.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Messages read from the broker at a time.
 const READ_BATCH: usize = 128;
 
 /// Retry and signing policy of deliveries.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
+    /// Deliveries in flight per partition. 1 keeps arrival order strict; more raise throughput
+    /// to slow callbacks, dispatching in order but letting completions interleave.
+    pub window: usize,
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
     /// A message still failing this long after its first attempt is dead-lettered.
     pub max_age: Duration,
     pub signature: SignatureAlgorithm,
+}
+
+/// Collects cursor moves of every subscription this node delivers and commits them together:
+/// one `CommitCursors` per [`COMMIT_EVERY`] instead of one per subscription. A move not yet
+/// committed when a node dies is delivered again by the next owner (at least once).
+#[derive(Clone)]
+pub struct CursorCommitter {
+    inner: Arc<CommitterInner>,
+}
+
+struct CommitterInner {
+    node_id: NodeId,
+    control: ControlPlane,
+    pending: std::sync::Mutex<std::collections::BTreeMap<(String, u32), u64>>,
+}
+
+impl std::fmt::Debug for CursorCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CursorCommitter").finish_non_exhaustive()
+    }
+}
+
+impl CursorCommitter {
+    pub fn new(node_id: NodeId, control: ControlPlane) -> Self {
+        Self {
+            inner: Arc::new(CommitterInner {
+                node_id,
+                control,
+                pending: std::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, u32), u64>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that subscription `id`'s cursor on `partition` moved to `offset`.
+    pub fn record(&self, id: &str, partition: u32, offset: u64) {
+        let mut pending = self.pending();
+        let slot = pending.entry((id.to_owned(), partition)).or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
+
+    /// Commits every recorded move now. Moves that could not be committed are kept.
+    pub async fn flush(&self) {
+        let taken = std::mem::take(&mut *self.pending());
+        if taken.is_empty() {
+            return;
+        }
+        let commits = taken
+            .iter()
+            .map(|((id, partition), offset)| CursorCommit {
+                id: id.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        let command = Command::CommitCursors {
+            node: self.inner.node_id,
+            commits,
+        };
+        if let Err(e) = self.inner.control.write(command).await {
+            tracing::warn!(error = %e, moves = taken.len(), "cursor commit failed; will retry");
+            let mut pending = self.pending();
+            for (key, offset) in taken {
+                let slot = pending.entry(key).or_insert(offset);
+                *slot = (*slot).max(offset);
+            }
+        }
+    }
+
+    /// Flushes every [`COMMIT_EVERY`] until `cancel`, then once more.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(COMMIT_EVERY) => self.flush().await,
+            }
+        }
+        self.flush().await;
+    }
 }
 
 /// What deliveries need from the node.
@@ -57,6 +140,7 @@ pub struct DeliveryContext {
     pub control: ControlPlane,
     pub broker: Arc<dyn BrokerDriver>,
     pub client: Arc<dyn WebhookClient>,
+    pub cursors: CursorCommitter,
     pub settings: DeliverySettings,
     /// Base URL of the gateway as subscribers see it (hub and topic URLs derive from it).
     pub public_url: String,
@@ -188,11 +272,13 @@ async fn deliver_subscription(
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let book: RetryBook = Arc::default();
     for partition in 0..partitions {
         let ctx = ctx.clone();
         let record = record.clone();
         let cancel = cancel.clone();
-        tasks.spawn(async move { deliver_partition(ctx, record, partition, cancel).await });
+        let book = book.clone();
+        tasks.spawn(async move { deliver_partition(ctx, record, partition, cancel, book).await });
     }
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -226,119 +312,108 @@ enum Outcome {
     Cancelled,
 }
 
-struct CursorBatch {
-    id: String,
-    partition: u32,
-    pending: Option<u64>,
-    moves: u64,
-    last_commit: Instant,
-}
-
-impl CursorBatch {
-    fn moved(&mut self, next: u64) {
-        self.pending = Some(next);
-        self.moves += 1;
-    }
-
-    fn due(&self) -> bool {
-        self.pending.is_some()
-            && (self.moves >= COMMIT_EVERY_MOVES || self.last_commit.elapsed() >= COMMIT_EVERY)
-    }
-
-    async fn commit(&mut self, ctx: &DeliveryContext) {
-        let Some(offset) = self.pending else { return };
-        let command = Command::CommitCursors {
-            node: ctx.node_id,
-            commits: vec![CursorCommit {
-                id: self.id.clone(),
-                partition: self.partition,
-                offset,
-            }],
-        };
-        match ctx.control.write(command).await {
-            Ok(_) => {
-                self.pending = None;
-                self.moves = 0;
-                self.last_commit = Instant::now();
-            }
-            // Keep it pending: the next commit carries the newest position anyway.
-            Err(e) => {
-                tracing::warn!(subscription = %self.id, error = %e, "cursor commit failed; will retry")
-            }
-        }
-    }
-}
+/// Retry schedules of one subscription's failing deliveries, replicated as a whole.
+type RetryBook = Arc<tokio::sync::Mutex<std::collections::BTreeMap<(u32, u64), RetryEntry>>>;
 
 async fn deliver_partition(
     ctx: DeliveryContext,
     record: watch::Receiver<Subscription>,
     partition: u32,
     cancel: CancellationToken,
+    book: RetryBook,
 ) -> Result<PartitionEnd, String> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    use std::collections::{BTreeSet, VecDeque};
+
     let sub = record.borrow().clone();
-    let (cursor, retry) = ctx.control.reader().read(|s| {
+    let (cursor, retries) = ctx.control.reader().read(|s| {
         let cursor = s
             .cursors
             .get(&sub.id)
             .and_then(|c| c.get(&partition))
             .copied();
-        let retry = s
+        let retries: Vec<RetryEntry> = s
             .retries
             .get(&sub.id)
-            .and_then(|r| r.iter().find(|e| e.partition == partition).cloned());
-        (cursor, retry)
+            .map(|r| {
+                r.iter()
+                    .filter(|e| e.partition == partition)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        (cursor, retries)
     });
+    {
+        let mut book = book.lock().await;
+        for entry in retries {
+            book.insert((entry.partition, entry.offset), entry);
+        }
+    }
     let start = cursor.map_or(StartAt::Latest, StartAt::Offset);
     let mut consumer = ctx
         .broker
         .consumer(&sub.topic, partition, start)
         .await
         .map_err(|e| format!("open consumer of `{}`: {e}", sub.topic))?;
-    let mut batch = CursorBatch {
-        id: sub.id.clone(),
-        partition,
-        pending: None,
-        moves: 0,
-        last_commit: Instant::now(),
-    };
-    let mut resume = retry;
+    let window = ctx.settings.window.max(1);
+    let mut buffered: VecDeque<Message> = VecDeque::new();
+    // Offsets dispatched, in order; the cursor moves past the longest completed prefix.
+    let mut dispatched: VecDeque<u64> = VecDeque::new();
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        if cancel.is_cancelled() {
-            batch.commit(&ctx).await;
-            return Ok(PartitionEnd::Cancelled);
+        while in_flight.len() < window && !cancel.is_cancelled() {
+            let Some(message) = buffered.pop_front() else {
+                break;
+            };
+            let prior = book.lock().await.get(&(partition, message.offset)).cloned();
+            dispatched.push_back(message.offset);
+            let (ctx, record, cancel, book) = (&ctx, &record, &cancel, &book);
+            in_flight.push(async move {
+                let outcome = deliver_one(ctx, record, &message, prior, cancel, book).await;
+                (message.offset, outcome)
+            });
         }
-        let messages = tokio::select! {
+        let need_more = buffered.is_empty() && in_flight.len() < window;
+        tokio::select! {
             biased;
-            () = cancel.cancelled() => continue,
-            read = consumer.next_batch(READ_BATCH, Duration::from_millis(250)) => {
-                read.map_err(|e| format!("read `{}`: {e}", sub.topic))?
+            () = cancel.cancelled(), if in_flight.is_empty() => {
+                return Ok(PartitionEnd::Cancelled);
             }
-        };
-        if messages.is_empty() {
-            batch.commit(&ctx).await;
-            continue;
-        }
-        for message in messages {
-            let prior = resume.take().filter(|r| r.offset == message.offset);
-            match deliver_one(&ctx, &record, &message, prior, &cancel).await {
-                Outcome::Delivered | Outcome::DeadLettered => {
-                    batch.moved(message.offset + 1);
-                    if batch.due() {
-                        batch.commit(&ctx).await;
+            Some((offset, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                match outcome {
+                    Outcome::Delivered | Outcome::DeadLettered => {
+                        done.insert(offset);
+                        let mut next = None;
+                        while let Some(front) = dispatched.front().copied() {
+                            if !done.remove(&front) {
+                                break;
+                            }
+                            dispatched.pop_front();
+                            next = Some(front + 1);
+                        }
+                        if let Some(next) = next {
+                            ctx.cursors.record(&sub.id, partition, next);
+                        }
+                    }
+                    Outcome::Gone => {
+                        let id = record.borrow().id.clone();
+                        tracing::info!(subscription = %id, "callback answered 410 Gone: subscription ends");
+                        if let Err(e) = ctx.control.write(Command::RemoveSubscription { id }).await {
+                            return Err(format!("remove after 410: {e}"));
+                        }
+                        return Ok(PartitionEnd::Gone);
+                    }
+                    Outcome::Cancelled => {
+                        // Let the others in flight end too (they see the same cancellation),
+                        // then commit what completed in order.
                     }
                 }
-                Outcome::Gone => {
-                    let id = record.borrow().id.clone();
-                    tracing::info!(subscription = %id, "callback answered 410 Gone: subscription ends");
-                    if let Err(e) = ctx.control.write(Command::RemoveSubscription { id }).await {
-                        return Err(format!("remove after 410: {e}"));
-                    }
-                    return Ok(PartitionEnd::Gone);
-                }
-                Outcome::Cancelled => {
-                    batch.commit(&ctx).await;
-                    return Ok(PartitionEnd::Cancelled);
-                }
+            }
+            read = consumer.next_batch(READ_BATCH, Duration::from_millis(250)), if need_more && !cancel.is_cancelled() => {
+                let messages = read.map_err(|e| format!("read `{}`: {e}", sub.topic))?;
+                buffered.extend(messages);
             }
         }
     }
@@ -390,6 +465,7 @@ async fn deliver_one(
     message: &Message,
     prior: Option<RetryEntry>,
     cancel: &CancellationToken,
+    book: &RetryBook,
 ) -> Outcome {
     let settings = &ctx.settings;
     let (mut attempt, first_attempt_ms) = match &prior {
@@ -417,7 +493,7 @@ async fn deliver_one(
         let error = match result {
             Ok(response) if (200..300).contains(&response.status) => {
                 if attempt > 1 {
-                    clear_retries(ctx, &sub.id).await;
+                    forget_retry(ctx, &sub.id, book, message).await;
                 }
                 return Outcome::Delivered;
             }
@@ -441,7 +517,7 @@ async fn deliver_one(
                 // Without the record the message would be skipped silently: keep retrying.
                 tracing::warn!(subscription = %sub.id, error = %e, "dead letter not recorded; retrying the delivery");
             } else {
-                clear_retries(ctx, &sub.id).await;
+                forget_retry(ctx, &sub.id, book, message).await;
                 return Outcome::DeadLettered;
             }
         }
@@ -455,10 +531,15 @@ async fn deliver_one(
             first_attempt_at_ms: first_attempt_ms,
             last_error: Some(error),
         };
+        let entries = {
+            let mut book = book.lock().await;
+            book.insert((entry.partition, entry.offset), entry);
+            book.values().cloned().collect()
+        };
         let write = ctx.control.write(Command::SetRetries {
             node: ctx.node_id,
             id: sub.id.clone(),
-            entries: vec![entry],
+            entries,
         });
         tokio::select! {
             result = write => if let Err(e) = result {
@@ -489,11 +570,17 @@ pub async fn deliver_once(
     }
 }
 
-async fn clear_retries(ctx: &DeliveryContext, id: &str) {
+/// Drops `message`'s retry schedule and replicates what remains.
+async fn forget_retry(ctx: &DeliveryContext, id: &str, book: &RetryBook, message: &Message) {
+    let entries: Vec<RetryEntry> = {
+        let mut book = book.lock().await;
+        book.remove(&(message.partition, message.offset));
+        book.values().cloned().collect()
+    };
     let command = Command::SetRetries {
         node: ctx.node_id,
         id: id.to_owned(),
-        entries: Vec::new(),
+        entries,
     };
     if let Err(e) = ctx.control.write(command).await {
         tracing::debug!(subscription = %id, error = %e, "retry schedule not cleared");

@@ -70,6 +70,7 @@ pub struct RawWebsub {
     pub callback_timeout: Duration,
     pub max_response_bytes: usize,
     pub per_host_concurrency: usize,
+    pub delivery_window: usize,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub retry_base: Duration,
@@ -91,6 +92,7 @@ impl Default for RawWebsub {
             callback_timeout: Duration::from_secs(15),
             max_response_bytes: 64 * 1024,
             per_host_concurrency: 32,
+            delivery_window: 1,
             max_attempts: 10,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
@@ -720,6 +722,9 @@ impl RawNodeConfig {
                 "leases must satisfy 0 < lease_min <= lease_default <= lease_max".to_owned(),
             ));
         }
+        if ws.delivery_window == 0 || ws.delivery_window > 1024 {
+            return Err(invalid("websub.delivery_window", "1 to 1024".to_owned()));
+        }
         if ws.max_attempts == 0 {
             return Err(invalid(
                 "websub.max_attempts",
@@ -759,6 +764,7 @@ impl RawNodeConfig {
                 per_host_concurrency: ws.per_host_concurrency,
             },
             delivery: eventgate_actors::subscription::DeliverySettings {
+                window: ws.delivery_window,
                 max_attempts: ws.max_attempts,
                 retry_base: ws.retry_base,
                 retry_max: ws.retry_max,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
-use eventgate_actors::subscription::DeliveryContext;
+use eventgate_actors::subscription::{CursorCommitter, DeliveryContext};
 use eventgate_raft_store::control::{join_cluster, ControlPlane};
 use eventgate_raft_store::network::quic::QuicTransport;
 use eventgate_raft_store::network::RpcNetworkFactory;
@@ -265,6 +265,7 @@ pub async fn start(
         control: control.clone(),
         broker: broker.clone(),
         client: Arc::new(client),
+        cursors: CursorCommitter::new(node_id, control.clone()),
         settings: config.websub.delivery.clone(),
         public_url: config
             .public_url
@@ -274,6 +275,8 @@ pub async fn start(
     let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())
         .await
         .map_err(|e| Error::Internal(format!("hub supervisor: {e}")))?;
+    let committer_stop = CancellationToken::new();
+    let committer = tokio::spawn(delivery.cursors.clone().run(committer_stop.clone()));
     let coordinator_stop = CancellationToken::new();
     let coordinator = tokio::spawn(run_coordinator(
         delivery.clone(),
@@ -301,13 +304,16 @@ pub async fn start(
         tracing::info!(node_id, "stopping: http closed; stopping deliveries");
         coordinator_stop.cancel();
         let _ = coordinator.await;
-        // Subscription actors commit their cursors as they stop: before Raft goes away.
+        // Stop the subscription actors, then commit the cursor moves they made: before Raft
+        // goes away.
         let _ = hub
             .stop_and_wait(
                 Some("node stopping".to_owned()),
                 Some(std::time::Duration::from_secs(10)),
             )
             .await;
+        committer_stop.cancel();
+        let _ = committer.await;
         tracing::info!(node_id, "shutting raft down");
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

@@ -514,3 +514,34 @@ async fn exhausted_deliveries_are_dead_lettered_listed_and_redriven() {
     assert_eq!(again.status(), 404);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_delivery_window_delivers_everything_and_moves_the_cursor_past_it() {
+    let node = start(&config("delivery_window = 8\n")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/window"), &[]).await;
+    cb.fail_next_posts("/window", &[500, 500, 500]);
+    for i in 0..200u32 {
+        publish(&node, "orders", "text/plain", i.to_string().into_bytes()).await;
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let got: std::collections::BTreeSet<String> = cb
+            .requests(&Method::POST, "/window")
+            .iter()
+            .map(|p| String::from_utf8(p.body.to_vec()).unwrap())
+            .collect();
+        let sub = wait_active(&node, &cb.url("/window")).await;
+        if got.len() == 200 && sub["cursor"]["0"] == 200 && sub["pending_retries"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} distinct messages, cursor {}",
+            got.len(),
+            sub["cursor"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.stop().await;
+}

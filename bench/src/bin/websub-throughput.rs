@@ -23,6 +23,9 @@ struct Args {
     subscribers: usize,
     #[arg(long, default_value_t = 300)]
     messages: usize,
+    /// `websub.delivery_window` of the gateway.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
 }
 
 async fn callback(
@@ -70,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
 
     let gateway = GatewayProcess::start(
         free_port(),
-        "[topics]\nnames = [\"bench\"]\n[websub]\nallow_private_callbacks = true\n",
+        &format!(
+            "[topics]\nnames = [\"bench\"]\n[websub]\nallow_private_callbacks = true\ndelivery_window = {}\n",
+            args.window
+        ),
     )
     .await?;
     let client = reqwest::Client::new();
@@ -133,7 +139,8 @@ async fn main() -> anyhow::Result<()> {
     let cpu = cpu_seconds(gateway.pid()) - cpu_before;
     let rate = total as f64 / seconds;
     println!(
-        "eventgate: {total} signed deliveries to {} subscribers in {seconds:.2} s = {rate:.0}/s; gateway CPU {cpu:.2} s = {:.0} deliveries per CPU-second",
+        "eventgate (window {}): {total} signed deliveries to {} subscribers in {seconds:.2} s = {rate:.0}/s; gateway CPU {cpu:.2} s = {:.0} deliveries per CPU-second",
+        args.window,
         args.subscribers,
         total as f64 / cpu.max(0.001)
     );
