@@ -149,6 +149,17 @@ pub async fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<NodeHandle> {
+    start_with_broker(config, listeners, shutdown, None).await
+}
+
+/// [`start`] with a broker given by the caller (one shared by several nodes, as an external
+/// broker is) instead of the node's own embedded broker.
+pub async fn start_with_broker(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    shared_broker: Option<Arc<dyn BrokerDriver>>,
+) -> Result<NodeHandle> {
     eventgate_raft_store::install_crypto_provider();
     let node_id = config.node_id;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
@@ -173,21 +184,24 @@ pub async fn start(
         http_addr: advertise(&config.http_advertise, http_addr),
     };
 
-    let broker = EmbeddedBroker::open(EmbeddedConfig {
-        dir: config.broker.dir.clone(),
-        segment_bytes: config.broker.segment_bytes,
-        retention_age: config.broker.retention,
-        retention_bytes: config.broker.retention_bytes,
-        max_message_bytes: config.broker.max_message_bytes,
-    })?;
+    let shared = shared_broker.is_some();
+    let broker: Arc<dyn BrokerDriver> = match shared_broker {
+        Some(broker) => broker,
+        None => EmbeddedBroker::open(EmbeddedConfig {
+            dir: config.broker.dir.clone(),
+            segment_bytes: config.broker.segment_bytes,
+            retention_age: config.broker.retention,
+            retention_bytes: config.broker.retention_bytes,
+            max_message_bytes: config.broker.max_message_bytes,
+        })?,
+    };
     for topic in &config.topics {
         broker.ensure_topic(topic).await?;
     }
     if config.topics_auto_create {
         tracing::warn!("topics.auto_create is on: any publisher or subscriber can create topics");
     }
-    let broker: Arc<dyn BrokerDriver> = broker;
-    if !config.seeds.is_empty() {
+    if !shared && !config.seeds.is_empty() {
         tracing::warn!(
             "the embedded broker keeps each node's messages on that node: in a cluster, messages published on one node are not delivered by another; point the cluster at Kafka or MQTT"
         );

@@ -19,6 +19,8 @@ pub struct Received {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: tokio::time::Instant,
 }
 
 /// How a path answers verification `GET`s.
@@ -69,6 +71,7 @@ async fn handle(
         query: query.clone(),
         headers,
         body,
+        at: tokio::time::Instant::now(),
     });
     let mut script = shared.script.lock().unwrap();
     if method == Method::GET {
