@@ -545,3 +545,76 @@ async fn a_delivery_window_delivers_everything_and_moves_the_cursor_past_it() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn resubscribing_renews_the_lease_replaces_the_secret_and_keeps_the_position() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/renew");
+    subscribe(
+        &node,
+        "orders",
+        &callback,
+        &[("hub.secret", "first"), ("hub.lease_seconds", "100")],
+    )
+    .await;
+    publish(&node, "orders", "text/plain", b"m1".to_vec()).await;
+    cb.wait_for(&Method::POST, "/renew", 1, T).await;
+
+    let (status, _) = hub(
+        &node,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", &callback),
+            ("hub.secret", "second"),
+            ("hub.lease_seconds", "200"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202);
+    cb.wait_for(&Method::GET, "/renew", 2, T).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while wait_active(&node, &callback).await["lease_seconds"] != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease never renewed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publish(&node, "orders", "text/plain", b"m2".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/renew", 2, T).await;
+    assert_eq!(posts.len(), 2, "m1 is not delivered again after a renewal");
+    assert_eq!(posts[1].body.as_ref(), b"m2");
+    let expected = format!(
+        "sha256={}",
+        hmac_hex::<Hmac<sha2::Sha256>>(b"second", b"m2")
+    );
+    assert_eq!(
+        posts[1].headers["x-hub-signature"].to_str().unwrap(),
+        expected
+    );
+    assert_eq!(
+        subscriptions(&node).await.len(),
+        1,
+        "still one subscription"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_topic_url_of_the_hub_names_the_topic() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    let topic_url = format!("{}/topics/orders", node.base);
+    subscribe(&node, &topic_url, &cb.url("/by-url"), &[]).await;
+    let verification = &cb.requests(&Method::GET, "/by-url")[0];
+    assert_eq!(
+        verification.query["hub.topic"], topic_url,
+        "echoed as the subscriber gave it"
+    );
+    publish(&node, "orders", "text/plain", b"via url".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/by-url", 1, T).await;
+    assert_eq!(posts[0].body.as_ref(), b"via url");
+    node.stop().await;
+}
