@@ -443,6 +443,17 @@ fn timed_out(timeout: Duration) -> ClusterError {
     }
 }
 
+/// Runs a membership change, failing with [`ClusterError::Timeout`] after `timeout`.
+async fn bounded(
+    timeout: Duration,
+    work: impl std::future::Future<Output = Result<(), ClusterError>>,
+) -> Result<(), ClusterError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
 /// Writes on this node if it is the leader; bounded by `timeout`.
 pub(crate) async fn write_local(
     raft: &Raft,
@@ -520,10 +531,7 @@ pub(crate) async fn join_local(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out(timeout)),
-    }
+    bounded(timeout, work).await
 }
 
 /// Removes a member on this node if it is the leader. Idempotent.
@@ -564,8 +572,5 @@ pub(crate) async fn leave_local(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out(timeout)),
-    }
+    bounded(timeout, work).await
 }

@@ -263,22 +263,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             last_membership: data.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        let signature = Some(meta.signature());
-        let encoded = codec::encode(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.snapshots
-            .insert(SNAPSHOT, encoded)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         // The snapshot lets openraft purge the log up to its last id: the state machine tree must
-        // be durable at least that far before that happens.
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        // be durable at least that far before that happens, which `persist_snapshot` ensures.
+        self.persist_snapshot(&meta, bytes.clone()).await?;
         tracing::info!(snapshot = %meta.snapshot_id, size = bytes.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -370,19 +357,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         Self::write_all(&mut batch, &data)?;
         self.tree.apply_batch(batch).map_err(write_err)?;
 
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        let encoded = codec::encode(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.snapshots
-            .insert(SNAPSHOT, encoded)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        self.persist_snapshot(meta, bytes).await?;
 
         let applied = data.last_applied;
         *self.shared.data.write().unwrap_or_else(|p| p.into_inner()) = data;
@@ -418,6 +393,30 @@ pub fn open_store(
 }
 
 impl SledStateMachine {
+    /// Stores `data` as the current snapshot and flushes the whole database (state machine
+    /// tree included).
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let signature = Some(meta.signature());
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let encoded = codec::encode(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.snapshots
+            .insert(SNAPSHOT, encoded)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        Ok(())
+    }
+
     /// Flushes everything written so far (log and state machine share the database).
     pub async fn flush(&self) -> crate::Result<()> {
         self.db.flush_async().await?;
