@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+// glibc malloc showed up as ~15% of gateway CPU under delivery load; mimalloc is the usual
+// remedy for many small short-lived allocations across threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use eventgate::cli::{Cli, Commands};
 
