@@ -6,6 +6,7 @@
 //! gateway's cursors, not the broker, remember where each reader is.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::time::Duration;
 

@@ -104,6 +104,9 @@ impl Default for RawWebsub {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBroker {
+    /// `embedded` or `kafka`.
+    pub kind: String,
+    pub kafka: RawKafka,
     /// Directory of the embedded broker's logs; `<data_dir>/broker` when absent.
     pub dir: Option<PathBuf>,
     pub segment_bytes: u64,
@@ -111,6 +114,32 @@ pub struct RawBroker {
     pub retention: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKafka {
+    pub bootstrap_servers: Option<String>,
+    pub client_id: String,
+    pub default_partitions: i32,
+    pub replication_factor: i32,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Further librdkafka properties, e.g. `"security.protocol" = "SSL"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RawKafka {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: None,
+            client_id: "eventgate".to_owned(),
+            default_partitions: 1,
+            replication_factor: 1,
+            request_timeout: Duration::from_secs(10),
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -131,6 +160,8 @@ pub struct RawWebhookReceiver {
 impl Default for RawBroker {
     fn default() -> Self {
         Self {
+            kind: "embedded".to_owned(),
+            kafka: RawKafka::default(),
             dir: None,
             segment_bytes: 64 * 1024 * 1024,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -350,9 +381,17 @@ pub struct WebsubSettings {
     pub delivery: eventgate_actors::subscription::DeliverySettings,
 }
 
-/// Settings of the embedded broker.
+/// Which broker the node uses.
+#[derive(Debug, Clone)]
+pub enum BrokerKind {
+    Embedded,
+    Kafka(eventgate_actors::broker::kafka::KafkaConfig),
+}
+
+/// Settings of the broker.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
+    pub kind: BrokerKind,
     pub dir: PathBuf,
     pub segment_bytes: u64,
     pub retention: Option<Duration>,
@@ -772,7 +811,44 @@ impl RawNodeConfig {
                 signature,
             },
         };
+        let kind = match b.kind.as_str() {
+            "embedded" => BrokerKind::Embedded,
+            "kafka" => {
+                let k = &b.kafka;
+                let servers = k
+                    .bootstrap_servers
+                    .clone()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "broker.kafka.bootstrap_servers",
+                            "required when broker.kind is kafka".to_owned(),
+                        )
+                    })?;
+                if k.default_partitions < 1 || k.replication_factor < 1 {
+                    return Err(invalid(
+                        "broker.kafka.default_partitions",
+                        "partitions and replication factor must be 1 or more".to_owned(),
+                    ));
+                }
+                BrokerKind::Kafka(eventgate_actors::broker::kafka::KafkaConfig {
+                    bootstrap_servers: servers,
+                    client_id: k.client_id.clone(),
+                    default_partitions: k.default_partitions,
+                    replication_factor: k.replication_factor,
+                    request_timeout: k.request_timeout,
+                    properties: k.properties.clone().into_iter().collect(),
+                })
+            }
+            other => {
+                return Err(invalid(
+                    "broker.kind",
+                    format!("`{other}` is not one of embedded, kafka"),
+                ))
+            }
+        };
         let broker = BrokerSettings {
+            kind,
             dir: b
                 .dir
                 .clone()

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
+use eventgate_actors::broker::kafka::KafkaBroker;
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
 use eventgate_actors::subscription::{CursorCommitter, DeliveryContext};
@@ -20,7 +21,7 @@ use ractor::Actor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{NodeConfig, TlsSource};
+use crate::config::{BrokerKind, NodeConfig, TlsSource};
 use crate::error::{Error, Result};
 use crate::http::{self, AppState};
 
@@ -185,9 +186,13 @@ pub async fn start_with_broker(
     };
 
     let shared = shared_broker.is_some();
-    let broker: Arc<dyn BrokerDriver> = match shared_broker {
-        Some(broker) => broker,
-        None => EmbeddedBroker::open(EmbeddedConfig {
+    let broker: Arc<dyn BrokerDriver> = match (shared_broker, &config.broker.kind) {
+        (Some(broker), _) => broker,
+        (None, BrokerKind::Kafka(kafka)) => {
+            tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
+            KafkaBroker::new(kafka.clone())?
+        }
+        (None, BrokerKind::Embedded) => EmbeddedBroker::open(EmbeddedConfig {
             dir: config.broker.dir.clone(),
             segment_bytes: config.broker.segment_bytes,
             retention_age: config.broker.retention,
@@ -195,13 +200,14 @@ pub async fn start_with_broker(
             max_message_bytes: config.broker.max_message_bytes,
         })?,
     };
+    let embedded = matches!(config.broker.kind, BrokerKind::Embedded);
     for topic in &config.topics {
         broker.ensure_topic(topic).await?;
     }
     if config.topics_auto_create {
         tracing::warn!("topics.auto_create is on: any publisher or subscriber can create topics");
     }
-    if !shared && !config.seeds.is_empty() {
+    if !shared && embedded && !config.seeds.is_empty() {
         tracing::warn!(
             "the embedded broker keeps each node's messages on that node: in a cluster, messages published on one node are not delivered by another; point the cluster at Kafka or MQTT"
         );

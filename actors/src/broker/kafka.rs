@@ -1,0 +1,416 @@
+//! The Kafka driver (rdkafka / librdkafka).
+//!
+//! - Produce: idempotent, `acks=all`; answered only once the broker acknowledged. The message
+//!   key comes from the gateway (a header or query parameter); headers are mapped both ways and
+//!   the content type travels as the `content-type` header.
+//! - Consume: positional, not group-based: each reader assigns one partition at an offset
+//!   (assign + seek). The gateway's cursors and resume tokens hold the offsets; no consumer group
+//!   offsets are committed.
+//! - Metadata (partition counts) is cached for [`METADATA_TTL`] and refreshed after it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use super::{
+    validate_topic_name, BrokerDriver, BrokerError, BrokerResult, Message, OutgoingMessage,
+    PartitionConsumer, Position, StartAt,
+};
+
+/// How long a topic's partition count is trusted.
+pub const METADATA_TTL: Duration = Duration::from_secs(30);
+/// Header carrying a message's content type.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+
+/// Settings of the Kafka driver.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    pub client_id: String,
+    /// Partitions and replication of topics the gateway creates.
+    pub default_partitions: i32,
+    pub replication_factor: i32,
+    /// Bound on produce, metadata and admin requests.
+    pub request_timeout: Duration,
+    /// Further librdkafka properties (security, tuning), applied to every client.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: "eventgate".to_owned(),
+            default_partitions: 1,
+            replication_factor: 1,
+            request_timeout: Duration::from_secs(10),
+            properties: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable {
+        reason: format!("kafka: {e}"),
+    }
+}
+
+/// The Kafka driver.
+pub struct KafkaBroker {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    metadata: Arc<BaseConsumer>,
+    admin: AdminClient<DefaultClientContext>,
+    partitions: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl std::fmt::Debug for KafkaBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBroker")
+            .field("bootstrap_servers", &self.config.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBroker {
+    /// Creates the clients; they connect lazily.
+    pub fn new(config: KafkaConfig) -> BrokerResult<Arc<Self>> {
+        let timeout_ms = config.request_timeout.as_millis().to_string();
+        let producer: FutureProducer = config
+            .client()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", &timeout_ms)
+            .create()
+            .map_err(unavailable)?;
+        let metadata: BaseConsumer = config
+            .client()
+            .set("group.id", "eventgate-metadata")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            config.client().create().map_err(unavailable)?;
+        Ok(Arc::new(Self {
+            config,
+            producer,
+            metadata: Arc::new(metadata),
+            admin,
+            partitions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The partition count of `topic`, or `None` if it does not exist.
+    async fn partition_count(&self, topic: &str) -> BrokerResult<Option<u32>> {
+        validate_topic_name(topic)?;
+        if let Some((n, at)) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            if at.elapsed() < METADATA_TTL {
+                return Ok(Some(*n));
+            }
+        }
+        let client = self.metadata.clone();
+        let name = topic.to_owned();
+        let timeout = self.config.request_timeout;
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(Some(&name), timeout)?;
+            Ok::<_, KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none())
+                    .map(|t| t.partitions().len() as u32)
+                    .filter(|n| *n > 0),
+            )
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        if let Some(n) = found {
+            self.partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(topic.to_owned(), (n, Instant::now()));
+        }
+        Ok(found)
+    }
+
+    async fn require_partitions(&self, topic: &str) -> BrokerResult<u32> {
+        self.partition_count(topic)
+            .await?
+            .ok_or_else(|| BrokerError::TopicNotFound {
+                topic: topic.to_owned(),
+            })
+    }
+}
+
+impl BrokerDriver for KafkaBroker {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn topic_exists<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<bool>> {
+        Box::pin(async move { Ok(self.partition_count(topic).await?.is_some()) })
+    }
+
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+        Box::pin(async move {
+            if self.partition_count(topic).await?.is_some() {
+                return Ok(());
+            }
+            let new = NewTopic::new(
+                topic,
+                self.config.default_partitions,
+                TopicReplication::Fixed(self.config.replication_factor),
+            );
+            let options = AdminOptions::new().operation_timeout(Some(self.config.request_timeout));
+            let results = self
+                .admin
+                .create_topics([&new], &options)
+                .await
+                .map_err(unavailable)?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(unavailable(format!("create topic `{name}`: {code}")))
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<u32>> {
+        Box::pin(self.require_partitions(topic))
+    }
+
+    fn latest_offsets<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, BrokerResult<Vec<(u32, u64)>>> {
+        Box::pin(async move {
+            let n = self.require_partitions(topic).await?;
+            let client = self.metadata.clone();
+            let name = topic.to_owned();
+            let timeout = self.config.request_timeout;
+            tokio::task::spawn_blocking(move || {
+                (0..n)
+                    .map(|p| {
+                        let (_, high) = client.fetch_watermarks(&name, p as i32, timeout)?;
+                        Ok((p, high.max(0) as u64))
+                    })
+                    .collect::<Result<Vec<_>, KafkaError>>()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'a, BrokerResult<Position>> {
+        Box::pin(async move {
+            self.require_partitions(topic).await?;
+            let mut headers = OwnedHeaders::new();
+            if let Some(ct) = &message.content_type {
+                headers = headers.insert(Header {
+                    key: CONTENT_TYPE_HEADER,
+                    value: Some(ct.as_bytes()),
+                });
+            }
+            for (k, v) in &message.headers {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: Some(v.as_ref()),
+                });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+                .payload(message.payload.as_ref())
+                .headers(headers);
+            if let Some(key) = &message.key {
+                record = record.key(key.as_ref());
+            }
+            match self
+                .producer
+                .send(record, Timeout::After(self.config.request_timeout))
+                .await
+            {
+                Ok(delivery) => Ok(Position {
+                    partition: delivery.partition as u32,
+                    offset: delivery.offset as u64,
+                }),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    Err(BrokerError::MessageTooLarge {
+                        size: message.payload.len(),
+                        limit: 0,
+                    })
+                }
+                Err((e, _)) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn consumer<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        start: StartAt,
+    ) -> BoxFuture<'a, BrokerResult<Box<dyn PartitionConsumer>>> {
+        Box::pin(async move {
+            let n = self.require_partitions(topic).await?;
+            if partition >= n {
+                return Err(BrokerError::PartitionNotFound {
+                    topic: topic.to_owned(),
+                    partition,
+                });
+            }
+            let consumer: StreamConsumer = self
+                .config
+                .client()
+                .set("group.id", "eventgate-reader")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("allow.auto.create.topics", "false")
+                .create()
+                .map_err(unavailable)?;
+            let (low, high) = {
+                let client = self.metadata.clone();
+                let name = topic.to_owned();
+                let timeout = self.config.request_timeout;
+                tokio::task::spawn_blocking(move || {
+                    client.fetch_watermarks(&name, partition as i32, timeout)
+                })
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)?
+            };
+            let next = match start {
+                StartAt::Earliest => low.max(0) as u64,
+                StartAt::Latest => high.max(0) as u64,
+                StartAt::Offset(o) => o.max(low.max(0) as u64),
+            };
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(topic, partition as i32, Offset::Offset(next as i64))
+                .map_err(unavailable)?;
+            consumer.assign(&assignment).map_err(unavailable)?;
+            Ok(Box::new(KafkaConsumer {
+                consumer,
+                topic: topic.to_owned(),
+                partition,
+                next,
+            }) as Box<dyn PartitionConsumer>)
+        })
+    }
+}
+
+/// A positional reader of one Kafka partition.
+struct KafkaConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+    partition: u32,
+    next: u64,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+fn to_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    let mut content_type = None;
+    let mut headers = Vec::new();
+    if let Some(h) = m.headers() {
+        for header in h.iter() {
+            let value = header.value.unwrap_or_default();
+            if header.key == CONTENT_TYPE_HEADER && content_type.is_none() {
+                content_type = Some(String::from_utf8_lossy(value).into_owned());
+            } else {
+                headers.push((header.key.to_owned(), Bytes::copy_from_slice(value)));
+            }
+        }
+    }
+    Message {
+        partition: m.partition() as u32,
+        offset: m.offset() as u64,
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(0).max(0) as u64,
+        key: m.key().map(Bytes::copy_from_slice),
+        headers,
+        content_type,
+        payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+    }
+}
+
+impl PartitionConsumer for KafkaConsumer {
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'_, BrokerResult<Vec<Message>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match tokio::time::timeout(wait, self.consumer.recv()).await {
+                Err(_) => return Ok(out),
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Ok(Ok(m)) => out.push(to_message(&m)),
+            }
+            while out.len() < max.max(1) {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(m)) => out.push(to_message(&m)),
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    None => break,
+                }
+            }
+            if let Some(last) = out.last() {
+                self.next = last.offset + 1;
+            }
+            Ok(out)
+        })
+    }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests;
