@@ -257,8 +257,13 @@ pub async fn run_coordinator(
                 node: me,
                 at_ms: now_ms(),
             };
-            if let Err(e) = ctx.control.write(heartbeat).await {
-                tracing::debug!(error = %e, "heartbeat not written");
+            // Bounded by one period: without a leader the write would wait for the whole write
+            // timeout, and this loop must be free to act the moment this node becomes leader.
+            match tokio::time::timeout(settings.heartbeat_every, ctx.control.write(heartbeat)).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not written"),
+                Err(_) => tracing::debug!("heartbeat not written in time (no leader?)"),
             }
         }
         let metrics = ctx.control.raft().metrics().borrow().clone();

@@ -84,6 +84,8 @@ pub struct ClusterOptions {
     /// Extra TOML appended under `[raft]`.
     pub raft_toml: String,
     pub write_timeout: Duration,
+    /// Extra TOML tables appended to every node's configuration (`[broker]`, `[topics]` …).
+    pub extra_toml: String,
 }
 
 impl Default for ClusterOptions {
@@ -92,6 +94,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             raft_toml: String::new(),
             write_timeout: Duration::from_secs(3),
+            extra_toml: String::new(),
         }
     }
 }
@@ -201,11 +204,13 @@ cert = "{certs}/{name}.pem"
 key = "{certs}/{name}.key"
 [raft]
 {raft}
+{extra}
 "#,
                 data = data.display(),
                 certs = certs.display(),
                 write_timeout = options.write_timeout.as_millis(),
                 raft = options.raft_toml,
+                extra = options.extra_toml,
             );
             let config_path = cluster.dir.path().join(format!("node{id}.toml"));
             std::fs::write(&config_path, config)?;

@@ -67,6 +67,11 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id);
+        c
+    }
+
+    /// Applies the operator's properties last, so that they override our defaults.
+    fn finish(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -101,21 +106,24 @@ impl KafkaBroker {
     /// Creates the clients; they connect lazily.
     pub fn new(config: KafkaConfig) -> BrokerResult<Arc<Self>> {
         let timeout_ms = config.request_timeout.as_millis().to_string();
-        let producer: FutureProducer = config
-            .client()
+        let mut producer = config.client();
+        producer
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", &timeout_ms)
-            .create()
-            .map_err(unavailable)?;
-        let metadata: BaseConsumer = config
-            .client()
+            // A webhook provider waits for the 202: linger 1 ms, not librdkafka's 5 ms.
+            // Concurrent publishes still batch; `properties` may override it.
+            .set("linger.ms", "1");
+        let producer: FutureProducer = config.finish(producer).create().map_err(unavailable)?;
+        let mut metadata = config.client();
+        metadata
             .set("group.id", "eventgate-metadata")
-            .set("allow.auto.create.topics", "false")
+            .set("allow.auto.create.topics", "false");
+        let metadata: BaseConsumer = config.finish(metadata).create().map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .finish(config.client())
             .create()
             .map_err(unavailable)?;
-        let admin: AdminClient<DefaultClientContext> =
-            config.client().create().map_err(unavailable)?;
         Ok(Arc::new(Self {
             config,
             producer,
@@ -297,16 +305,15 @@ impl BrokerDriver for KafkaBroker {
                     partition,
                 });
             }
-            let consumer: StreamConsumer = self
-                .config
-                .client()
+            let mut reader = self.config.client();
+            reader
                 .set("group.id", "eventgate-reader")
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("allow.auto.create.topics", "false")
-                .create()
-                .map_err(unavailable)?;
+                .set("allow.auto.create.topics", "false");
+            let consumer: StreamConsumer =
+                self.config.finish(reader).create().map_err(unavailable)?;
             let (low, high) = {
                 let client = self.metadata.clone();
                 let name = topic.to_owned();

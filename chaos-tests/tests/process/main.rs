@@ -8,3 +8,4 @@ mod t40_full_cluster_restart;
 mod t50_write_without_quorum;
 mod t60_foreign_ca_refused;
 mod t70_cluster_leave;
+mod t80_websub_owner_sigkill_on_kafka;
