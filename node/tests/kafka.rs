@@ -72,3 +72,96 @@ async fn webhook_receiver_to_websub_on_kafka() {
     node.stop().await;
     drop(mock);
 }
+
+/// Kafka goes down: a publish answers 503 problem+json with `Retry-After` within the request
+/// timeout and nothing is half-accepted; when Kafka is back, publishing works again and every
+/// accepted message reaches the subscriber, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_gives_503_then_delivery_resumes_without_loss() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("orders", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\nrequest_timeout = \"2s\"\n[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"50ms\"\nretry_max = \"500ms\"\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/outage"), &[]).await;
+    let publish = |body: String| {
+        let client = node.client.clone();
+        let url = format!("{}/webhook-receiver?topic=orders", node.base);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "text/plain")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut accepted = Vec::new();
+    for i in 0..10 {
+        let r = publish(format!("before-{i}")).await;
+        assert_eq!(r.status(), 202);
+        accepted.push(format!("before-{i}"));
+    }
+    cb.wait_for(&Method::POST, "/outage", 10, T).await;
+
+    mock.broker_down(1).unwrap();
+    let started = tokio::time::Instant::now();
+    let r = publish("during".to_owned()).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://eventgate.dev/problems/broker-unavailable"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(10),
+        "bounded: {elapsed:?}"
+    );
+
+    mock.broker_up(1).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut i = 0;
+    while accepted.len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing never recovered"
+        );
+        let body = format!("after-{i}");
+        if publish(body.clone()).await.status() == 202 {
+            accepted.push(body);
+            i += 1;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let got: Vec<String> = cb
+            .requests(&Method::POST, "/outage")
+            .iter()
+            .map(|p| String::from_utf8(p.body.to_vec()).unwrap())
+            .filter(|b| b != "during")
+            .collect();
+        // At least once and in order: without repeats, exactly what was accepted.
+        let mut seen = std::collections::BTreeSet::new();
+        let firsts: Vec<String> = got.into_iter().filter(|b| seen.insert(b.clone())).collect();
+        if firsts == accepted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivered {firsts:?}, accepted {accepted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+    drop(mock);
+}
