@@ -66,7 +66,9 @@ impl KafkaConfig {
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", &self.client_id);
+            .set("client.id", &self.client_id)
+            // Reconnect within a second of the broker's return (librdkafka backs off to 10 s).
+            .set("reconnect.backoff.max.ms", "1000");
         c
     }
 
