@@ -284,14 +284,7 @@ impl ControlPlane {
         if id == self.id {
             return Some(self.local_status());
         }
-        let node = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()?;
+        let node = current_membership(&self.raft).get_node(&id).cloned()?;
         match self
             .transport
             .call(id, &node, RpcRequest::Status, timeout)
@@ -467,6 +460,15 @@ pub(crate) async fn write_local(
     }
 }
 
+/// The membership this node's Raft currently applies.
+fn current_membership(raft: &Raft) -> openraft::Membership<NodeId, NodeInfo> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
 fn not_leader(raft: &Raft) -> Option<ClusterError> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader == Some(m.id) {
@@ -493,12 +495,7 @@ pub(crate) async fn join_local(
         return Err(redirect);
     }
     let work = async {
-        let membership = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = current_membership(raft);
         let known = membership.get_node(&node_id).cloned();
         match known {
             None => {
@@ -516,13 +513,7 @@ pub(crate) async fn join_local(
             }
             Some(_) => {}
         }
-        let is_voter = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == node_id);
+        let is_voter = current_membership(raft).voter_ids().any(|v| v == node_id);
         if !is_voter {
             tracing::info!(node_id, "promoting learner to voter");
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true)
@@ -544,12 +535,7 @@ pub(crate) async fn leave_local(
         return Err(redirect);
     }
     let work = async {
-        let membership = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = current_membership(raft);
         let is_voter = membership.voter_ids().any(|v| v == node_id);
         if is_voter {
             if membership.voter_ids().count() == 1 {
