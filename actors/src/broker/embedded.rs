@@ -64,12 +64,16 @@ impl EmbeddedConfig {
     }
 }
 
+/// One record on disk. Byte fields are (de)serialized as byte strings (`serde_bytes`), not as
+/// sequences of `u8`: the same bytes in bincode, without a call per byte.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredRecord {
     timestamp_ms: u64,
+    #[serde(with = "serde_bytes")]
     key: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Vec<(String, serde_bytes::ByteBuf)>,
     content_type: Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
 }
 
@@ -376,7 +380,7 @@ impl TopicLog {
                     headers: record
                         .headers
                         .into_iter()
-                        .map(|(k, v)| (k, Bytes::from(v)))
+                        .map(|(k, v)| (k, Bytes::from(v.into_vec())))
                         .collect(),
                     content_type: record.content_type,
                     payload: Bytes::from(record.payload),
@@ -639,7 +643,7 @@ impl BrokerDriver for EmbeddedBroker {
                 headers: message
                     .headers
                     .into_iter()
-                    .map(|(k, v)| (k, v.to_vec()))
+                    .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.to_vec())))
                     .collect(),
                 content_type: message.content_type,
                 payload: message.payload.to_vec(),

@@ -264,3 +264,33 @@ async fn a_waiting_consumer_wakes_on_publish_and_times_out_empty() {
     assert_eq!(got[0].payload.as_ref(), b"new");
     assert_eq!(consumer.position(), 2);
 }
+
+#[test]
+fn byte_fields_encode_exactly_as_sequences_of_u8_did() {
+    #[derive(serde::Serialize)]
+    struct AsSequences {
+        timestamp_ms: u64,
+        key: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<u8>)>,
+        content_type: Option<String>,
+        payload: Vec<u8>,
+    }
+    let old = AsSequences {
+        timestamp_ms: 7,
+        key: Some(vec![1, 2, 3]),
+        headers: vec![("h".to_owned(), vec![200, 201])],
+        content_type: Some("text/plain".to_owned()),
+        payload: (0..=255u8).collect(),
+    };
+    let new = StoredRecord {
+        timestamp_ms: 7,
+        key: Some(vec![1, 2, 3]),
+        headers: vec![("h".to_owned(), serde_bytes::ByteBuf::from(vec![200, 201]))],
+        content_type: Some("text/plain".to_owned()),
+        payload: (0..=255u8).collect(),
+    };
+    assert_eq!(
+        eventgate_raft_store::codec::encode(&old).unwrap(),
+        eventgate_raft_store::codec::encode(&new).unwrap()
+    );
+}
