@@ -474,7 +474,7 @@ async fn run_writer(
             let _ = req.reply.send(Ok(first + i as u64));
         }
         if needs_roll {
-            apply_retention(&log, &writer.config);
+            apply_retention(&log, &writer.config, now_ms());
         }
     }
 }
@@ -491,9 +491,9 @@ fn fail_batch(log: &TopicLog, batch: Vec<AppendRequest>, e: &BrokerError) {
     }
 }
 
-/// Deletes closed segments past the retention limits, oldest first.
-fn apply_retention(log: &TopicLog, config: &EmbeddedConfig) {
-    let now = now_ms();
+/// Deletes closed segments past the retention limits (ages judged at `now`, unix ms), oldest
+/// first.
+fn apply_retention(log: &TopicLog, config: &EmbeddedConfig, now: u64) {
     let doomed: Vec<PathBuf> = {
         let mut state = log.state.write().unwrap_or_else(|p| p.into_inner());
         let mut doomed = Vec::new();
@@ -522,6 +522,10 @@ fn apply_retention(log: &TopicLog, config: &EmbeddedConfig) {
     }
 }
 
+/// How often retention is checked on every topic (besides whenever a segment closes), so that
+/// age limits hold on topics nobody writes to.
+pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// The embedded broker: topics as local append-only logs.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
@@ -545,6 +549,14 @@ impl EmbeddedBroker {
                 broker.topic(&name, true)?;
             }
         }
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETENTION_SWEEP_EVERY).await;
+                let Some(broker) = weak.upgrade() else { return };
+                broker.enforce_retention_at(now_ms());
+            }
+        });
         Ok(broker)
     }
 
@@ -562,6 +574,20 @@ impl EmbeddedBroker {
         let log = TopicLog::open(name, &self.config)?;
         topics.insert(name.to_owned(), log.clone());
         Ok(log)
+    }
+
+    /// Applies the retention limits to every topic as of `now` (unix ms).
+    pub fn enforce_retention_at(&self, now: u64) {
+        let logs: Vec<Arc<TopicLog>> = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for log in logs {
+            apply_retention(&log, &self.config, now);
+        }
     }
 
     /// First and next offsets of `topic` (the retained range is `start..end`).

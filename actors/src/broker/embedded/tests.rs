@@ -294,3 +294,30 @@ fn byte_fields_encode_exactly_as_sequences_of_u8_did() {
         eventgate_raft_store::codec::encode(&new).unwrap()
     );
 }
+
+#[tokio::test]
+async fn age_retention_also_applies_to_idle_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.segment_bytes = 300;
+    config.retention_age = Some(Duration::from_secs(3600));
+    let broker = EmbeddedBroker::open(config).unwrap();
+    broker.ensure_topic("t").await.unwrap();
+    for i in 0..30u8 {
+        broker.publish("t", message(&[i; 40])).await.unwrap();
+    }
+    assert_eq!(
+        broker.offsets("t").unwrap().0,
+        0,
+        "nothing is an hour old yet"
+    );
+    // Nothing is written any more; an hour and a bit later the sweep removes every closed
+    // segment, keeping the one being written.
+    let later = now_ms() + 3_700_000;
+    broker.enforce_retention_at(later);
+    let (start, end) = broker.offsets("t").unwrap();
+    assert_eq!(end, 30);
+    assert!(start > 0, "closed segments past the age limit are gone");
+    let segments = std::fs::read_dir(dir.path().join("t")).unwrap().count();
+    assert_eq!(segments, 1);
+}
