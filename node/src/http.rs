@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
+        .route("/topics/{name}", get(websub::topic))
         .nest("/admin", admin)
         .with_state(state)
 }

@@ -533,3 +533,33 @@ async fn a_topic_url_of_the_hub_names_the_topic() {
     assert_eq!(posts[0].body.as_ref(), b"via url");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn topic_urls_answer_discovery_links() {
+    let node = start(&config("")).await;
+    let topic_url = format!("{}/topics/orders", node.base);
+    let r = node.client.get(&topic_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.contains(&format!("<{}/hub>; rel=\"hub\"", node.base)),
+        "{link}"
+    );
+    assert!(
+        link.contains(&format!("<{topic_url}>; rel=\"self\"")),
+        "{link}"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["topic"], "orders");
+    let head = node.client.head(&topic_url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.headers().get("link").is_some());
+    let missing = node
+        .client
+        .get(format!("{}/topics/nope", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    node.stop().await;
+}

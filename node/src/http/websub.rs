@@ -177,6 +177,34 @@ pub async fn hub(
         .into_response())
 }
 
+/// `GET /topics/{name}`: WebSub discovery for a topic of this gateway. Answers `Link` headers
+/// naming the hub (`rel="hub"`) and the topic URL (`rel="self"`), and a small JSON description.
+pub async fn topic(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    validate_topic_name(&name).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    let broker = state.broker();
+    if !broker.topic_exists(&name).await? {
+        return Err(ApiError::topic_not_found(&name));
+    }
+    let latest = broker.latest_offsets(&name).await?;
+    let ctx = &state.inner.delivery;
+    let (hub_url, topic_url) = (ctx.hub_url(), ctx.topic_url(&name));
+    let body = serde_json::json!({
+        "topic": name,
+        "hub": hub_url,
+        "self": topic_url,
+        "partitions": latest.len(),
+        "latest_offsets": latest
+            .iter()
+            .map(|(p, o)| (p.to_string(), *o))
+            .collect::<std::collections::BTreeMap<String, u64>>(),
+    });
+    let link = eventgate_actors::websub::link_header(&hub_url, &topic_url);
+    Ok((StatusCode::OK, [(header::LINK, link)], axum::Json(body)).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
