@@ -1,16 +1,23 @@
 //! # eventgate-actors
 //!
-//! Delivery logic of eventgate, kept free of HTTP so it can be tested without a network.
+//! The delivery side of eventgate, free of HTTP:
 //!
-//! Today it holds [`ownership`]: which live node delivers which WebSub subscription
-//! (rendezvous hashing over live members). The ractor supervision tree of the design grows here
-//! with the WebSub and streaming issues:
+//! - [`broker`]: the positional `BrokerDriver` seam and its drivers, the embedded on-disk log
+//!   ([`broker::embedded`]) and Kafka ([`broker::kafka`]);
+//! - [`websub`]: signatures, verification URLs, subscription ids, retry schedule;
+//! - [`hub`]: `HubSupervisor` (one `SubscriptionActor` per owned subscription), the coordinator
+//!   (heartbeats, ownership, lease expiry) and verification of intent;
+//! - [`subscription`]: `SubscriptionActor`, ordered at-least-once delivery, cursor commits;
+//! - [`ownership`]: which live node delivers which subscription (rendezvous hashing);
+//! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node).
+//!
+//! The supervision tree of the design; the topic and connection branches come with WebSocket/SSE:
 //!
 //! ```text
 //! NodeSupervisor
-//! ├── ClusterActor        watches Raft metrics and membership; applies `ownership`
-//! ├── HubSupervisor
-//! │   └── SubscriptionActor   one per subscription this node owns
+//! ├── coordinator          heartbeats; on the leader: ownership and lease expiry (a task)
+//! ├── HubSupervisor        (built)
+//! │   └── SubscriptionActor   one per subscription this node owns (built)
 //! ├── TopicSupervisor
 //! │   └── TopicActor          one broker consumption per topic, fanned out as shared bytes
 //! └── ConnectionSupervisor
