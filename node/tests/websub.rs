@@ -324,19 +324,9 @@ async fn malformed_hub_requests_name_the_field_and_create_nothing() {
         ),
     ];
     for (form, field) in cases {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let r = node
-            .client
-            .post(format!("{}/hub", node.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{form:?}");
-        let problem: Value = r.json().await.unwrap();
+        let (status, body) = hub(&node, &form).await;
+        assert_eq!(status, 400, "{form:?}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(problem["field"], field, "{form:?} -> {problem}");
     }
     assert!(

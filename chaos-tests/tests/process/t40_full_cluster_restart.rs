@@ -22,17 +22,7 @@ async fn full_cluster_stop_and_start_keeps_every_committed_write() -> anyhow::Re
         let code = cluster.terminate(node, Duration::from_secs(15)).await?;
         assert_eq!(code, Some(0), "node {node} must exit 0 on SIGTERM");
     }
-    for node in 1..=3 {
-        cluster.restart(node)?;
-    }
-    cluster
-        .wait_for_leader(Duration::from_secs(20), None)
-        .await?;
-    for node in 1..=3 {
-        cluster
-            .wait_for_records(node, &ids, Duration::from_secs(20))
-            .await?;
-    }
+    restart_all_and_check(&mut cluster, &ids).await?;
 
     for i in 0..30 {
         let id = format!("second-{i}");
@@ -44,6 +34,12 @@ async fn full_cluster_stop_and_start_keeps_every_committed_write() -> anyhow::Re
     for node in 1..=3 {
         cluster.kill(node)?;
     }
+    restart_all_and_check(&mut cluster, &ids).await?;
+    Ok(())
+}
+
+/// Starts every node again and waits until each holds exactly `ids`.
+async fn restart_all_and_check(cluster: &mut ProcessCluster, ids: &[String]) -> anyhow::Result<()> {
     for node in 1..=3 {
         cluster.restart(node)?;
     }
@@ -52,7 +48,7 @@ async fn full_cluster_stop_and_start_keeps_every_committed_write() -> anyhow::Re
         .await?;
     for node in 1..=3 {
         cluster
-            .wait_for_records(node, &ids, Duration::from_secs(20))
+            .wait_for_records(node, ids, Duration::from_secs(20))
             .await?;
     }
     Ok(())
