@@ -30,5 +30,6 @@ pub mod broker;
 pub mod callback;
 pub mod hub;
 pub mod ownership;
+pub mod stream;
 pub mod subscription;
 pub mod websub;

@@ -30,6 +30,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "topics",
     "webhook_receiver",
     "websub",
+    "streams",
 ];
 
 /// The configuration as written, before validation.
@@ -49,6 +50,56 @@ pub struct RawNodeConfig {
     pub topics: RawTopics,
     pub webhook_receiver: RawWebhookReceiver,
     pub websub: RawWebsub,
+    pub streams: RawStreams,
+}
+
+/// `[streams]`: WebSocket and SSE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStreams {
+    /// Entries (batches of messages read together) each topic's ring holds; a reader further
+    /// behind is a slow consumer.
+    pub ring_batches: usize,
+    /// Messages read from the broker at once.
+    pub batch_max: usize,
+    /// How long a topic's consumption outlives its last local reader.
+    #[serde(with = "humantime_serde")]
+    pub topic_linger: Duration,
+    /// `disconnect` (close 4008 / final `close` event) or `drop-oldest` (a `gap` marker).
+    pub slow_consumer: String,
+    /// A write to a client that does not complete in this time closes the connection.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// WebSocket ping and SSE comment interval.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// The SSE `retry:` hint.
+    #[serde(with = "humantime_serde")]
+    pub sse_retry: Duration,
+    /// WebSocket and SSE connections this node holds at most.
+    pub max_connections: usize,
+    /// Whether WebSocket clients may publish (frames become messages of the topic).
+    pub allow_publish: bool,
+    /// Largest frame a WebSocket client may publish.
+    pub max_publish_bytes: usize,
+}
+
+impl Default for RawStreams {
+    fn default() -> Self {
+        let d = eventgate_actors::stream::StreamSettings::default();
+        Self {
+            ring_batches: d.ring_batches,
+            batch_max: d.batch_max,
+            topic_linger: d.topic_linger,
+            slow_consumer: "disconnect".to_owned(),
+            send_timeout: d.send_timeout,
+            heartbeat: d.heartbeat,
+            sse_retry: d.sse_retry,
+            max_connections: d.max_connections,
+            allow_publish: true,
+            max_publish_bytes: d.max_publish_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +311,7 @@ impl Default for RawNodeConfig {
             topics: RawTopics::default(),
             webhook_receiver: RawWebhookReceiver::default(),
             websub: RawWebsub::default(),
+            streams: RawStreams::default(),
         }
     }
 }
@@ -364,6 +416,9 @@ pub struct NodeConfig {
     /// configured the node derives it from its advertised HTTP address.
     pub public_url: Option<String>,
     pub websub: WebsubSettings,
+    pub streams: eventgate_actors::stream::StreamSettings,
+    /// Whether WebSocket clients may publish.
+    pub streams_allow_publish: bool,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
@@ -735,6 +790,57 @@ impl RawNodeConfig {
                 ),
             ));
         }
+        let st = &self.streams;
+        let slow_consumer = match st.slow_consumer.as_str() {
+            "disconnect" => eventgate_actors::stream::SlowConsumerPolicy::Disconnect,
+            "drop-oldest" => eventgate_actors::stream::SlowConsumerPolicy::DropOldest,
+            other => {
+                return Err(invalid(
+                    "streams.slow_consumer",
+                    format!("`{other}` is not one of disconnect, drop-oldest"),
+                ))
+            }
+        };
+        for (field, value, min) in [
+            ("streams.ring_batches", st.ring_batches, 1),
+            ("streams.batch_max", st.batch_max, 1),
+            ("streams.max_connections", st.max_connections, 1),
+            ("streams.max_publish_bytes", st.max_publish_bytes, 1),
+        ] {
+            if value < min {
+                return Err(invalid(field, format!("must be {min} or more")));
+            }
+        }
+        if st.max_publish_bytes > b.max_message_bytes {
+            return Err(invalid(
+                "streams.max_publish_bytes",
+                format!(
+                    "must be at most broker.max_message_bytes ({})",
+                    b.max_message_bytes
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("streams.send_timeout", st.send_timeout),
+            ("streams.heartbeat", st.heartbeat),
+            ("streams.sse_retry", st.sse_retry),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be more than 0s".to_owned()));
+            }
+        }
+        let streams = eventgate_actors::stream::StreamSettings {
+            ring_batches: st.ring_batches,
+            batch_max: st.batch_max,
+            topic_linger: st.topic_linger,
+            slow_consumer,
+            send_timeout: st.send_timeout,
+            heartbeat: st.heartbeat,
+            sse_retry: st.sse_retry,
+            max_connections: st.max_connections,
+            max_publish_bytes: st.max_publish_bytes,
+        };
+        let streams_allow_publish = st.allow_publish;
         for (i, topic) in self.topics.names.iter().enumerate() {
             if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
@@ -879,6 +985,8 @@ impl RawNodeConfig {
             webhook_max_body_bytes: w.max_body_bytes,
             public_url,
             websub,
+            streams,
+            streams_allow_publish,
             dev_profile,
             source,
         })

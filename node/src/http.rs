@@ -4,10 +4,10 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod stream;
 pub mod webhook;
 pub mod websub;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +18,17 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use eventgate_actors::broker::BrokerDriver;
+use eventgate_actors::stream::connection::Connections;
+use eventgate_actors::stream::topic::TopicRegistry;
+use eventgate_actors::stream::StreamSettings;
 use eventgate_actors::subscription::DeliveryContext;
 use eventgate_raft_store::control::ControlPlane;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
+use crate::listener::Peer;
+use crate::policy::{OpenPolicy, Policy};
 use error::ApiError;
 
 /// What every handler can reach. Cheap to clone.
@@ -44,6 +49,10 @@ struct Inner {
     ready_max_lag: u64,
     quorum_ack_limit: Duration,
     shutdown: CancellationToken,
+    topics: TopicRegistry,
+    connections: Connections,
+    streams: StreamSettings,
+    policy: Arc<dyn Policy>,
 }
 
 impl AppState {
@@ -53,6 +62,8 @@ impl AppState {
         delivery: DeliveryContext,
         config: &NodeConfig,
         shutdown: CancellationToken,
+        topics: TopicRegistry,
+        connections: Connections,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -66,6 +77,12 @@ impl AppState {
                 ready_max_lag: config.raft.ready_max_lag,
                 quorum_ack_limit: config.raft.election_timeout_max * 2,
                 shutdown,
+                topics,
+                connections,
+                streams: config.streams.clone(),
+                policy: Arc::new(OpenPolicy {
+                    allow_publish: config.streams_allow_publish,
+                }),
             }),
         }
     }
@@ -76,6 +93,16 @@ impl AppState {
 
     pub fn broker(&self) -> &Arc<dyn BrokerDriver> {
         &self.inner.broker
+    }
+
+    /// This node's streaming connections.
+    pub fn connections(&self) -> &Connections {
+        &self.inner.connections
+    }
+
+    /// This node's topic consumptions.
+    pub fn topics(&self) -> &TopicRegistry {
+        &self.inner.topics
     }
 }
 
@@ -88,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
+        .route("/ws/{topic}", get(stream::ws))
+        .route("/sse/{topic}", get(stream::sse))
         .nest("/admin", admin)
         .with_state(state)
 }
@@ -100,7 +129,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// answers loopback clients only.
 async fn require_admin(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -121,7 +150,7 @@ async fn require_admin(
                 }
             }
         }
-        None if !peer.ip().is_loopback() => {
+        None if !peer.addr.ip().is_loopback() => {
             return Err(ApiError::forbidden(
                 "no admin.token is configured, so the admin API answers loopback clients only",
             ))

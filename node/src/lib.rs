@@ -14,8 +14,10 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod node;
 pub mod outbound;
+pub mod policy;
 pub mod run;
 
 pub use error::{Error, Result};

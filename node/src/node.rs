@@ -10,6 +10,8 @@ use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::kafka::KafkaBroker;
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
+use eventgate_actors::stream::connection::Connections;
+use eventgate_actors::stream::topic::TopicRegistry;
 use eventgate_actors::subscription::{CursorCommitter, DeliveryContext};
 use eventgate_raft_store::control::{join_cluster, ControlPlane};
 use eventgate_raft_store::network::quic::QuicTransport;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BrokerKind, NodeConfig, TlsSource};
 use crate::error::{Error, Result};
 use crate::http::{self, AppState};
+use crate::listener::{GatewayListener, Peer};
 
 /// Sockets bound before the node starts, so that callers (and tests) can bind port 0 and learn
 /// the real addresses first.
@@ -304,24 +307,41 @@ pub async fn start_with_broker(
         coordinator_stop.clone(),
     ));
 
+    let (topics, _) = TopicRegistry::start(broker.clone(), config.streams.clone())
+        .await
+        .map_err(|e| Error::Internal(format!("topic supervisor: {e}")))?;
+    let (connections, _) = Connections::start(config.streams.max_connections)
+        .await
+        .map_err(|e| Error::Internal(format!("connection supervisor: {e}")))?;
     let state = AppState::new(
         control.clone(),
         broker.clone(),
         delivery,
         &config,
         shutdown.clone(),
+        topics.clone(),
+        connections.clone(),
     );
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         tracing::info!(node_id, http = %http_addr, cluster = %cluster_addr, "node started");
         let served = axum::serve(
-            listeners.http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            GatewayListener(listeners.http),
+            app.into_make_service_with_connect_info::<Peer>(),
         )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .with_graceful_shutdown(async move {
+            http_shutdown.cancelled().await;
+            // Streams never end by themselves: close them (going-away) so that the graceful
+            // shutdown of HTTP can complete.
+            connections.shutdown().await;
+        })
         .await;
         tracing::info!(node_id, "stopping: http closed; stopping deliveries");
+        let _ = topics
+            .supervisor()
+            .stop_and_wait(None, Some(std::time::Duration::from_secs(5)))
+            .await;
         coordinator_stop.cancel();
         let _ = coordinator.await;
         // Stop the subscription actors, then commit the cursor moves they made: before Raft

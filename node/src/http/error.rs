@@ -111,6 +111,28 @@ impl ApiError {
         e
     }
 
+    /// The node holds as many streaming connections as it may.
+    pub fn too_many_connections(limit: usize) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-connections",
+            "The node holds as many connections as it may",
+            format!("this node holds its limit of {limit} WebSocket and SSE connections (streams.max_connections); try another node"),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// A WebSocket endpoint was asked without a WebSocket upgrade.
+    pub fn upgrade_required(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket-upgrade-required",
+            "This endpoint speaks WebSocket",
+            detail.into(),
+        )
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,0 +1,429 @@
+//! One reader's view of a topic: from where it starts to the live ring, without gaps.
+//!
+//! A reader stands at a position vector (next offset per partition). It subscribes to the
+//! topic's ring first, which carries everything after the ring's positions at that instant;
+//! whatever lies between the reader's positions and those is read from the broker (catch-up),
+//! then the ring is followed. Ring frames the reader already has are skipped; a frame beyond
+//! the reader's position in its partition (messages the ring no longer held) is preceded by a
+//! broker read of what is missing, so that a reader sees every message exactly once, in order
+//! per partition. Falling behind the ring while live is the slow-consumer case: by policy the
+//! reader is closed, or jumps to the ring's oldest frame and is told how much it missed.
+//!
+//! Tokens: a ring frame carries the topic's position vector after it. When the reader's vector
+//! equals it (the usual case), the frame and its encodings are shared; otherwise the reader
+//! gets its own copy with its own token, so that resuming from any id a client saw never skips
+//! a message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+use crate::broker::{BrokerDriver, BrokerError, PartitionConsumer, StartAt};
+
+use super::frame::{Batch, Frame};
+use super::token;
+use super::topic::{StreamError, TopicRegistry};
+use super::{CloseReason, SlowConsumerPolicy, StreamSettings};
+
+/// Where a reader starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The next message published.
+    Latest,
+    /// The oldest message retained.
+    Earliest,
+    /// After the message whose resume token this is.
+    After(Vec<u64>),
+}
+
+impl Start {
+    /// Parses `earliest`, `latest` or a resume token.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        match value {
+            "latest" => Ok(Start::Latest),
+            "earliest" => Ok(Start::Earliest),
+            token => token::parse(token).map(Start::After),
+        }
+    }
+}
+
+/// What a reader gets next.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Frames `start..end` of `batch`, in order.
+    Frames {
+        batch: Arc<Batch>,
+        start: usize,
+        end: usize,
+    },
+    /// `missed` messages this reader will never get (gone by retention, or dropped as a slow
+    /// consumer under drop-oldest).
+    Gap { missed: u64 },
+}
+
+impl Chunk {
+    /// The frames of this chunk (none for a gap).
+    pub fn frames(&self) -> &[Frame] {
+        match self {
+            Chunk::Frames { batch, start, end } => &batch.frames[*start..*end],
+            Chunk::Gap { .. } => &[],
+        }
+    }
+}
+
+/// Consecutive empty broker reads after which offsets below the target are taken as absent
+/// (Kafka leaves holes: transaction markers, compaction).
+const EMPTY_READS_BEFORE_SKIP: u32 = 3;
+
+/// One reader of one topic.
+pub struct Feed {
+    topic: Arc<str>,
+    broker: Arc<dyn BrokerDriver>,
+    rx: broadcast::Receiver<Arc<Batch>>,
+    positions: Vec<u64>,
+    target: Vec<u64>,
+    earliest: Vec<bool>,
+    current: Option<(Arc<Batch>, usize)>,
+    catchup: HashMap<u32, Box<dyn PartitionConsumer>>,
+    empty_reads: u32,
+    policy: SlowConsumerPolicy,
+    batch_max: usize,
+    tolerate_lag: bool,
+    resync: bool,
+    pending_gap: u64,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("topic", &self.topic)
+            .field("positions", &self.positions)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of opening a feed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("the resume token names {given} partitions; the topic has {has}")]
+    TokenPartitions { given: usize, has: usize },
+}
+
+impl Feed {
+    /// Opens a reader of `topic` from `start`.
+    pub async fn open(
+        registry: &TopicRegistry,
+        broker: Arc<dyn BrokerDriver>,
+        topic: &str,
+        start: Start,
+        settings: &StreamSettings,
+    ) -> Result<Self, FeedError> {
+        let live = registry.subscribe(topic).await?;
+        let target = live.positions;
+        let n = target.len();
+        let (positions, earliest) = match start {
+            Start::Latest => (target.clone(), vec![false; n]),
+            Start::Earliest => (vec![0; n], vec![true; n]),
+            Start::After(mut given) => {
+                if given.len() > n {
+                    return Err(FeedError::TokenPartitions {
+                        given: given.len(),
+                        has: n,
+                    });
+                }
+                // Partitions added since the token was issued are read from their start.
+                let added = given.len()..n;
+                given.resize(n, 0);
+                let mut earliest = vec![false; n];
+                for p in added {
+                    earliest[p] = true;
+                }
+                for (p, pos) in given.iter_mut().enumerate() {
+                    if *pos > target[p] {
+                        tracing::warn!(%topic, partition = p, token = *pos, end = target[p], "resume token is beyond the end of the partition (a token of another broker?); reading from the end");
+                        *pos = target[p];
+                    }
+                }
+                (given, earliest)
+            }
+        };
+        let tolerate_lag = positions != target;
+        Ok(Self {
+            topic: topic.into(),
+            broker,
+            rx: live.rx,
+            positions,
+            target,
+            earliest,
+            current: None,
+            catchup: HashMap::new(),
+            empty_reads: 0,
+            policy: settings.slow_consumer,
+            batch_max: settings.batch_max.max(1),
+            tolerate_lag,
+            resync: false,
+            pending_gap: 0,
+        })
+    }
+
+    /// The reader's position as a resume token.
+    pub fn token(&self) -> String {
+        token::format(&self.positions)
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next chunk that is ready without waiting for a new message (catch-up reads from the
+    /// broker are awaited); `None` at the head of the ring. Not cancel-safe: await it to the end.
+    pub async fn next_ready(&mut self) -> Result<Option<Chunk>, CloseReason> {
+        loop {
+            if self.pending_gap > 0 {
+                let missed = std::mem::take(&mut self.pending_gap);
+                return Ok(Some(Chunk::Gap { missed }));
+            }
+            if let Some(p) = (0..self.positions.len()).find(|&p| self.positions[p] < self.target[p])
+            {
+                if let Some(chunk) = self.catch_up(p as u32).await? {
+                    return Ok(Some(chunk));
+                }
+                continue;
+            }
+            if let Some((batch, index)) = self.current.take() {
+                if let Some(chunk) = self.scan(batch, index) {
+                    return Ok(Some(chunk));
+                }
+                continue;
+            }
+            match self.rx.try_recv() {
+                Ok(batch) => self.current = Some((batch, 0)),
+                Err(TryRecvError::Empty) => {
+                    // At the head of the ring: from now on, falling behind is being slow.
+                    self.tolerate_lag = false;
+                    self.resync = false;
+                    self.catchup.clear();
+                    return Ok(None);
+                }
+                Err(TryRecvError::Lagged(_)) => self.lagged()?,
+                Err(TryRecvError::Closed) => return Err(CloseReason::InternalError),
+            }
+        }
+    }
+
+    /// Waits until the ring has something for this reader. Cancel-safe.
+    pub async fn wait(&mut self) -> Result<(), CloseReason> {
+        if self.current.is_some() || self.pending_gap > 0 {
+            return Ok(());
+        }
+        match self.rx.recv().await {
+            Ok(batch) => {
+                self.current = Some((batch, 0));
+                Ok(())
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => self.lagged(),
+            Err(broadcast::error::RecvError::Closed) => Err(CloseReason::InternalError),
+        }
+    }
+
+    fn lagged(&mut self) -> Result<(), CloseReason> {
+        if self.tolerate_lag {
+            // Still catching up: what the ring dropped is read from the broker.
+            return Ok(());
+        }
+        match self.policy {
+            SlowConsumerPolicy::Disconnect => Err(CloseReason::SlowConsumer),
+            SlowConsumerPolicy::DropOldest => {
+                self.resync = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn grow(&mut self, partition: usize) {
+        if partition >= self.positions.len() {
+            // The topic gained partitions: new ones are read from their start.
+            self.positions.resize(partition + 1, 0);
+            self.target.resize(partition + 1, 0);
+            self.earliest.resize(partition + 1, true);
+        }
+    }
+
+    /// Delivers from `batch` at `index`, or sets up a catch-up and answers `None`.
+    fn scan(&mut self, batch: Arc<Batch>, mut index: usize) -> Option<Chunk> {
+        let frames = &batch.frames;
+        // Skip what this reader already has.
+        while let Some(f) = frames.get(index) {
+            self.grow(f.partition as usize);
+            if f.offset >= self.positions[f.partition as usize] {
+                break;
+            }
+            index += 1;
+        }
+        let first = frames.get(index)?;
+        let p = first.partition as usize;
+        if first.offset > self.positions[p] {
+            if self.resync && first.after().len() == self.positions.len() {
+                // Drop-oldest: take the ring's positions as they stood before this frame.
+                let mut missed = first.offset - self.positions[p];
+                for (q, (mine, theirs)) in self.positions.iter().zip(first.after()).enumerate() {
+                    if q != p {
+                        missed += theirs.saturating_sub(*mine);
+                    }
+                }
+                self.positions.copy_from_slice(first.after());
+                self.positions[p] = first.offset;
+                self.pending_gap += missed;
+                self.resync = false;
+                self.current = Some((batch, index));
+                return None;
+            }
+            // The ring no longer held what lies between: read it from the broker first.
+            self.target[p] = first.offset;
+            self.tolerate_lag = true;
+            self.current = Some((batch, index));
+            return None;
+        }
+        let start = index;
+        while let Some(f) = frames.get(index) {
+            let p = f.partition as usize;
+            self.grow(p);
+            if f.offset != self.positions[p] {
+                break;
+            }
+            self.positions[p] = f.offset + 1;
+            if self.positions[..] != *f.after() {
+                if index == start {
+                    // This reader stands elsewhere in other partitions: its own token.
+                    let own = f.at(&self.positions);
+                    if index + 1 < frames.len() {
+                        self.current = Some((batch.clone(), index + 1));
+                    }
+                    let batch = Arc::new(Batch { frames: vec![own] });
+                    return Some(Chunk::Frames {
+                        batch,
+                        start: 0,
+                        end: 1,
+                    });
+                }
+                self.positions[p] = f.offset;
+                break;
+            }
+            index += 1;
+        }
+        if index < frames.len() {
+            self.current = Some((batch.clone(), index));
+        }
+        if index == start {
+            return None;
+        }
+        Some(Chunk::Frames {
+            batch,
+            start,
+            end: index,
+        })
+    }
+
+    async fn catch_up(&mut self, partition: u32) -> Result<Option<Chunk>, CloseReason> {
+        let p = partition as usize;
+        self.tolerate_lag = true;
+        if !self.catchup.contains_key(&partition) {
+            let start = if self.earliest[p] {
+                StartAt::Earliest
+            } else {
+                StartAt::Offset(self.positions[p])
+            };
+            let consumer = self
+                .broker
+                .consumer(&self.topic, partition, start)
+                .await
+                .map_err(|e| self.broker_error(e))?;
+            let from = consumer.position();
+            if from > self.positions[p] {
+                if !self.earliest[p] {
+                    tracing::info!(topic = %self.topic, partition, from = self.positions[p], to = from, "reader resumed before the oldest retained message");
+                    self.pending_gap += from - self.positions[p];
+                }
+                self.positions[p] = from;
+            }
+            self.earliest[p] = false;
+            self.catchup.insert(partition, consumer);
+            if self.positions[p] >= self.target[p] {
+                self.catchup.remove(&partition);
+                return Ok(None);
+            }
+        }
+        let to = self.target[p];
+        let want = (to - self.positions[p]).min(self.batch_max as u64) as usize;
+        let consumer = self
+            .catchup
+            .get_mut(&partition)
+            .ok_or(CloseReason::InternalError)?;
+        let messages = consumer
+            .next_batch(want, Duration::from_secs(2))
+            .await
+            .map_err(|e| {
+                tracing::warn!(topic = %self.topic, partition, error = %e, "catch-up read failed");
+                match e {
+                    BrokerError::TopicNotFound { .. } | BrokerError::PartitionNotFound { .. } => {
+                        CloseReason::TopicGone
+                    }
+                    e if e.is_retryable() => CloseReason::TryAgainLater,
+                    _ => CloseReason::InternalError,
+                }
+            })?;
+        if messages.is_empty() {
+            self.empty_reads += 1;
+            if self.empty_reads >= EMPTY_READS_BEFORE_SKIP {
+                tracing::warn!(topic = %self.topic, partition, from = self.positions[p], to, "no messages where the broker's offsets say there are some; going on from the end");
+                self.positions[p] = to;
+                self.empty_reads = 0;
+                self.catchup.remove(&partition);
+            }
+            return Ok(None);
+        }
+        self.empty_reads = 0;
+        let mut frames = Vec::with_capacity(messages.len());
+        for m in messages {
+            if m.offset >= to {
+                break;
+            }
+            if m.offset < self.positions[p] || m.partition != partition {
+                continue;
+            }
+            self.positions[p] = m.offset + 1;
+            frames.push(Frame::new(self.topic.clone(), m, &self.positions));
+        }
+        if consumer.position() >= to {
+            // Whatever lies past the target comes from the ring.
+            self.positions[p] = self.positions[p].max(to);
+            self.catchup.remove(&partition);
+        }
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let end = frames.len();
+        Ok(Some(Chunk::Frames {
+            batch: Arc::new(Batch { frames }),
+            start: 0,
+            end,
+        }))
+    }
+
+    fn broker_error(&self, e: BrokerError) -> CloseReason {
+        tracing::warn!(topic = %self.topic, error = %e, "catch-up could not open the partition");
+        match e {
+            BrokerError::TopicNotFound { .. } | BrokerError::PartitionNotFound { .. } => {
+                CloseReason::TopicGone
+            }
+            e if e.is_retryable() => CloseReason::TryAgainLater,
+            _ => CloseReason::InternalError,
+        }
+    }
+}

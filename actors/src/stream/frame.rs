@@ -1,0 +1,336 @@
+//! A message as streaming clients see it. A [`Frame`] is built once per message by the topic's
+//! consumption and shared by every local reader (`Arc<Batch>`); each wire encoding (SSE event,
+//! JSON envelope) is built on first use and then shared too, so a message is serialized once
+//! per node whatever the number of clients.
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::broker::Message;
+
+use super::token;
+
+/// Messages read together, one entry of a topic's ring.
+#[derive(Debug)]
+pub struct Batch {
+    pub frames: Vec<Frame>,
+}
+
+/// One message with its resume token.
+#[derive(Debug)]
+pub struct Frame {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: u64,
+    pub key: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    pub content_type: Option<String>,
+    pub payload: Bytes,
+    /// Next offset of every partition once this message is read.
+    after: Box<[u64]>,
+    token: Box<str>,
+    text: bool,
+    sse: OnceLock<Bytes>,
+    envelope: OnceLock<Bytes>,
+    sse_envelope: OnceLock<Bytes>,
+    ext: [OnceLock<Box<dyn Any + Send + Sync>>; EXT_SLOTS],
+}
+
+/// Slots for encodings that a transport builds from a frame (once, then shared): see
+/// [`Frame::ext`].
+pub const EXT_SLOTS: usize = 2;
+
+/// Whether a content type names text (sent as a WebSocket text frame when valid UTF-8).
+pub fn is_text_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "application/xml"
+        || essence.ends_with("+xml")
+        || essence == "application/javascript"
+        || essence == "application/x-www-form-urlencoded"
+}
+
+impl Frame {
+    /// A frame for `message` of `topic`, read when the topic stands at `after`.
+    pub fn new(topic: Arc<str>, message: Message, after: &[u64]) -> Self {
+        let text = is_text_type(message.content_type.as_deref())
+            && std::str::from_utf8(&message.payload).is_ok();
+        Self {
+            topic,
+            partition: message.partition,
+            offset: message.offset,
+            timestamp_ms: message.timestamp_ms,
+            key: message.key,
+            headers: message.headers,
+            content_type: message.content_type,
+            payload: message.payload,
+            after: after.into(),
+            token: token::format(after).into_boxed_str(),
+            text,
+            sse: OnceLock::new(),
+            envelope: OnceLock::new(),
+            sse_envelope: OnceLock::new(),
+            ext: Default::default(),
+        }
+    }
+
+    /// The same message at other positions (a reader whose other partitions stand elsewhere).
+    pub fn at(&self, after: &[u64]) -> Self {
+        Self {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.clone(),
+            headers: self.headers.clone(),
+            content_type: self.content_type.clone(),
+            payload: self.payload.clone(),
+            after: after.into(),
+            token: token::format(after).into_boxed_str(),
+            text: self.text,
+            sse: OnceLock::new(),
+            envelope: OnceLock::new(),
+            sse_envelope: OnceLock::new(),
+            ext: Default::default(),
+        }
+    }
+
+    /// A transport's own encoding of this frame in `slot` (below [`EXT_SLOTS`]), built by
+    /// `init` on first use and shared after: for types the frame cannot know (a WebSocket
+    /// message type). A slot always holds the same type; a mismatch builds without caching.
+    #[allow(clippy::redundant_closure)]
+    pub fn ext<T: Any + Clone + Send + Sync>(&self, slot: usize, init: impl Fn(&Frame) -> T) -> T {
+        let Some(cell) = self.ext.get(slot) else {
+            return init(self);
+        };
+        let value = cell.get_or_init(|| Box::new(init(self)));
+        match value.downcast_ref::<T>() {
+            Some(v) => v.clone(),
+            None => init(self),
+        }
+    }
+
+    /// The resume token: resuming from it reads what follows this message.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Next offset of every partition once this message is read.
+    pub fn after(&self) -> &[u64] {
+        &self.after
+    }
+
+    /// Whether the payload is text (a text content type and valid UTF-8).
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// The SSE event: `id:` the token, `data:` the payload (one `data:` line per line; a
+    /// payload that is not text is sent base64-encoded as `event: binary`).
+    pub fn sse(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let mut out = BytesMut::with_capacity(self.payload.len() + self.token.len() + 16);
+            put_id(&mut out, &self.token);
+            if self.text {
+                // `text` guarantees UTF-8.
+                let text = std::str::from_utf8(&self.payload).unwrap_or_default();
+                put_data(&mut out, text);
+            } else {
+                out.put_slice(b"event: binary\n");
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&self.payload);
+                put_data(&mut out, &encoded);
+            }
+            out.put_u8(b'\n');
+            out.freeze()
+        })
+    }
+
+    /// The JSON envelope (always valid UTF-8): `{"type":"message","id","topic","partition",
+    /// "offset","timestamp","key","headers","content_type","payload"}`; byte fields that are not
+    /// UTF-8 text are given base64-encoded under `<field>_base64` instead.
+    pub fn envelope(&self) -> &Bytes {
+        self.envelope.get_or_init(|| {
+            let mut doc = serde_json::Map::new();
+            doc.insert("type".into(), "message".into());
+            doc.insert("id".into(), self.token.as_ref().into());
+            doc.insert("topic".into(), self.topic.as_ref().into());
+            doc.insert("partition".into(), self.partition.into());
+            doc.insert("offset".into(), self.offset.into());
+            doc.insert("timestamp".into(), self.timestamp_ms.into());
+            if let Some(key) = &self.key {
+                put_bytes(&mut doc, "key", key);
+            }
+            if !self.headers.is_empty() {
+                let mut headers = serde_json::Map::new();
+                for (name, value) in &self.headers {
+                    let value = match std::str::from_utf8(value) {
+                        Ok(s) => serde_json::Value::from(s),
+                        Err(_) => serde_json::json!({
+                            "base64": base64::engine::general_purpose::STANDARD.encode(value)
+                        }),
+                    };
+                    headers.insert(name.clone(), value);
+                }
+                doc.insert("headers".into(), headers.into());
+            }
+            if let Some(ct) = &self.content_type {
+                doc.insert("content_type".into(), ct.as_str().into());
+            }
+            if self.text {
+                put_bytes(&mut doc, "payload", &self.payload);
+            } else {
+                doc.insert(
+                    "payload_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&self.payload)
+                        .into(),
+                );
+            }
+            Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+        })
+    }
+
+    /// The SSE event carrying the JSON envelope.
+    pub fn sse_envelope(&self) -> &Bytes {
+        self.sse_envelope.get_or_init(|| {
+            let json = self.envelope();
+            let mut out = BytesMut::with_capacity(json.len() + self.token.len() + 16);
+            put_id(&mut out, &self.token);
+            out.put_slice(b"data: ");
+            out.put_slice(json);
+            out.put_slice(b"\n\n");
+            out.freeze()
+        })
+    }
+}
+
+fn put_bytes(doc: &mut serde_json::Map<String, serde_json::Value>, field: &str, value: &Bytes) {
+    match std::str::from_utf8(value) {
+        Ok(s) => {
+            doc.insert(field.to_owned(), s.into());
+        }
+        Err(_) => {
+            doc.insert(
+                format!("{field}_base64"),
+                base64::engine::general_purpose::STANDARD
+                    .encode(value)
+                    .into(),
+            );
+        }
+    }
+}
+
+fn put_id(out: &mut BytesMut, token: &str) {
+    out.put_slice(b"id: ");
+    out.put_slice(token.as_bytes());
+    out.put_u8(b'\n');
+}
+
+/// `data:` lines for `text`; CR, LF and CRLF all end a line in SSE, so each becomes a new
+/// `data:` line (the client joins them with LF).
+fn put_data(out: &mut BytesMut, text: &str) {
+    let mut rest = text;
+    loop {
+        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        out.put_slice(b"data: ");
+        out.put_slice(&rest.as_bytes()[..end]);
+        out.put_u8(b'\n');
+        if end == rest.len() {
+            break;
+        }
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+}
+
+/// An SSE event of type `event` with one JSON `data:` line and no id.
+pub fn sse_control(event: &str, data: &serde_json::Value) -> Bytes {
+    let json = data.to_string();
+    let mut out = BytesMut::with_capacity(json.len() + event.len() + 16);
+    out.put_slice(b"event: ");
+    out.put_slice(event.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(json.as_bytes());
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(content_type: &str, payload: &'static [u8]) -> Message {
+        Message {
+            partition: 0,
+            offset: 7,
+            timestamp_ms: 1,
+            key: Some(Bytes::from_static(b"k")),
+            headers: vec![("h".into(), Bytes::from_static(b"\xff"))],
+            content_type: Some(content_type.into()),
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn sse_splits_lines_and_carries_the_token() {
+        let f = Frame::new("t".into(), message("text/plain", b"a\nb\r\nc\rd"), &[8]);
+        assert_eq!(
+            &f.sse()[..],
+            b"id: 8\ndata: a\ndata: b\ndata: c\ndata: d\n\n".as_slice()
+        );
+    }
+
+    #[test]
+    fn binary_goes_base64() {
+        let f = Frame::new(
+            "t".into(),
+            message("application/octet-stream", b"\x00\x01"),
+            &[8],
+        );
+        assert!(!f.is_text());
+        assert_eq!(
+            &f.sse()[..],
+            b"id: 8\nevent: binary\ndata: AAE=\n\n".as_slice()
+        );
+        let doc: serde_json::Value = serde_json::from_slice(f.envelope()).unwrap();
+        assert_eq!(doc["payload_base64"], "AAE=");
+        assert_eq!(doc["headers"]["h"]["base64"], "/w==");
+        assert_eq!(doc["key"], "k");
+        assert_eq!(doc["id"], "8");
+    }
+
+    #[test]
+    fn json_envelope_escapes_newlines() {
+        let f = Frame::new(
+            "t".into(),
+            message("application/json", b"{\"a\":\n1}"),
+            &[8, 3],
+        );
+        let event = f.sse_envelope();
+        assert!(event.starts_with(b"id: 8.3\ndata: {"));
+        assert_eq!(event.iter().filter(|b| **b == b'\n').count(), 3);
+        assert!(is_text_type(Some(
+            "application/cloudevents+json; charset=utf-8"
+        )));
+        assert!(!is_text_type(Some("image/png")));
+        assert!(!is_text_type(None));
+    }
+}

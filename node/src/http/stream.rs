@@ -1,0 +1,668 @@
+//! `GET /ws/{topic}` and `GET /sse/{topic}`: a topic as a WebSocket or a Server-Sent Events
+//! stream.
+//!
+//! Both start where the client asks (`Last-Event-ID` header, else `lastEventId`, else `from` =
+//! `latest` (default) | `earliest` | a resume token) and read through a [`Feed`]: catch-up from
+//! the broker, then the topic's live ring. Every message is one WebSocket frame (text for text
+//! content types, binary otherwise) or one SSE event whose `id:` is its resume token;
+//! `envelope=json` wraps each in a JSON document with its metadata. Each connection runs under
+//! its own `ConnectionActor`; when the server ends a stream it says why: a close frame with a
+//! documented code, or a final SSE `close` event.
+//!
+//! The write path takes what the feed has ready, feeds every frame (shared bytes, no per-client
+//! copy) and flushes once; SSE leaves the coalescing to hyper, which writes whatever the body
+//! yields before it waits in one go.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use eventgate_actors::broker::{validate_topic_name, BrokerError, OutgoingMessage};
+use eventgate_actors::stream::connection::{ConnectionInfo, Session, CLOSE_GRACE};
+use eventgate_actors::stream::feed::{Chunk, Feed, FeedError, Start};
+use eventgate_actors::stream::frame::{sse_control, Frame};
+use eventgate_actors::stream::topic::StreamError;
+use eventgate_actors::stream::CloseReason;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use super::webhook::query_param;
+use super::AppState;
+use crate::listener::Peer;
+use crate::policy::{Action, Credential};
+
+/// Frame extension slots (see `Frame::ext`).
+const SLOT_WS_TEXT: usize = 0;
+const SLOT_WS_ENVELOPE: usize = 1;
+
+/// Bytes fed to a WebSocket before a flush even if more is ready.
+const WS_FLUSH_BYTES: usize = 256 * 1024;
+
+/// Read buffer of a WebSocket: small, most clients only read.
+const WS_READ_BUFFER: usize = 4096;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A checked request to stream a topic.
+struct Prepared {
+    feed: Feed,
+    info: ConnectionInfo,
+    envelope: bool,
+    may_publish: Result<(), ApiError>,
+}
+
+/// Where to start: `Last-Event-ID`, else `lastEventId`, else `from`, else the latest.
+fn start_of(headers: &HeaderMap, query: Option<&str>) -> Result<Start, ApiError> {
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_field("Last-Event-ID", "not a resume token"))?;
+        if !text.is_empty() {
+            return eventgate_actors::stream::token::parse(text)
+                .map(Start::After)
+                .map_err(|e| ApiError::invalid_field("Last-Event-ID", e));
+        }
+    }
+    if let Some(text) = query_param(query, "lastEventId") {
+        return eventgate_actors::stream::token::parse(&text)
+            .map(Start::After)
+            .map_err(|e| ApiError::invalid_field("lastEventId", e));
+    }
+    match query_param(query, "from") {
+        None => Ok(Start::Latest),
+        Some(text) => Start::parse(&text).map_err(|e| {
+            ApiError::invalid_field(
+                "from",
+                format!("expected `earliest`, `latest` or a resume token: {e}"),
+            )
+        }),
+    }
+}
+
+async fn prepare(
+    state: &AppState,
+    topic: String,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    peer: &Peer,
+    protocol: &'static str,
+) -> Result<Prepared, ApiError> {
+    validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    let envelope = match query_param(query, "envelope").as_deref() {
+        None | Some("none") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "envelope",
+                format!("`{other}` is not one of json, none"),
+            ))
+        }
+    };
+    let start = start_of(headers, query)?;
+    let credential = Credential::from_request(headers, query_param(query, "access_token"));
+    let policy = &state.inner.policy;
+    let principal = policy.authorize(credential.as_ref(), &topic, Action::Subscribe)?;
+    let may_publish = policy
+        .authorize(credential.as_ref(), &topic, Action::Publish)
+        .map(|_| ());
+    let broker = state.broker();
+    if !broker.topic_exists(&topic).await? {
+        if !state.inner.topics_auto_create {
+            return Err(ApiError::topic_not_found(&topic));
+        }
+        broker.ensure_topic(&topic).await?;
+    }
+    let connections = &state.inner.connections;
+    let Some(id) = connections.reserve() else {
+        return Err(ApiError::too_many_connections(
+            state.inner.streams.max_connections,
+        ));
+    };
+    let feed = match Feed::open(
+        &state.inner.topics,
+        broker.clone(),
+        &topic,
+        start,
+        &state.inner.streams,
+    )
+    .await
+    {
+        Ok(feed) => feed,
+        Err(e) => {
+            connections.release();
+            return Err(match e {
+                FeedError::TokenPartitions { .. } => {
+                    let field = if headers.contains_key("last-event-id") {
+                        "Last-Event-ID"
+                    } else if query_param(query, "lastEventId").is_some() {
+                        "lastEventId"
+                    } else {
+                        "from"
+                    };
+                    ApiError::invalid_field(field, e.to_string())
+                }
+                FeedError::Stream(StreamError::Broker(e)) => e.into(),
+                FeedError::Stream(StreamError::Unavailable(reason)) => {
+                    ApiError::broker_unavailable(reason)
+                }
+                FeedError::Stream(StreamError::Stopping) => {
+                    ApiError::not_ready("the node is stopping")
+                }
+            });
+        }
+    };
+    Ok(Prepared {
+        feed,
+        info: ConnectionInfo {
+            id,
+            topic,
+            protocol,
+            peer: peer.addr.to_string(),
+            principal: principal.map(|p| p.name),
+            opened_ms: now_ms(),
+        },
+        envelope,
+        may_publish,
+    })
+}
+
+/// `GET /ws/{topic}`.
+pub async fn ws(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| ApiError::upgrade_required(e.body_text()))?;
+    let prepared = prepare(
+        &state,
+        topic,
+        query.as_deref(),
+        &headers,
+        &peer,
+        "websocket",
+    )
+    .await?;
+    let settings = &state.inner.streams;
+    let connections = state.inner.connections.clone();
+    let on_failure = connections.clone();
+    let ctx = WsContext {
+        state: state.clone(),
+        topic: prepared.info.topic.clone(),
+        envelope: prepared.envelope,
+        may_publish: prepared.may_publish.is_ok(),
+        send_timeout: settings.send_timeout,
+        heartbeat: settings.heartbeat,
+    };
+    let feed = prepared.feed;
+    let info = prepared.info;
+    Ok(upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_FLUSH_BYTES)
+        .max_message_size(settings.max_publish_bytes)
+        .max_frame_size(settings.max_publish_bytes)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            on_failure.release();
+        })
+        .on_upgrade(move |socket| async move {
+            let session = Session::default();
+            let io = run_ws(socket, feed, session.clone(), ctx);
+            connections.open(info, session, Box::pin(io));
+        }))
+}
+
+struct WsContext {
+    state: AppState,
+    topic: String,
+    envelope: bool,
+    may_publish: bool,
+    send_timeout: Duration,
+    heartbeat: Duration,
+}
+
+/// How a WebSocket loop ended.
+enum WsEnd {
+    /// Send this close frame.
+    Close(CloseReason),
+    /// The client closed (its close was answered) or the connection broke.
+    Gone,
+}
+
+async fn run_ws(mut socket: WebSocket, mut feed: Feed, session: Session, ctx: WsContext) {
+    let end = ws_loop(&mut socket, &mut feed, &session, &ctx).await;
+    if let WsEnd::Close(reason) = end {
+        if reason != CloseReason::GoingAway {
+            tracing::debug!(topic = %ctx.topic, reason = reason.name(), "closing websocket");
+        }
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: Utf8Bytes::from_static(reason.name()),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+    }
+    // Dropping the socket closes the connection.
+}
+
+fn ws_message(frame: &Frame, envelope: bool) -> Message {
+    if envelope {
+        return Message::Text(frame.ext(SLOT_WS_ENVELOPE, |f| {
+            Utf8Bytes::try_from(f.envelope().clone()).unwrap_or_default()
+        }));
+    }
+    if frame.is_text() {
+        Message::Text(frame.ext(SLOT_WS_TEXT, |f| {
+            Utf8Bytes::try_from(f.payload.clone()).unwrap_or_default()
+        }))
+    } else {
+        Message::Binary(frame.payload.clone())
+    }
+}
+
+fn gap_message(missed: u64) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::json!({ "type": "gap", "missed": missed }).to_string(),
+    ))
+}
+
+async fn ws_loop(
+    socket: &mut WebSocket,
+    feed: &mut Feed,
+    session: &Session,
+    ctx: &WsContext,
+) -> WsEnd {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + ctx.heartbeat, ctx.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        if let Err(end) = write_ready(socket, feed, ctx).await {
+            return end;
+        }
+        tokio::select! {
+            biased;
+            () = session.closed() => return WsEnd::Close(session.reason()),
+            ready = feed.wait() => {
+                if let Err(reason) = ready {
+                    return WsEnd::Close(reason);
+                }
+            }
+            incoming = socket.next() => {
+                last_heard = Instant::now();
+                match incoming {
+                    None => return WsEnd::Gone,
+                    Some(Err(e)) => return read_error(e),
+                    Some(Ok(message)) => {
+                        if let Err(end) = on_incoming(socket, message, ctx).await {
+                            return end;
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > ctx.heartbeat * 2 + ctx.heartbeat / 2 {
+                    return WsEnd::Close(CloseReason::PingTimeout);
+                }
+                let sent = tokio::time::timeout(ctx.send_timeout, socket.send(Message::Ping(Bytes::new()))).await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return WsEnd::Gone,
+                    Err(_) => return WsEnd::Close(CloseReason::SlowConsumer),
+                }
+            }
+        }
+    }
+}
+
+fn read_error(e: axum::Error) -> WsEnd {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(e) if matches!(*e, WsError::Capacity(_)) => WsEnd::Close(CloseReason::TooBig),
+        Ok(e) if matches!(*e, WsError::Protocol(_) | WsError::Utf8(_)) => {
+            WsEnd::Close(CloseReason::PolicyViolation)
+        }
+        _ => WsEnd::Gone,
+    }
+}
+
+/// A frame from the client: published to the topic when allowed.
+async fn on_incoming(
+    socket: &mut WebSocket,
+    message: Message,
+    ctx: &WsContext,
+) -> Result<(), WsEnd> {
+    let (payload, content_type) = match message {
+        Message::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+        Message::Binary(data) => (data, "application/octet-stream"),
+        Message::Ping(_) | Message::Pong(_) => {
+            // Pongs to pings are queued by the protocol layer: send them now.
+            return flush(socket, ctx).await;
+        }
+        Message::Close(_) => {
+            // The protocol layer answers the close; flush it and stop.
+            let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+            return Err(WsEnd::Gone);
+        }
+    };
+    if !ctx.may_publish {
+        return Err(WsEnd::Close(CloseReason::PolicyViolation));
+    }
+    let published = ctx
+        .state
+        .broker()
+        .publish(
+            &ctx.topic,
+            OutgoingMessage {
+                key: None,
+                headers: Vec::new(),
+                content_type: Some(content_type.to_owned()),
+                payload,
+            },
+        )
+        .await;
+    match published {
+        Ok(position) => {
+            if ctx.envelope {
+                let ack = serde_json::json!({
+                    "type": "ack",
+                    "partition": position.partition,
+                    "offset": position.offset,
+                });
+                let sent = tokio::time::timeout(
+                    ctx.send_timeout,
+                    socket.send(Message::Text(Utf8Bytes::from(ack.to_string()))),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(WsEnd::Gone),
+                    Err(_) => return Err(WsEnd::Close(CloseReason::SlowConsumer)),
+                }
+            }
+            Ok(())
+        }
+        Err(BrokerError::MessageTooLarge { .. }) => Err(WsEnd::Close(CloseReason::TooBig)),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(topic = %ctx.topic, error = %e, "websocket publish: broker unavailable");
+            Err(WsEnd::Close(CloseReason::TryAgainLater))
+        }
+        Err(e) => {
+            tracing::warn!(topic = %ctx.topic, error = %e, "websocket publish failed");
+            Err(WsEnd::Close(CloseReason::InternalError))
+        }
+    }
+}
+
+async fn flush(socket: &mut WebSocket, ctx: &WsContext) -> Result<(), WsEnd> {
+    match tokio::time::timeout(ctx.send_timeout, socket.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
+
+/// Feeds everything the feed has ready, flushing every [`WS_FLUSH_BYTES`] and at the end.
+async fn write_ready(
+    socket: &mut WebSocket,
+    feed: &mut Feed,
+    ctx: &WsContext,
+) -> Result<(), WsEnd> {
+    let mut fed = 0usize;
+    let mut any = false;
+    let mut deadline = Instant::now() + ctx.send_timeout;
+    loop {
+        let chunk = match feed.next_ready().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(reason) => {
+                // Deliver what was fed before saying why the stream ends.
+                if any {
+                    flush(socket, ctx).await?;
+                }
+                return Err(WsEnd::Close(reason));
+            }
+        };
+        if let Chunk::Gap { missed } = chunk {
+            feed_one(socket, gap_message(missed), deadline).await?;
+            any = true;
+            continue;
+        }
+        for frame in chunk.frames() {
+            feed_one(socket, ws_message(frame, ctx.envelope), deadline).await?;
+            fed += frame.payload.len();
+            any = true;
+        }
+        if fed >= WS_FLUSH_BYTES {
+            flush(socket, ctx).await?;
+            fed = 0;
+            any = false;
+            deadline = Instant::now() + ctx.send_timeout;
+        }
+    }
+    if any {
+        flush(socket, ctx).await?;
+    }
+    Ok(())
+}
+
+async fn feed_one(
+    socket: &mut WebSocket,
+    message: Message,
+    deadline: Instant,
+) -> Result<(), WsEnd> {
+    match tokio::time::timeout_at(deadline, socket.feed(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
+
+/// `GET /sse/{topic}`.
+pub async fn sse(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(&state, topic, query.as_deref(), &headers, &peer, "sse").await?;
+    let settings = state.inner.streams.clone();
+    let session = Session::default();
+    let base = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = sse_watchdog(
+        gone,
+        session.clone(),
+        peer.kill.clone(),
+        base,
+        progress.clone(),
+        settings.heartbeat + settings.send_timeout,
+    );
+    state
+        .inner
+        .connections
+        .open(prepared.info, session.clone(), Box::pin(watchdog));
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = Bytes::from(format!(
+        "retry: {}\n: stream of {}\n\n",
+        settings.sse_retry.as_millis(),
+        prepared.feed.topic()
+    ));
+    let body = SseBody {
+        feed: prepared.feed,
+        session,
+        envelope: prepared.envelope,
+        heartbeat,
+        pending: None,
+        head: Some(first),
+        tail: None,
+        done: false,
+        base,
+        progress,
+        _alive: alive,
+    };
+    let stream = futures_util::stream::unfold(body, sse_step);
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Ends a stuck SSE connection: hyper stops polling a body whose client does not read, so the
+/// body cannot notice; this task can, by the body's last progress, and kills the socket.
+async fn sse_watchdog(
+    mut gone: tokio::sync::oneshot::Receiver<()>,
+    session: Session,
+    kill: crate::listener::KillSwitch,
+    base: Instant,
+    progress: Arc<AtomicU64>,
+    stall_limit: Duration,
+) {
+    let mut check = tokio::time::interval(stall_limit / 2);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut gone => return,
+            () = session.closed() => {
+                // The body says goodbye if it is polled at all; give it the grace period.
+                if tokio::time::timeout(CLOSE_GRACE, &mut gone).await.is_err() {
+                    kill.kill();
+                }
+                return;
+            }
+            _ = check.tick() => {
+                let last = Duration::from_millis(progress.load(Ordering::Relaxed));
+                if base.elapsed().saturating_sub(last) > stall_limit {
+                    tracing::debug!("sse client stopped reading; closing its connection");
+                    session.close(CloseReason::SlowConsumer);
+                    kill.kill();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct SseBody {
+    feed: Feed,
+    session: Session,
+    envelope: bool,
+    heartbeat: tokio::time::Interval,
+    pending: Option<(Chunk, usize)>,
+    head: Option<Bytes>,
+    tail: Option<Bytes>,
+    done: bool,
+    base: Instant,
+    progress: Arc<AtomicU64>,
+    /// Dropped with the body: tells the connection's actor the stream is over.
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SseBody {
+    fn next_pending(&mut self) -> Option<Bytes> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        let (chunk, index) = self.pending.as_mut()?;
+        match chunk {
+            Chunk::Gap { missed } => {
+                let event = sse_control("gap", &serde_json::json!({ "missed": *missed }));
+                self.pending = None;
+                Some(event)
+            }
+            Chunk::Frames { .. } => match chunk.frames().get(*index) {
+                Some(frame) => {
+                    *index += 1;
+                    Some(if self.envelope {
+                        frame.sse_envelope().clone()
+                    } else {
+                        frame.sse().clone()
+                    })
+                }
+                None => {
+                    self.pending = None;
+                    None
+                }
+            },
+        }
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        self.done = true;
+        self.tail = Some(sse_control(
+            "close",
+            &serde_json::json!({
+                "code": reason.code(),
+                "reason": reason.name(),
+                "id": self.feed.token(),
+            }),
+        ));
+    }
+}
+
+async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBody)> {
+    loop {
+        if let Some(bytes) = body.next_pending() {
+            return Some((Ok(bytes), body));
+        }
+        if body.pending.is_some() {
+            continue;
+        }
+        if body.done {
+            let tail = body.tail.take()?;
+            return Some((Ok(tail), body));
+        }
+        if body.session.is_closed() {
+            let reason = body.session.reason();
+            body.finish(reason);
+            continue;
+        }
+        body.progress
+            .store(body.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match body.feed.next_ready().await {
+            Ok(Some(chunk)) => {
+                body.pending = Some((chunk, 0));
+                continue;
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                body.finish(reason);
+                continue;
+            }
+        }
+        tokio::select! {
+            biased;
+            () = body.session.closed() => {}
+            ready = body.feed.wait() => {
+                if let Err(reason) = ready {
+                    body.finish(reason);
+                }
+            }
+            _ = body.heartbeat.tick() => {
+                return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), body));
+            }
+        }
+    }
+}
