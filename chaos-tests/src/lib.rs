@@ -10,6 +10,7 @@
 //! `eventgate certs`. Waits poll with deadlines ([`wait::until`]).
 
 pub mod inprocess;
+pub mod sse;
 pub mod wait;
 
 use std::collections::BTreeMap;

@@ -9,3 +9,4 @@ mod t50_write_without_quorum;
 mod t60_foreign_ca_refused;
 mod t70_cluster_leave;
 mod t80_websub_owner_sigkill_on_kafka;
+mod t90_sse_resume_across_nodes;

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod callback;
+pub mod stream;
 pub mod websub;
 
 use std::time::Duration;
