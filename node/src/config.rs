@@ -82,6 +82,9 @@ pub struct RawStreams {
     pub allow_publish: bool,
     /// Largest frame a WebSocket client may publish.
     pub max_publish_bytes: usize,
+    /// Web origins whose pages may open streams (`Origin` checked on WebSocket and SSE, and
+    /// allowed by CORS for SSE); `*` admits any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for RawStreams {
@@ -98,6 +101,7 @@ impl Default for RawStreams {
             max_connections: d.max_connections,
             allow_publish: true,
             max_publish_bytes: d.max_publish_bytes,
+            allowed_origins: vec!["*".to_owned()],
         }
     }
 }
@@ -419,6 +423,8 @@ pub struct NodeConfig {
     pub streams: eventgate_actors::stream::StreamSettings,
     /// Whether WebSocket clients may publish.
     pub streams_allow_publish: bool,
+    /// Origins admitted to streams; `None` admits any.
+    pub streams_allowed_origins: Option<Vec<String>>,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
@@ -841,6 +847,19 @@ impl RawNodeConfig {
             max_publish_bytes: st.max_publish_bytes,
         };
         let streams_allow_publish = st.allow_publish;
+        for (i, origin) in st.allowed_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/'));
+            if !ok {
+                return Err(invalid(
+                    &format!("streams.allowed_origins[{i}]"),
+                    format!("`{origin}` is not `*` or an origin like https://app.example.com (scheme and host, no path)"),
+                ));
+            }
+        }
+        let streams_allowed_origins = (!st.allowed_origins.iter().any(|o| o == "*"))
+            .then(|| st.allowed_origins.clone());
         for (i, topic) in self.topics.names.iter().enumerate() {
             if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
@@ -987,6 +1006,7 @@ impl RawNodeConfig {
             websub,
             streams,
             streams_allow_publish,
+            streams_allowed_origins,
             dev_profile,
             source,
         })

@@ -52,6 +52,7 @@ struct Inner {
     topics: TopicRegistry,
     connections: Connections,
     streams: StreamSettings,
+    allowed_origins: Option<Vec<String>>,
     policy: Arc<dyn Policy>,
 }
 
@@ -80,6 +81,7 @@ impl AppState {
                 topics,
                 connections,
                 streams: config.streams.clone(),
+                allowed_origins: config.streams_allowed_origins.clone(),
                 policy: Arc::new(OpenPolicy {
                     allow_publish: config.streams_allow_publish,
                 }),

@@ -57,6 +57,8 @@ fn now_ms() -> u64 {
 
 /// A checked request to stream a topic.
 struct Prepared {
+    /// The `Access-Control-Allow-Origin` to answer (SSE).
+    allow_origin: Option<HeaderValue>,
     feed: Feed,
     info: ConnectionInfo,
     envelope: bool,
@@ -100,6 +102,23 @@ async fn prepare(
     protocol: &'static str,
 ) -> Result<Prepared, ApiError> {
     validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    let origin = headers.get(header::ORIGIN);
+    let allow_origin = match (&state.inner.allowed_origins, origin) {
+        (None, _) => Some(HeaderValue::from_static("*")),
+        (Some(allowed), Some(origin))
+            if allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) =>
+        {
+            Some(origin.clone())
+        }
+        // Not from a browser page: no origin to check.
+        (Some(_), None) => None,
+        (Some(_), Some(origin)) => {
+            return Err(ApiError::forbidden(format!(
+                "origin `{}` is not in streams.allowed_origins",
+                origin.to_str().unwrap_or("?")
+            )))
+        }
+    };
     let envelope = match query_param(query, "envelope").as_deref() {
         None | Some("none") => false,
         Some("json") => true,
@@ -164,6 +183,7 @@ async fn prepare(
         }
     };
     Ok(Prepared {
+        allow_origin,
         feed,
         info: ConnectionInfo {
             id,
@@ -479,6 +499,7 @@ pub async fn sse(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let prepared = prepare(&state, topic, query.as_deref(), &headers, &peer, "sse").await?;
+    let allow_origin = prepared.allow_origin.clone();
     let settings = state.inner.streams.clone();
     let session = Session::default();
     let base = Instant::now();
@@ -527,6 +548,10 @@ pub async fn sse(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(origin) = allow_origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
     Ok(response)
 }
 
