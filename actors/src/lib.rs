@@ -9,19 +9,21 @@
 //!   (heartbeats, ownership, lease expiry) and verification of intent;
 //! - [`subscription`]: `SubscriptionActor`, ordered at-least-once delivery, cursor commits;
 //! - [`ownership`]: which live node delivers which subscription (rendezvous hashing);
-//! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node).
+//! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node);
+//! - [`stream`]: WebSocket/SSE without HTTP: resume tokens, shared frames, per-topic fan-out,
+//!   per-reader catch-up and slow-consumer policy, the connection registry.
 //!
-//! The supervision tree of the design; the topic and connection branches come with WebSocket/SSE:
+//! What runs on each node:
 //!
 //! ```text
-//! NodeSupervisor
-//! ├── coordinator          heartbeats; on the leader: ownership and lease expiry (a task)
-//! ├── HubSupervisor        (built)
-//! │   └── SubscriptionActor   one per subscription this node owns (built)
-//! ├── TopicSupervisor
-//! │   └── TopicActor          one broker consumption per topic, fanned out as shared bytes
-//! └── ConnectionSupervisor
-//!     └── ConnectionActor     one per WebSocket / SSE client
+//! coordinator              heartbeats; on the leader: ownership and lease expiry (a task)
+//! HubSupervisor            (ractor)
+//! └── SubscriptionActor       one per subscription this node owns
+//! TopicSupervisor          (ractor)
+//! └── TopicActor              one broker consumption per topic with local readers, fanned
+//!                             out through a ring of shared batches
+//! Connections              registry of streaming clients, one task each (see
+//!                          [`stream::connection`] for why not an actor each)
 //! ```
 //!
 //! Dependencies point one way: `eventgate` (node) → this crate → `eventgate-raft-store`.

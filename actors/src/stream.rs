@@ -6,8 +6,8 @@
 //!   broker consumption per topic, fanned out through a bounded ring of shared batches;
 //! - [`feed`]: one reader's view: catch-up from the broker up to the live ring, then live, with
 //!   gaps refilled from the broker and the slow-consumer policy applied;
-//! - [`connection`]: `ConnectionSupervisor` and one `ConnectionActor` per client connection,
-//!   which owns the connection's I/O task, its close reason and its identity.
+//! - [`connection`]: the registry of this node's connections, one task per client connection
+//!   with its identity and close switch (not a ractor actor: see the module for the measurement).
 
 pub mod connection;
 pub mod feed;

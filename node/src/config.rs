@@ -858,8 +858,8 @@ impl RawNodeConfig {
                 ));
             }
         }
-        let streams_allowed_origins = (!st.allowed_origins.iter().any(|o| o == "*"))
-            .then(|| st.allowed_origins.clone());
+        let streams_allowed_origins =
+            (!st.allowed_origins.iter().any(|o| o == "*")).then(|| st.allowed_origins.clone());
         for (i, topic) in self.topics.names.iter().enumerate() {
             if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));

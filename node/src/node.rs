@@ -310,9 +310,7 @@ pub async fn start_with_broker(
     let (topics, _) = TopicRegistry::start(broker.clone(), config.streams.clone())
         .await
         .map_err(|e| Error::Internal(format!("topic supervisor: {e}")))?;
-    let (connections, _) = Connections::start(config.streams.max_connections)
-        .await
-        .map_err(|e| Error::Internal(format!("connection supervisor: {e}")))?;
+    let connections = Connections::new(config.streams.max_connections);
     let state = AppState::new(
         control.clone(),
         broker.clone(),

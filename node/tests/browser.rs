@@ -66,9 +66,11 @@ async fn a_browser_reads_with_eventsource_and_websocket() {
         .route("/", get(move || async move { Html(page) }))
         .route(
             "/report",
-            post(|State(tx): State<mpsc::UnboundedSender<Value>>, body: String| async move {
-                let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
-            }),
+            post(
+                |State(tx): State<mpsc::UnboundedSender<Value>>, body: String| async move {
+                    let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
+                },
+            ),
         )
         .with_state(tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

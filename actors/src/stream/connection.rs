@@ -1,18 +1,23 @@
-//! One actor per streaming client.
+//! Streaming connections: one task per client, registered by id.
 //!
-//! A [`ConnectionActor`] owns its connection's I/O task (built by the HTTP side: a WebSocket
-//! loop, or the wait for an SSE body to end), its identity and its [`Session`], through which
-//! anyone may end the connection with a [`CloseReason`]; the I/O task then sends the close
-//! frame or the final SSE event. [`ConnectionSupervisor`] counts and lists connections and, on
-//! shutdown, closes them all with `going-away` and waits (bounded) for their final words.
+//! Each connection runs its I/O on its own task (built by the HTTP side: a WebSocket loop, or
+//! the watchdog of an SSE body) and holds a [`Session`], through which anyone may end it with a
+//! [`CloseReason`]; the I/O then sends the close frame or the final SSE event.
+//! [`Connections`] counts them against the node's limit, lists them and, on shutdown, closes
+//! them all with `going-away` and waits (bounded) for their final words.
+//!
+//! Not a ractor actor per connection, as first designed: an idle ractor actor (four channels,
+//! its task, its place in the supervision tree) measured 9 KB, more than the whole budget of an
+//! idle WebSocket (8 KB). A connection has no mailbox to serve: its only inputs are its socket,
+//! its topic's ring and its close switch, which its task selects on directly.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::CloseReason;
@@ -69,267 +74,131 @@ impl Session {
     }
 }
 
-/// Messages of [`ConnectionActor`].
-#[derive(Debug)]
-pub enum ConnectionMsg {
-    /// Close the connection with this reason.
-    Close(CloseReason),
-    /// The I/O task ended.
-    Ended,
-}
-
-/// Arguments of [`ConnectionActor`].
-pub struct ConnectionArgs {
-    pub info: ConnectionInfo,
-    pub session: Session,
-    pub io: BoxFuture<'static, ()>,
-    active: Arc<AtomicUsize>,
-}
-
-impl std::fmt::Debug for ConnectionArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionArgs")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-/// State of [`ConnectionActor`].
-#[derive(Debug)]
-pub struct ConnectionState {
-    session: Session,
-    task: JoinHandle<()>,
-    active: Arc<AtomicUsize>,
-}
-
-/// One streaming client.
-#[derive(Debug, Default)]
-pub struct ConnectionActor;
-
-impl Actor for ConnectionActor {
-    type Msg = ConnectionMsg;
-    type State = ConnectionState;
-    type Arguments = ConnectionArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let io = args.io;
-        let task = tokio::spawn(async move {
-            io.await;
-            let _ = myself.cast(ConnectionMsg::Ended);
-        });
-        Ok(ConnectionState {
-            session: args.session,
-            task,
-            active: args.active,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ConnectionMsg::Close(reason) => state.session.close(reason),
-            ConnectionMsg::Ended => myself.stop(None),
-        }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.session.close(CloseReason::GoingAway);
-        if tokio::time::timeout(CLOSE_GRACE, &mut state.task)
-            .await
-            .is_err()
-        {
-            state.task.abort();
-        }
-        state.active.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// Messages of [`ConnectionSupervisor`].
-#[derive(Debug)]
-pub enum ConnectionSupervisorMsg {
-    /// Start a connection actor.
-    Open(ConnectionArgs),
-    /// The open connections.
-    List(RpcReplyPort<Vec<ConnectionInfo>>),
-}
-
-/// State of [`ConnectionSupervisor`].
-#[derive(Debug, Default)]
-pub struct ConnectionSupervisorState {
-    children: std::collections::HashMap<ractor::ActorId, (ConnectionInfo, Session)>,
-}
-
-/// Supervises this node's connection actors.
-#[derive(Debug, Default)]
-pub struct ConnectionSupervisor;
-
-impl Actor for ConnectionSupervisor {
-    type Msg = ConnectionSupervisorMsg;
-    type State = ConnectionSupervisorState;
-    type Arguments = ();
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        _args: (),
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ConnectionSupervisorState::default())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ConnectionSupervisorMsg::Open(args) => {
-                let info = args.info.clone();
-                let session = args.session.clone();
-                let active = args.active.clone();
-                match Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
-                    Ok((actor, _)) => {
-                        state.children.insert(actor.get_id(), (info, session));
-                    }
-                    Err(e) => {
-                        // The I/O future was dropped with the arguments: the client sees the
-                        // connection end and reconnects.
-                        tracing::warn!(error = %e, "could not start a connection actor");
-                        session.close(CloseReason::InternalError);
-                        active.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            ConnectionSupervisorMsg::List(reply) => {
-                let mut list: Vec<_> = state.children.values().map(|(i, _)| i.clone()).collect();
-                list.sort_by_key(|i| i.id);
-                let _ = reply.send(list);
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        event: ractor::SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            ractor::SupervisionEvent::ActorTerminated(cell, _, _)
-            | ractor::SupervisionEvent::ActorFailed(cell, _) => {
-                state.children.remove(&cell.get_id());
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        for (_, session) in state.children.values() {
-            session.close(CloseReason::GoingAway);
-        }
-        Ok(())
-    }
-}
-
-/// A handle on this node's connections. Cheap to clone.
+/// This node's streaming connections: a registry of their identities and close switches, and
+/// the task that runs each one's I/O.
 #[derive(Debug, Clone)]
 pub struct Connections {
-    supervisor: ActorRef<ConnectionSupervisorMsg>,
-    active: Arc<AtomicUsize>,
-    next_id: Arc<AtomicU64>,
+    inner: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    open: Mutex<HashMap<u64, (ConnectionInfo, Session)>>,
+    active: AtomicUsize,
+    next_id: AtomicU64,
     max: usize,
+    closing: AtomicBool,
+    drained: Notify,
 }
 
 impl Connections {
-    /// Starts the connection supervisor; at most `max` connections at once.
-    pub async fn start(max: usize) -> Result<(Self, JoinHandle<()>), ractor::SpawnErr> {
-        let (supervisor, handle) = Actor::spawn(None, ConnectionSupervisor, ()).await?;
-        Ok((
-            Self {
-                supervisor,
-                active: Arc::new(AtomicUsize::new(0)),
-                next_id: Arc::new(AtomicU64::new(1)),
+    /// An empty registry admitting at most `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Arc::new(Registry {
+                open: Mutex::new(HashMap::new()),
+                active: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
                 max,
-            },
-            handle,
-        ))
+                closing: AtomicBool::new(false),
+                drained: Notify::new(),
+            }),
+        }
     }
 
-    /// Reserves a slot for a new connection and gives its id; `None` when the node is full.
+    /// Reserves a slot for a new connection and gives its id; `None` when the node is full or
+    /// stopping.
     pub fn reserve(&self) -> Option<u64> {
-        let previous = self.active.fetch_add(1, Ordering::Relaxed);
-        if previous >= self.max {
-            self.active.fetch_sub(1, Ordering::Relaxed);
+        if self.inner.closing.load(Ordering::Acquire) {
             return None;
         }
-        Some(self.next_id.fetch_add(1, Ordering::Relaxed))
+        let previous = self.inner.active.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.inner.max {
+            self.release();
+            return None;
+        }
+        Some(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Gives back a slot reserved for a connection that never opened.
     pub fn release(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
+        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.drained.notify_waiters();
+        }
     }
 
-    /// Runs `io` as the connection `info` under its own actor (the slot was reserved).
+    /// Runs `io` as the connection `info` (whose slot was reserved) on its own task, until it
+    /// ends; `session` closes it from outside.
     pub fn open(&self, info: ConnectionInfo, session: Session, io: BoxFuture<'static, ()>) {
-        let args = ConnectionArgs {
-            info,
-            session: session.clone(),
-            io,
-            active: self.active.clone(),
-        };
-        if self
-            .supervisor
-            .cast(ConnectionSupervisorMsg::Open(args))
-            .is_err()
-        {
+        let id = info.id;
+        if self.inner.closing.load(Ordering::Acquire) {
             session.close(CloseReason::GoingAway);
-            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (info, session));
+        let this = self.clone();
+        tokio::spawn(async move {
+            io.await;
+            this.inner
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            this.release();
+        });
+    }
+
+    /// Asks connection `id` to close with `reason`; whether it was open.
+    pub fn close(&self, id: u64, reason: CloseReason) -> bool {
+        let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+        match open.get(&id) {
+            Some((_, session)) => {
+                session.close(reason);
+                true
+            }
+            None => false,
         }
     }
 
     /// Connections open now (reserved slots included).
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.inner.active.load(Ordering::Acquire)
     }
 
-    /// The open connections.
-    pub async fn list(&self) -> Vec<ConnectionInfo> {
-        match self
-            .supervisor
-            .call(ConnectionSupervisorMsg::List, Some(Duration::from_secs(5)))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(list)) => list,
-            _ => Vec::new(),
-        }
+    /// The open connections, by id.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<_> = open.values().map(|(info, _)| info.clone()).collect();
+        list.sort_by_key(|i| i.id);
+        list
     }
 
-    /// Closes every connection with `going-away` and waits (bounded) for their final frames.
+    /// Refuses new connections, closes every open one with `going-away` and waits (at most
+    /// twice [`CLOSE_GRACE`]) until their final frames and events are out.
     pub async fn shutdown(&self) {
-        let _ = self
-            .supervisor
-            .stop_and_wait(Some("node stopping".to_owned()), Some(CLOSE_GRACE * 2))
-            .await;
+        self.inner.closing.store(true, Ordering::Release);
+        {
+            let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, session) in open.values() {
+                session.close(CloseReason::GoingAway);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE * 2;
+        loop {
+            let drained = self.inner.drained.notified();
+            if self.active() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                tracing::warn!(
+                    open = self.active(),
+                    "connections still open at the end of the shutdown grace period"
+                );
+                return;
+            }
+        }
     }
 }

@@ -305,7 +305,7 @@ impl Feed {
                     if index + 1 < frames.len() {
                         self.current = Some((batch.clone(), index + 1));
                     }
-                    let batch = Arc::new(Batch { frames: vec![own] });
+                    let batch = Arc::new(Batch::new(vec![own]));
                     return Some(Chunk::Frames {
                         batch,
                         start: 0,
@@ -410,7 +410,7 @@ impl Feed {
         }
         let end = frames.len();
         Ok(Some(Chunk::Frames {
-            batch: Arc::new(Batch { frames }),
+            batch: Arc::new(Batch::new(frames)),
             start: 0,
             end,
         }))

@@ -17,6 +17,39 @@ use super::token;
 #[derive(Debug)]
 pub struct Batch {
     pub frames: Vec<Frame>,
+    sse: OnceLock<Bytes>,
+    sse_envelope: OnceLock<Bytes>,
+}
+
+impl Batch {
+    pub fn new(frames: Vec<Frame>) -> Self {
+        Self {
+            frames,
+            sse: OnceLock::new(),
+            sse_envelope: OnceLock::new(),
+        }
+    }
+
+    /// The SSE events of every frame, concatenated once for all the readers that take the
+    /// whole batch (one write instead of one per message).
+    pub fn sse(&self, envelope: bool) -> &Bytes {
+        let (cell, one): (_, fn(&Frame) -> &Bytes) = if envelope {
+            (&self.sse_envelope, Frame::sse_envelope)
+        } else {
+            (&self.sse, Frame::sse)
+        };
+        cell.get_or_init(|| {
+            if let [only] = &self.frames[..] {
+                return one(only).clone();
+            }
+            let len = self.frames.iter().map(|f| one(f).len()).sum();
+            let mut out = BytesMut::with_capacity(len);
+            for f in &self.frames {
+                out.put_slice(one(f));
+            }
+            out.freeze()
+        })
+    }
 }
 
 /// One message with its resume token.

@@ -93,7 +93,7 @@ impl TopicShared {
             })
             .collect();
         // No receiver is not an error: the topic lingers for a while without readers.
-        let _ = self.tx.send(Arc::new(Batch { frames }));
+        let _ = self.tx.send(Arc::new(Batch::new(frames)));
     }
 }
 

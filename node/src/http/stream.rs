@@ -5,8 +5,8 @@
 //! `latest` (default) | `earliest` | a resume token) and read through a [`Feed`]: catch-up from
 //! the broker, then the topic's live ring. Every message is one WebSocket frame (text for text
 //! content types, binary otherwise) or one SSE event whose `id:` is its resume token;
-//! `envelope=json` wraps each in a JSON document with its metadata. Each connection runs under
-//! its own `ConnectionActor`; when the server ends a stream it says why: a close frame with a
+//! `envelope=json` wraps each in a JSON document with its metadata. Each connection runs on
+//! its own task, registered in `Connections`; when the server ends a stream it says why: a close frame with a
 //! documented code, or a final SSE `close` event.
 //!
 //! The write path takes what the feed has ready, feeds every frame (shared bytes, no per-client
@@ -616,6 +616,14 @@ impl SseBody {
                 let event = sse_control("gap", &serde_json::json!({ "missed": *missed }));
                 self.pending = None;
                 Some(event)
+            }
+            Chunk::Frames { batch, start, end }
+                if *index == 0 && *start == 0 && *end == batch.frames.len() =>
+            {
+                // The whole batch: its events encoded once for every reader.
+                let bytes = batch.sse(self.envelope).clone();
+                self.pending = None;
+                Some(bytes)
             }
             Chunk::Frames { .. } => match chunk.frames().get(*index) {
                 Some(frame) => {
