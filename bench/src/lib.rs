@@ -12,6 +12,10 @@
 //!   against `bare-server`, an axum server that stores nothing.
 //! - `websub-throughput`: signed deliveries/s to 100 keep-alive local callbacks, against the
 //!   same POSTs sent directly.
+//! - `stream-fanout`: SSE/WebSocket fan-out to 1000 clients at a fixed publish rate, one and
+//!   ten messages per publish (deliveries per server CPU-second, loss, p50/p99), and memory per
+//!   idle connection, against `bare-broadcast` (axum + `tokio::sync::broadcast`, the ceiling)
+//!   and Pushpin when installed.
 //!
 //! The gateway runs as its own process (`target/<profile>/eventgate`) so that its CPU time can
 //! be read from `/proc`; the load runs in the benchmark process on the same two cores.
