@@ -10,3 +10,4 @@ mod t60_foreign_ca_refused;
 mod t70_cluster_leave;
 mod t80_websub_owner_sigkill_on_kafka;
 mod t90_sse_resume_across_nodes;
+mod t95_stalled_clients_bounded_memory;
