@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::{
+    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
+};
 
 use super::CloseReason;
 
@@ -58,6 +60,11 @@ impl Session {
     /// Resolves once a close was asked for.
     pub fn closed(&self) -> WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
+    }
+
+    /// Resolves once a close was asked for; owned, to be kept across polls.
+    pub fn closed_owned(&self) -> WaitForCancellationFutureOwned {
+        self.cancel.clone().cancelled_owned()
     }
 
     /// Whether a close was asked for.

@@ -14,6 +14,7 @@
 //! yields before it waits in one go.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,7 @@ use eventgate_actors::stream::topic::StreamError;
 use eventgate_actors::stream::CloseReason;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::error::ApiError;
 use super::webhook::query_param;
@@ -308,13 +310,14 @@ async fn ws_loop(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + ctx.heartbeat, ctx.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut closed = std::pin::pin!(session.closed());
     loop {
         if let Err(end) = write_ready(socket, feed, ctx).await {
             return end;
         }
         tokio::select! {
             biased;
-            () = session.closed() => return WsEnd::Close(session.reason()),
+            () = closed.as_mut() => return WsEnd::Close(session.reason()),
             ready = feed.wait() => {
                 if let Err(reason) = ready {
                     return WsEnd::Close(reason);
@@ -525,6 +528,7 @@ pub async fn sse(
         settings.sse_retry.as_millis(),
         prepared.feed.topic()
     ));
+    let session_closed = session.closed_owned();
     let body = SseBody {
         feed: prepared.feed,
         session,
@@ -536,6 +540,7 @@ pub async fn sse(
         done: false,
         base,
         progress,
+        closed: Box::pin(session_closed),
         _alive: alive,
     };
     let stream = futures_util::stream::unfold(body, sse_step);
@@ -601,6 +606,9 @@ struct SseBody {
     done: bool,
     base: Instant,
     progress: Arc<AtomicU64>,
+    /// Kept across polls: registering a fresh waiter with the close switch for every message
+    /// costs a lock per message per client.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Dropped with the body: tells the connection's actor the stream is over.
     _alive: tokio::sync::oneshot::Sender<()>,
 }
@@ -687,7 +695,7 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
         }
         tokio::select! {
             biased;
-            () = body.session.closed() => {}
+            () = body.closed.as_mut() => {}
             ready = body.feed.wait() => {
                 if let Err(reason) = ready {
                     body.finish(reason);
