@@ -49,6 +49,8 @@ pub struct StreamSettings {
     pub max_connections: usize,
     /// Largest frame a WebSocket client may publish.
     pub max_publish_bytes: usize,
+    /// Readers catching up from the broker at once; more wait their turn.
+    pub max_catchups: usize,
 }
 
 impl Default for StreamSettings {
@@ -63,6 +65,7 @@ impl Default for StreamSettings {
             sse_retry: Duration::from_secs(2),
             max_connections: 100_000,
             max_publish_bytes: 1024 * 1024,
+            max_catchups: 64,
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct RawStreams {
     pub allow_publish: bool,
     /// Largest frame a WebSocket client may publish.
     pub max_publish_bytes: usize,
+    /// Readers catching up from the broker at once (resumes after a node loss); more wait.
+    pub max_catchups: usize,
     /// Web origins whose pages may open streams (`Origin` checked on WebSocket and SSE, and
     /// allowed by CORS for SSE); `*` admits any.
     pub allowed_origins: Vec<String>,
@@ -102,6 +104,7 @@ impl Default for RawStreams {
             allow_publish: true,
             max_publish_bytes: d.max_publish_bytes,
             allowed_origins: vec!["*".to_owned()],
+            max_catchups: d.max_catchups,
         }
     }
 }
@@ -812,6 +815,7 @@ impl RawNodeConfig {
             ("streams.batch_max", st.batch_max, 1),
             ("streams.max_connections", st.max_connections, 1),
             ("streams.max_publish_bytes", st.max_publish_bytes, 1),
+            ("streams.max_catchups", st.max_catchups, 1),
         ] {
             if value < min {
                 return Err(invalid(field, format!("must be {min} or more")));
@@ -845,6 +849,7 @@ impl RawNodeConfig {
             sse_retry: st.sse_retry,
             max_connections: st.max_connections,
             max_publish_bytes: st.max_publish_bytes,
+            max_catchups: st.max_catchups,
         };
         let streams_allow_publish = st.allow_publish;
         for (i, origin) in st.allowed_origins.iter().enumerate() {

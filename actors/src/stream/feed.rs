@@ -93,6 +93,8 @@ pub struct Feed {
     tolerate_lag: bool,
     resync: bool,
     pending_gap: u64,
+    registry: TopicRegistry,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -143,10 +145,21 @@ impl Feed {
                 for p in added {
                     earliest[p] = true;
                 }
-                for (p, pos) in given.iter_mut().enumerate() {
-                    if *pos > target[p] {
-                        tracing::warn!(%topic, partition = p, token = *pos, end = target[p], "resume token is beyond the end of the partition (a token of another broker?); reading from the end");
-                        *pos = target[p];
+                // Ahead of this node's ring is fine (the ring lags the broker by moments; the
+                // frames up to the token are skipped), ahead of the broker is not: such a
+                // token comes from elsewhere, and reads from the end.
+                if given.iter().zip(&target).any(|(g, t)| g > t) {
+                    let latest = broker
+                        .latest_offsets(topic)
+                        .await
+                        .map_err(StreamError::from)?;
+                    for (p, end) in latest {
+                        if let Some(pos) = given.get_mut(p as usize) {
+                            if *pos > end {
+                                tracing::warn!(%topic, partition = p, token = *pos, end, "resume token is beyond the end of the partition (a token of another broker?); reading from the end");
+                                *pos = end;
+                            }
+                        }
                     }
                 }
                 (given, earliest)
@@ -168,6 +181,8 @@ impl Feed {
             tolerate_lag,
             resync: false,
             pending_gap: 0,
+            registry: registry.clone(),
+            permit: None,
         })
     }
 
@@ -209,6 +224,7 @@ impl Feed {
                     self.tolerate_lag = false;
                     self.resync = false;
                     self.catchup.clear();
+                    self.permit = None;
                     return Ok(None);
                 }
                 Err(TryRecvError::Lagged(_)) => self.lagged()?,
@@ -333,6 +349,9 @@ impl Feed {
     async fn catch_up(&mut self, partition: u32) -> Result<Option<Chunk>, CloseReason> {
         let p = partition as usize;
         self.tolerate_lag = true;
+        if self.permit.is_none() {
+            self.permit = self.registry.catchup_permit().await;
+        }
         if !self.catchup.contains_key(&partition) {
             let start = if self.earliest[p] {
                 StartAt::Earliest
@@ -425,5 +444,167 @@ impl Feed {
             e if e.is_retryable() => CloseReason::TryAgainLater,
             _ => CloseReason::InternalError,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
+    use crate::broker::OutgoingMessage;
+
+    async fn setup(
+        settings: &StreamSettings,
+    ) -> (tempfile::TempDir, Arc<dyn BrokerDriver>, TopicRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker: Arc<dyn BrokerDriver> =
+            EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
+        broker.ensure_topic("t").await.unwrap();
+        let (registry, _) = TopicRegistry::start(broker.clone(), settings.clone())
+            .await
+            .unwrap();
+        (dir, broker, registry)
+    }
+
+    async fn publish(broker: &Arc<dyn BrokerDriver>, n: u64) {
+        broker
+            .publish(
+                "t",
+                OutgoingMessage {
+                    payload: bytes::Bytes::from(n.to_string()),
+                    content_type: Some("text/plain".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Reads `n` messages, checking offsets are consecutive from `from` and tokens follow them.
+    async fn read(feed: &mut Feed, from: u64, n: u64) {
+        let mut next = from;
+        while next < from + n {
+            match feed.next_ready().await.unwrap() {
+                Some(Chunk::Gap { missed }) => panic!("gap of {missed} at {next}"),
+                Some(chunk) => {
+                    for f in chunk.frames() {
+                        assert_eq!(f.offset, next, "offsets consecutive");
+                        assert_eq!(f.token(), (next + 1).to_string());
+                        next += 1;
+                    }
+                }
+                None => tokio::time::timeout(Duration::from_secs(5), feed.wait())
+                    .await
+                    .expect("a message in time")
+                    .unwrap(),
+            }
+        }
+    }
+
+    /// A reader resuming from the past catches up from the broker while messages keep coming,
+    /// and joins the live ring with no gap and no repeat at the seam.
+    #[tokio::test]
+    async fn catch_up_meets_the_ring_without_gap_or_repeat() {
+        let settings = StreamSettings::default();
+        let (_dir, broker, registry) = setup(&settings).await;
+        for n in 0..500 {
+            publish(&broker, n).await;
+        }
+        let mut live = Feed::open(&registry, broker.clone(), "t", Start::Latest, &settings)
+            .await
+            .unwrap();
+        let mut resumed = Feed::open(
+            &registry,
+            broker.clone(),
+            "t",
+            Start::After(vec![100]),
+            &settings,
+        )
+        .await
+        .unwrap();
+        let publisher = {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                for n in 500..800 {
+                    publish(&broker, n).await;
+                }
+            })
+        };
+        read(&mut resumed, 100, 700).await;
+        read(&mut live, 500, 300).await;
+        publisher.await.unwrap();
+        assert_eq!(resumed.token(), "800");
+        assert!(
+            resumed.next_ready().await.unwrap().is_none(),
+            "nothing more"
+        );
+    }
+
+    /// Waits until the topic's ring carried offset `target - 1`.
+    async fn ring_at(rx: &mut broadcast::Receiver<Arc<Batch>>, target: u64) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Ok(batch)) if batch.frames.last().unwrap().offset + 1 >= target => return,
+                Ok(_) => {}
+                Err(_) => panic!("the topic's reader did not reach {target}"),
+            }
+        }
+    }
+
+    /// A ring too small for the catch-up still loses nothing: what the ring dropped is read
+    /// from the broker; once at the head, falling behind is a slow consumer.
+    #[tokio::test]
+    async fn lag_while_catching_up_is_repaired_and_lag_at_the_head_closes() {
+        let settings = StreamSettings {
+            ring_batches: 2,
+            batch_max: 1,
+            ..StreamSettings::default()
+        };
+        let (_dir, broker, registry) = setup(&settings).await;
+        publish(&broker, 0).await;
+        let mut feed = Feed::open(&registry, broker.clone(), "t", Start::Earliest, &settings)
+            .await
+            .unwrap();
+        for n in 1..50 {
+            publish(&broker, n).await;
+        }
+        // Let the topic's reader push everything through the two-entry ring.
+        let mut probe = registry.subscribe("t").await.unwrap();
+        if probe.positions[0] < 50 {
+            ring_at(&mut probe.rx, 50).await;
+        }
+        read(&mut feed, 0, 50).await;
+        assert!(feed.next_ready().await.unwrap().is_none());
+        // At the head now: overrun the ring without reading.
+        for n in 50..60 {
+            publish(&broker, n).await;
+        }
+        ring_at(&mut probe.rx, 60).await;
+        assert_eq!(feed.wait().await.unwrap_err(), CloseReason::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn tokens_name_no_more_partitions_than_the_topic_has() {
+        let settings = StreamSettings::default();
+        let (_dir, broker, registry) = setup(&settings).await;
+        let err = Feed::open(
+            &registry,
+            broker.clone(),
+            "t",
+            Start::After(vec![1, 2]),
+            &settings,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            FeedError::TokenPartitions { given: 2, has: 1 }
+        ));
+        // Beyond the end reads from the end.
+        publish(&broker, 0).await;
+        let feed = Feed::open(&registry, broker, "t", Start::After(vec![99]), &settings)
+            .await
+            .unwrap();
+        assert_eq!(feed.token(), "1");
     }
 }

@@ -386,6 +386,7 @@ impl Actor for TopicSupervisor {
 #[derive(Debug, Clone)]
 pub struct TopicRegistry {
     supervisor: ActorRef<TopicSupervisorMsg>,
+    catchup: Arc<tokio::sync::Semaphore>,
 }
 
 impl TopicRegistry {
@@ -394,8 +395,21 @@ impl TopicRegistry {
         broker: Arc<dyn BrokerDriver>,
         settings: StreamSettings,
     ) -> Result<(Self, JoinHandle<()>), ractor::SpawnErr> {
+        let permits = settings.max_catchups.max(1);
         let (supervisor, handle) = Actor::spawn(None, TopicSupervisor, (broker, settings)).await?;
-        Ok((Self { supervisor }, handle))
+        Ok((
+            Self {
+                supervisor,
+                catchup: Arc::new(tokio::sync::Semaphore::new(permits)),
+            },
+            handle,
+        ))
+    }
+
+    /// Readers catching up from the broker at once are limited (after a node is lost, all its
+    /// clients reconnect elsewhere with their ids; each catch-up opens broker readers).
+    pub async fn catchup_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.catchup.clone().acquire_owned().await.ok()
     }
 
     /// The supervisor, to stop it.
