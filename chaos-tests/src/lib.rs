@@ -11,6 +11,7 @@
 
 pub mod inprocess;
 pub mod sse;
+pub mod tansu;
 pub mod wait;
 
 use std::collections::BTreeMap;

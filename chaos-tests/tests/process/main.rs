@@ -1,6 +1,7 @@
 //! Clusters of real `eventgate` processes on loopback addresses, under SIGKILL, SIGTERM,
 //! restarts and loss of quorum.
 
+mod t100_tansu_end_to_end;
 mod t10_replicated_writes;
 mod t20_leader_sigkill_failover;
 mod t30_snapshot_catch_up;
