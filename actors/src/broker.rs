@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod mapped;
 
 use std::time::Duration;
 

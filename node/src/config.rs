@@ -172,6 +172,10 @@ pub struct RawBroker {
     pub retention: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub max_message_bytes: usize,
+    /// Put before every gateway topic name to make the broker's (not before `topic_map` ones).
+    pub topic_prefix: String,
+    /// Gateway topic name → broker topic name.
+    pub topic_map: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +229,8 @@ impl Default for RawBroker {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_bytes: None,
             max_message_bytes: 16 * 1024 * 1024,
+            topic_prefix: String::new(),
+            topic_map: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -461,6 +467,8 @@ pub struct BrokerSettings {
     pub retention: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub max_message_bytes: usize,
+    /// Gateway topic names → broker topic names.
+    pub mapping: eventgate_actors::broker::mapped::TopicMapping,
 }
 
 /// Raft timing and compaction.
@@ -789,6 +797,27 @@ impl RawNodeConfig {
                 "must be 1 or more".to_owned(),
             ));
         }
+        let validate = eventgate_actors::broker::validate_topic_name;
+        if !b.topic_prefix.is_empty() {
+            // A prefix must make valid names of valid ones.
+            if let Err(e) = validate(&format!("{}x", b.topic_prefix)) {
+                return Err(invalid("broker.topic_prefix", e.to_string()));
+            }
+        }
+        for (gateway, broker_name) in &b.topic_map {
+            if let Err(e) = validate(gateway) {
+                return Err(invalid(
+                    &format!("broker.topic_map.{gateway}"),
+                    e.to_string(),
+                ));
+            }
+            if let Err(e) = validate(broker_name) {
+                return Err(invalid(
+                    &format!("broker.topic_map.{gateway}"),
+                    e.to_string(),
+                ));
+            }
+        }
         let w = &self.webhook_receiver;
         if w.max_body_bytes == 0 || w.max_body_bytes > b.max_message_bytes {
             return Err(invalid(
@@ -987,6 +1016,10 @@ impl RawNodeConfig {
             retention: b.retention,
             retention_bytes: b.retention_bytes,
             max_message_bytes: b.max_message_bytes,
+            mapping: eventgate_actors::broker::mapped::TopicMapping {
+                prefix: b.topic_prefix.clone(),
+                renames: b.topic_map.clone(),
+            },
         };
         Ok(NodeConfig {
             node_id: self.node_id,
@@ -1099,6 +1132,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("topics.names[0]"), "{err}");
+        let err = load_str("[broker.topic_map]\norders = \"a/b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broker.topic_map.orders"), "{err}");
+        let err = load_str("[broker]\ntopic_prefix = \"x y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broker.topic_prefix"), "{err}");
         let err = load_str("[webhook_receiver]\nmax_body_bytes = 0\n")
             .unwrap_err()
             .to_string();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::kafka::KafkaBroker;
+use eventgate_actors::broker::mapped::MappedBroker;
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
 use eventgate_actors::stream::connection::Connections;
@@ -203,6 +204,7 @@ pub async fn start_with_broker(
             max_message_bytes: config.broker.max_message_bytes,
         })?,
     };
+    let broker = MappedBroker::wrap(broker, config.broker.mapping.clone());
     let embedded = matches!(config.broker.kind, BrokerKind::Embedded);
     for topic in &config.topics {
         broker.ensure_topic(topic).await?;

@@ -165,3 +165,62 @@ async fn kafka_outage_gives_503_then_delivery_resumes_without_loss() {
     node.stop().await;
     drop(mock);
 }
+
+/// Gateway topic names map to broker names (a prefix, and renames): clients see the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_names_are_mapped_to_the_brokers() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("prod.orders.v1", 1, 1).unwrap();
+    mock.create_topic("eg.audit", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\ntopic_prefix = \"eg.\"\n[broker.topic_map]\norders = \"prod.orders.v1\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"orders\", \"audit\"]\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let mut sse =
+        eventgate_chaos_tests::sse::Sse::open(&format!("{}/sse/orders", node.base), None).await;
+    for (topic, body) in [("orders", "o1"), ("audit", "a1")] {
+        let r = node
+            .client
+            .post(format!("{}/webhook-receiver?topic={topic}", node.base))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let doc: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(doc["topic"], topic, "the answer names the gateway's topic");
+    }
+    let event = sse.expect(T, "the mapped topic's message").await;
+    assert_eq!(event.data, "o1");
+    // On the broker, under the broker's names.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message as _;
+    for (broker_topic, body) in [("prod.orders.v1", "o1"), ("eg.audit", "a1")] {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "check")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(broker_topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let message = consumer
+            .poll(std::time::Duration::from_secs(10))
+            .expect("a message")
+            .unwrap();
+        assert_eq!(message.payload(), Some(body.as_bytes()), "{broker_topic}");
+    }
+    // Unknown gateway topics are refused under the gateway's name.
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=nope", node.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    node.stop().await;
+}
