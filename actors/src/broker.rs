@@ -111,6 +111,11 @@ pub trait BrokerDriver: Send + Sync + std::fmt::Debug + 'static {
         message: OutgoingMessage,
     ) -> BoxFuture<'a, BrokerResult<Position>>;
 
+    /// Checks that the broker answers (for readiness and the connectivity metric).
+    fn ping(&self) -> BoxFuture<'_, BrokerResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Opens a reader of one partition of `topic` from `start`.
     fn consumer<'a>(
         &'a self,

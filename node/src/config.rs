@@ -176,6 +176,9 @@ pub struct RawBroker {
     pub topic_prefix: String,
     /// Gateway topic name → broker topic name.
     pub topic_map: std::collections::BTreeMap<String, String>,
+    /// How often the broker is probed for `eventgate_broker_up`.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +234,7 @@ impl Default for RawBroker {
             max_message_bytes: 16 * 1024 * 1024,
             topic_prefix: String::new(),
             topic_map: std::collections::BTreeMap::new(),
+            probe_interval: Duration::from_secs(5),
         }
     }
 }
@@ -469,6 +473,7 @@ pub struct BrokerSettings {
     pub max_message_bytes: usize,
     /// Gateway topic names → broker topic names.
     pub mapping: eventgate_actors::broker::mapped::TopicMapping,
+    pub probe_interval: Duration,
 }
 
 /// Raft timing and compaction.
@@ -797,6 +802,12 @@ impl RawNodeConfig {
                 "must be 1 or more".to_owned(),
             ));
         }
+        if b.probe_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "broker.probe_interval",
+                "must be at least 100ms".to_owned(),
+            ));
+        }
         let validate = eventgate_actors::broker::validate_topic_name;
         if !b.topic_prefix.is_empty() {
             // A prefix must make valid names of valid ones.
@@ -1020,6 +1031,7 @@ impl RawNodeConfig {
                 prefix: b.topic_prefix.clone(),
                 renames: b.topic_map.clone(),
             },
+            probe_interval: b.probe_interval,
         };
         Ok(NodeConfig {
             node_id: self.node_id,

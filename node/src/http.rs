@@ -54,6 +54,7 @@ struct Inner {
     streams: StreamSettings,
     allowed_origins: Option<Vec<String>>,
     policy: Arc<dyn Policy>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -65,6 +66,7 @@ impl AppState {
         shutdown: CancellationToken,
         topics: TopicRegistry,
         connections: Connections,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -85,6 +87,7 @@ impl AppState {
                 policy: Arc::new(OpenPolicy {
                     allow_publish: config.streams_allow_publish,
                 }),
+                metrics,
             }),
         }
     }
@@ -114,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics))
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
@@ -121,6 +125,31 @@ pub fn router(state: AppState) -> Router {
         .route("/sse/{topic}", get(stream::sse))
         .nest("/admin", admin)
         .with_state(state)
+}
+
+/// `GET /metrics`: OpenMetrics text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.inner.metrics;
+    m.stream_connections
+        .set(state.inner.connections.active() as i64);
+    let topics = state.inner.topics.topics().await;
+    m.topic_consumptions.set(topics.len() as i64);
+    m.stream_readers
+        .set(topics.iter().map(|(_, readers)| *readers as i64).sum());
+    let status = state.inner.control.local_status();
+    m.raft_leader
+        .set(i64::from(status.leader == Some(status.id)));
+    m.raft_term.set(status.term as i64);
+    m.raft_applied_index
+        .set(status.applied_index.unwrap_or(0) as i64);
+    let mut response = Response::new(axum::body::Body::from(m.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

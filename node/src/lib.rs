@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod policy;

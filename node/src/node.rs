@@ -313,6 +313,14 @@ pub async fn start_with_broker(
         .await
         .map_err(|e| Error::Internal(format!("topic supervisor: {e}")))?;
     let connections = Connections::new(config.streams.max_connections);
+    let metrics = Arc::new(crate::metrics::Metrics::new(broker.name()));
+    let probe_stop = CancellationToken::new();
+    let probe = tokio::spawn(crate::metrics::run_broker_probe(
+        broker.clone(),
+        metrics.clone(),
+        config.broker.probe_interval,
+        probe_stop.clone(),
+    ));
     let state = AppState::new(
         control.clone(),
         broker.clone(),
@@ -321,6 +329,7 @@ pub async fn start_with_broker(
         shutdown.clone(),
         topics.clone(),
         connections.clone(),
+        metrics,
     );
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
@@ -342,6 +351,8 @@ pub async fn start_with_broker(
             .supervisor()
             .stop_and_wait(None, Some(std::time::Duration::from_secs(5)))
             .await;
+        probe_stop.cancel();
+        let _ = probe.await;
         coordinator_stop.cancel();
         let _ = coordinator.await;
         // Stop the subscription actors, then commit the cursor moves they made: before Raft

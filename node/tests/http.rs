@@ -144,3 +144,34 @@ async fn state_survives_a_restart_on_the_same_directory() {
     assert_eq!(ids, vec!["kept".to_owned()]);
     node.stop().await;
 }
+
+/// `/metrics` is OpenMetrics text with the broker's connectivity, streams and Raft role.
+#[tokio::test]
+async fn metrics_report_broker_streams_and_raft() {
+    let node = common::start("[broker]\nprobe_interval = \"100ms\"\n").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = node
+            .client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let text = r.text().await.unwrap();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        if has("eventgate_broker_up{broker=\"embedded\"} 1") && has("eventgate_raft_is_leader 1") {
+            assert!(has("eventgate_stream_connections 0"), "{text}");
+            assert!(text.contains("eventgate_raft_applied_index "), "{text}");
+            assert!(text.ends_with("# EOF\n"), "{text}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+}

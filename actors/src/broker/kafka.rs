@@ -224,6 +224,25 @@ impl BrokerDriver for KafkaBroker {
         Box::pin(self.require_partitions(topic))
     }
 
+    fn ping(&self) -> BoxFuture<'_, BrokerResult<()>> {
+        Box::pin(async move {
+            let client = self.metadata.clone();
+            let timeout = self.config.request_timeout;
+            tokio::task::spawn_blocking(move || {
+                let metadata = client.fetch_metadata(None, timeout)?;
+                if metadata.brokers().is_empty() {
+                    return Err(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::BrokerNotAvailable,
+                    ));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
+        })
+    }
+
     fn latest_offsets<'a>(
         &'a self,
         topic: &'a str,

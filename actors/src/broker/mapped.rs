@@ -72,6 +72,10 @@ impl BrokerDriver for MappedBroker {
         self.inner.name()
     }
 
+    fn ping(&self) -> BoxFuture<'_, BrokerResult<()>> {
+        self.inner.ping()
+    }
+
     fn topic_exists<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<bool>> {
         Box::pin(async move {
             let name = self.mapping.broker_name(topic);

@@ -1,0 +1,172 @@
+//! `GET /metrics`: Prometheus / OpenMetrics text. What an operator needs to see first: whether
+//! the broker answers, how many streams and topic consumptions the node holds, and its Raft
+//! role and progress.
+//!
+//! The broker is probed every `broker.probe_interval` (`BrokerDriver::ping`: a metadata
+//! request on Kafka); `eventgate_broker_up` is 1 while the last probe answered.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eventgate_actors::broker::BrokerDriver;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerLabel {
+    broker: String,
+}
+
+/// The node's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    broker: BrokerLabel,
+    broker_up: Family<BrokerLabel, Gauge>,
+    broker_probe_failures: Family<BrokerLabel, Counter>,
+    broker_last_ok: Family<BrokerLabel, Gauge<f64, AtomicU64>>,
+    pub stream_connections: Gauge,
+    pub topic_consumptions: Gauge,
+    pub stream_readers: Gauge,
+    pub raft_leader: Gauge,
+    pub raft_term: Gauge,
+    pub raft_applied_index: Gauge,
+}
+
+impl Metrics {
+    /// Metrics of a node on the broker named `broker` (`embedded`, `kafka`).
+    pub fn new(broker: &str) -> Self {
+        let mut registry = Registry::with_prefix("eventgate");
+        let broker_up = Family::<BrokerLabel, Gauge>::default();
+        registry.register(
+            "broker_up",
+            "1 while the broker answered the last probe, else 0",
+            broker_up.clone(),
+        );
+        let broker_probe_failures = Family::<BrokerLabel, Counter>::default();
+        registry.register(
+            "broker_probe_failures",
+            "Broker probes that failed",
+            broker_probe_failures.clone(),
+        );
+        let broker_last_ok = Family::<BrokerLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "broker_last_ok_timestamp_seconds",
+            "When the broker last answered a probe (Unix seconds)",
+            broker_last_ok.clone(),
+        );
+        let stream_connections = Gauge::default();
+        registry.register(
+            "stream_connections",
+            "WebSocket and SSE connections open on this node",
+            stream_connections.clone(),
+        );
+        let topic_consumptions = Gauge::default();
+        registry.register(
+            "topic_consumptions",
+            "Topics this node reads for its streaming clients",
+            topic_consumptions.clone(),
+        );
+        let stream_readers = Gauge::default();
+        registry.register(
+            "stream_readers",
+            "Readers of the topic rings of this node",
+            stream_readers.clone(),
+        );
+        let raft_leader = Gauge::default();
+        registry.register(
+            "raft_is_leader",
+            "1 when this node is the Raft leader",
+            raft_leader.clone(),
+        );
+        let raft_term = Gauge::default();
+        registry.register("raft_term", "Current Raft term", raft_term.clone());
+        let raft_applied_index = Gauge::default();
+        registry.register(
+            "raft_applied_index",
+            "Last Raft log index applied on this node",
+            raft_applied_index.clone(),
+        );
+        let label = BrokerLabel {
+            broker: broker.to_owned(),
+        };
+        broker_up.get_or_create(&label).set(0);
+        Self {
+            registry,
+            broker: label,
+            broker_up,
+            broker_probe_failures,
+            broker_last_ok,
+            stream_connections,
+            topic_consumptions,
+            stream_readers,
+            raft_leader,
+            raft_term,
+            raft_applied_index,
+        }
+    }
+
+    fn probed(&self, ok: bool) {
+        self.broker_up
+            .get_or_create(&self.broker)
+            .set(i64::from(ok));
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.broker_last_ok.get_or_create(&self.broker).set(now);
+        } else {
+            self.broker_probe_failures.get_or_create(&self.broker).inc();
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics encoding");
+        }
+        out
+    }
+}
+
+/// Probes the broker every `interval` (each probe bounded by it too) until `stop`.
+pub async fn run_broker_probe(
+    broker: Arc<dyn BrokerDriver>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_up = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let result =
+            match tokio::time::timeout(interval.max(Duration::from_secs(1)), broker.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer in time".to_owned()),
+            };
+        let up = result.is_ok();
+        metrics.probed(up);
+        match (&result, was_up) {
+            (Err(reason), Some(true) | None) => {
+                tracing::warn!(broker = broker.name(), %reason, "broker unreachable");
+            }
+            (Ok(()), Some(false)) => {
+                tracing::info!(broker = broker.name(), "broker reachable again")
+            }
+            _ => {}
+        }
+        was_up = Some(up);
+    }
+}
