@@ -31,6 +31,14 @@ use crate::listener::Peer;
 use crate::policy::{OpenPolicy, Policy};
 use error::ApiError;
 
+/// The node's running parts that handlers use besides the control plane and the broker.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub topics: TopicRegistry,
+    pub connections: Connections,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -64,10 +72,13 @@ impl AppState {
         delivery: DeliveryContext,
         config: &NodeConfig,
         shutdown: CancellationToken,
-        topics: TopicRegistry,
-        connections: Connections,
-        metrics: Arc<crate::metrics::Metrics>,
+        services: Services,
     ) -> Self {
+        let Services {
+            topics,
+            connections,
+            metrics,
+        } = services;
         Self {
             inner: Arc::new(Inner {
                 control,

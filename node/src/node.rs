@@ -327,9 +327,11 @@ pub async fn start_with_broker(
         delivery,
         &config,
         shutdown.clone(),
-        topics.clone(),
-        connections.clone(),
-        metrics,
+        http::Services {
+            topics: topics.clone(),
+            connections: connections.clone(),
+            metrics,
+        },
     );
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
