@@ -17,6 +17,8 @@ pub struct Event {
 pub struct Sse {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already searched for an event's end.
+    scanned: usize,
     pub last_id: Option<String>,
 }
 
@@ -55,6 +57,7 @@ impl Sse {
         Ok(Self {
             body: Box::pin(response.bytes_stream()),
             buffer: Vec::new(),
+            scanned: 0,
             last_id: None,
         })
     }
@@ -62,8 +65,16 @@ impl Sse {
     /// The next event (comments and `retry:` skipped); `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            // Search only what arrived since the last search (one byte back for a split "\n\n").
+            let from = self.scanned.saturating_sub(1);
+            let found = self.buffer[from..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| from + i);
+            self.scanned = self.buffer.len();
+            if let Some(end) = found {
                 let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                self.scanned = 0;
                 let text = String::from_utf8_lossy(&block).into_owned();
                 let mut event = Event::default();
                 let mut data = Vec::new();
