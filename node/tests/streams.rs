@@ -364,3 +364,71 @@ async fn shutdown_says_going_away() {
     assert_eq!(ws_next(&mut ws, WAIT).await.unwrap_err(), Some(1001));
     tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
 }
+
+/// An SSE client that stops reading altogether is dropped by the gateway (hyper stops polling
+/// its body, so only the connection's watchdog and kill switch can end it): the node's stream
+/// count returns to zero while the client still holds its unread socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sse_client_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let node = start("[streams]\nheartbeat = \"500ms\"\nsend_timeout = \"1s\"\n").await;
+    publish(&node, "stuck", "text/plain", b"x".to_vec()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(node.handle().http_addr).await.unwrap();
+    stream
+        .write_all(b"GET /sse/stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let connections = || {
+        let client = node.client.clone();
+        let url = format!("{}/metrics", node.base);
+        async move {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("eventgate_stream_connections "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while connections().await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Far more than the socket buffers hold, while the client reads nothing.
+    let payload = "p".repeat(64 * 1024);
+    for i in 0..200 {
+        publish(
+            &node,
+            "stuck",
+            "text/plain",
+            format!("{i}:{payload}").into_bytes(),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while connections().await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck client was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the connection itself is gone: after what the kernel had buffered, the client reads
+    // the end of the connection, not an idle keep-alive.
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection of the stuck client is still open"),
+        }
+    }
+    node.stop().await;
+}
