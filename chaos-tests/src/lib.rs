@@ -25,6 +25,33 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use tokio::time::Instant;
 
+/// Resident memory of process `pid` in KiB, from `/proc` (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The full path of program `name` on the PATH, if it is there.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// What a WebSub test callback answers to a verification `GET`: the `hub.challenge` of its
+/// query (empty when absent).
+pub fn websub_challenge(query: Option<&str>) -> String {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "hub.challenge")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// Path of the `eventgate` binary: `$EVENTGATE_BIN`, or `target/<profile>/eventgate` next to
 /// the running test or binary (built by `cargo test --workspace`).
 pub fn eventgate_bin() -> PathBuf {
@@ -131,13 +158,7 @@ impl NodeProc {
 
     /// Resident memory of the process in KiB (0 when it is not running).
     pub fn rss_kib(&self) -> u64 {
-        let Some(pid) = self.pid() else { return 0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        self.pid().map_or(0, rss_kib)
     }
 
     /// The node's log so far.

@@ -21,12 +21,8 @@ fn chromium() -> String {
         return path;
     }
     for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {candidate}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if found {
-            return candidate.to_owned();
+        if let Some(path) = eventgate_chaos_tests::find_program(candidate) {
+            return path.display().to_string();
         }
     }
     panic!("no chromium found: install Debian's `chromium` (as .ci/run does) or set EVENTGATE_CHROMIUM");

@@ -362,7 +362,14 @@ impl Feed {
                 .broker
                 .consumer(&self.topic, partition, start)
                 .await
-                .map_err(|e| self.broker_error(e))?;
+                .map_err(|e| {
+                    close_reason(
+                        &self.topic,
+                        partition,
+                        "catch-up could not open the partition",
+                        e,
+                    )
+                })?;
             let from = consumer.position();
             if from > self.positions[p] {
                 if !self.earliest[p] {
@@ -387,16 +394,7 @@ impl Feed {
         let messages = consumer
             .next_batch(want, Duration::from_secs(2))
             .await
-            .map_err(|e| {
-                tracing::warn!(topic = %self.topic, partition, error = %e, "catch-up read failed");
-                match e {
-                    BrokerError::TopicNotFound { .. } | BrokerError::PartitionNotFound { .. } => {
-                        CloseReason::TopicGone
-                    }
-                    e if e.is_retryable() => CloseReason::TryAgainLater,
-                    _ => CloseReason::InternalError,
-                }
-            })?;
+            .map_err(|e| close_reason(&self.topic, partition, "catch-up read failed", e))?;
         if messages.is_empty() {
             self.empty_reads += 1;
             if self.empty_reads >= EMPTY_READS_BEFORE_SKIP {
@@ -434,16 +432,17 @@ impl Feed {
             end,
         }))
     }
+}
 
-    fn broker_error(&self, e: BrokerError) -> CloseReason {
-        tracing::warn!(topic = %self.topic, error = %e, "catch-up could not open the partition");
-        match e {
-            BrokerError::TopicNotFound { .. } | BrokerError::PartitionNotFound { .. } => {
-                CloseReason::TopicGone
-            }
-            e if e.is_retryable() => CloseReason::TryAgainLater,
-            _ => CloseReason::InternalError,
+/// Why a reader's stream ends when the broker fails it (logged with `what`).
+fn close_reason(topic: &str, partition: u32, what: &str, e: BrokerError) -> CloseReason {
+    tracing::warn!(%topic, partition, error = %e, "{what}");
+    match e {
+        BrokerError::TopicNotFound { .. } | BrokerError::PartitionNotFound { .. } => {
+            CloseReason::TopicGone
         }
+        e if e.is_retryable() => CloseReason::TryAgainLater,
+        _ => CloseReason::InternalError,
     }
 }
 

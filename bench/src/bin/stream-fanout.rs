@@ -80,15 +80,6 @@ struct Figures {
     rss_mb: f64,
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn descendants(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let mut i = 0;
@@ -115,7 +106,9 @@ fn total_cpu(pids: &[u32]) -> f64 {
 }
 
 fn total_rss_kb(pids: &[u32]) -> u64 {
-    pids.iter().map(|p| rss_kb(*p)).sum()
+    pids.iter()
+        .map(|p| eventgate_chaos_tests::rss_kib(*p))
+        .sum()
 }
 
 /// Opens a raw HTTP/1.1 streaming request (SSE, or a WebSocket upgrade) and answers the socket
@@ -433,11 +426,10 @@ async fn start_bare() -> anyhow::Result<Server> {
 }
 
 async fn start_pushpin() -> anyhow::Result<Server> {
-    let found = Command::new("sh")
-        .args(["-c", "command -v pushpin"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    anyhow::ensure!(found, "pushpin is not installed (apt-get install pushpin)");
+    anyhow::ensure!(
+        eventgate_chaos_tests::find_program("pushpin").is_some(),
+        "pushpin is not installed (apt-get install pushpin)"
+    );
     // The origin: answers GRIP "hold this stream on channel bench".
     let origin_port = free_port();
     let origin = axum::Router::new().route(

@@ -35,11 +35,7 @@ async fn callback(
     _body: axum::body::Bytes,
 ) -> String {
     if method == Method::GET {
-        let query = query.unwrap_or_default();
-        return form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "hub.challenge")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        return eventgate_chaos_tests::websub_challenge(query.as_deref());
     }
     count.fetch_add(1, Ordering::Relaxed);
     String::new()

@@ -19,11 +19,7 @@ async fn callback(
     body: String,
 ) -> String {
     if method == Method::GET {
-        let query = query.unwrap_or_default();
-        return form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "hub.challenge")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        return eventgate_chaos_tests::websub_challenge(query.as_deref());
     }
     log.lock().unwrap().push(body);
     String::new()

@@ -23,11 +23,7 @@ async fn callback(
     body: axum::body::Bytes,
 ) -> String {
     if method == Method::GET {
-        let query = query.unwrap_or_default();
-        return form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "hub.challenge")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        return eventgate_chaos_tests::websub_challenge(query.as_deref());
     }
     let n: u32 = String::from_utf8_lossy(&body).parse().unwrap_or(u32::MAX);
     log.lock()
