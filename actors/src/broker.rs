@@ -8,6 +8,7 @@
 pub mod embedded;
 pub mod kafka;
 pub mod mapped;
+pub mod mqtt;
 
 use std::time::Duration;
 
@@ -104,12 +105,51 @@ pub trait BrokerDriver: Send + Sync + std::fmt::Debug + 'static {
     fn latest_offsets<'a>(&'a self, topic: &'a str)
         -> BoxFuture<'a, BrokerResult<Vec<(u32, u64)>>>;
 
-    /// Appends `message` to `topic`; answers only once the broker holds it durably.
+    /// Appends `message` to `topic`; answers only once the broker holds it durably, with
+    /// where it landed when the broker numbers messages (not MQTT).
     fn publish<'a>(
         &'a self,
         topic: &'a str,
         message: OutgoingMessage,
-    ) -> BoxFuture<'a, BrokerResult<Position>>;
+    ) -> BoxFuture<'a, BrokerResult<Option<Position>>>;
+
+    /// Whether offsets name the same message on every node and across restarts (Kafka, the
+    /// embedded log). MQTT numbers messages per node: resume tokens and cursors are local.
+    fn offsets_global(&self) -> bool {
+        true
+    }
+
+    /// Makes the broker hold `topic`'s messages for WebSub subscription `subscription` from
+    /// now on (MQTT: creates its persistent session). Positional brokers need nothing.
+    fn open_session<'a>(
+        &'a self,
+        subscription: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, BrokerResult<()>> {
+        let _ = (subscription, topic);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Drops what the broker holds for `subscription` (it ended).
+    fn close_session<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+        let _ = subscription;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The reader of one partition for WebSub subscription `subscription`, from `start`
+    /// (its cursor). Positional brokers open a plain [`consumer`](Self::consumer); MQTT
+    /// resumes the subscription's session, where the broker redelivers what was not
+    /// committed and `start` only continues the numbering.
+    fn session_consumer<'a>(
+        &'a self,
+        subscription: &'a str,
+        topic: &'a str,
+        partition: u32,
+        start: StartAt,
+    ) -> BoxFuture<'a, BrokerResult<Box<dyn PartitionConsumer>>> {
+        let _ = subscription;
+        self.consumer(topic, partition, start)
+    }
 
     /// Checks that the broker answers (for readiness and the connectivity metric).
     fn ping(&self) -> BoxFuture<'_, BrokerResult<()>> {
@@ -137,6 +177,18 @@ pub trait PartitionConsumer: Send + std::fmt::Debug {
 
     /// The offset of the next message this consumer will return.
     fn position(&self) -> u64;
+
+    /// The reader is done with every message before `next` (MQTT sessions acknowledge them
+    /// to the broker; positional brokers keep no state).
+    fn commit(&mut self, next: u64) {
+        let _ = next;
+    }
+
+    /// How many messages lie between `requested` (the start asked for) and this consumer's
+    /// first position, or `None` when that is unknown (an MQTT token of another node).
+    fn skipped_from(&self, requested: u64) -> Option<u64> {
+        Some(self.position().saturating_sub(requested))
+    }
 }
 
 /// Checks a topic name: 1 to 249 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..` (Kafka's

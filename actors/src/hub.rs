@@ -180,6 +180,20 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
             state.ids.remove(&child.actor.get_id());
             child.actor.stop(Some("no longer owned here".to_owned()));
             tracing::info!(subscription = %id, "SubscriptionStopped");
+            let removed = !state
+                .ctx
+                .control
+                .reader()
+                .read(|s| s.subscriptions.contains_key(&id));
+            if removed {
+                // The subscription ended (not moved): the broker may drop what it holds for it.
+                let broker = state.ctx.broker.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = broker.close_session(&id).await {
+                        tracing::warn!(subscription = %id, error = %e, "broker session of an ended subscription not closed");
+                    }
+                });
+            }
         }
     }
     for (id, record) in desired {
@@ -440,6 +454,22 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
         } => {
             if let Err(e) = verify(&ctx, &intent, "subscribe", Some(*lease_seconds)).await {
                 tracing::info!(subscription = %id, callback = %intent.callback, error = %e, "SubscriptionVerificationFailed");
+                return;
+            }
+            // The broker holds messages for the subscription from now on (MQTT: its
+            // persistent session), before the subscription is recorded. A renewal keeps the
+            // session its owner is connected to.
+            let renewal = ctx
+                .control
+                .reader()
+                .read(|s| s.subscriptions.contains_key(&id));
+            let opened = if renewal {
+                Ok(())
+            } else {
+                ctx.broker.open_session(&id, &intent.topic).await
+            };
+            if let Err(e) = opened {
+                tracing::warn!(subscription = %id, error = %e, "subscription verified but the broker is unavailable");
                 return;
             }
             let start_offsets = match ctx.broker.latest_offsets(&intent.topic).await {

@@ -9,6 +9,10 @@
 //! for all subscriptions of the node at once by a [`CursorCommitter`] (fenced: only the owner's
 //! commits count), so a failover re-delivers at most the last ~200 ms and loses nothing. `410 Gone` ends the subscription.
 //!
+//! On MQTT, which has no offsets, the reader is the subscription's persistent session
+//! ([`BrokerDriver::session_consumer`]): each cursor move also acknowledges the messages
+//! behind it to the broker, which redelivers the rest to the next owner.
+//!
 //! The network work runs in a task owned by the actor; a failure of that task fails the actor,
 //! and its supervisor ([`crate::hub::HubSupervisor`]) restarts it with backoff.
 
@@ -344,7 +348,10 @@ async fn deliver_partition(
             .unwrap_or_default();
         (cursor, retries)
     });
-    {
+    // Replicated retry schedules name messages by offset; where offsets are not global
+    // (MQTT sessions number what the broker redelivers afresh) they cannot be matched, and
+    // the new owner starts each schedule again.
+    if ctx.broker.offsets_global() {
         let mut book = book.lock().await;
         for entry in retries {
             book.insert((entry.partition, entry.offset), entry);
@@ -353,7 +360,7 @@ async fn deliver_partition(
     let start = cursor.map_or(StartAt::Latest, StartAt::Offset);
     let mut consumer = ctx
         .broker
-        .consumer(&sub.topic, partition, start)
+        .session_consumer(&sub.id, &sub.topic, partition, start)
         .await
         .map_err(|e| format!("open consumer of `{}`: {e}", sub.topic))?;
     let window = ctx.settings.window.max(1);
@@ -395,6 +402,7 @@ async fn deliver_partition(
                         }
                         if let Some(next) = next {
                             ctx.cursors.record(&sub.id, partition, next);
+                            consumer.commit(next);
                         }
                     }
                     Outcome::Gone => {

@@ -10,6 +10,7 @@
 //! `eventgate certs`. Waits poll with deadlines ([`wait::until`]).
 
 pub mod inprocess;
+pub mod mosquitto;
 pub mod sse;
 pub mod tansu;
 pub mod wait;
@@ -495,7 +496,9 @@ impl Drop for ProcessCluster {
                 let _ = child.wait();
             }
         }
-        if std::thread::panicking() {
+        // The logs on a panic, or always with EVENTGATE_CHAOS_LOGS set (a test returning
+        // `Err` does not panic here).
+        if std::thread::panicking() || std::env::var_os("EVENTGATE_CHAOS_LOGS").is_some() {
             for node in self.nodes.values() {
                 eprintln!("----- log of node {} -----\n{}", node.id, node.log_text());
             }

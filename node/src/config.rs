@@ -162,9 +162,10 @@ impl Default for RawWebsub {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBroker {
-    /// `embedded` or `kafka`.
+    /// `embedded`, `kafka` or `mqtt`.
     pub kind: String,
     pub kafka: RawKafka,
+    pub mqtt: RawMqtt,
     /// Directory of the embedded broker's logs; `<data_dir>/broker` when absent.
     pub dir: Option<PathBuf>,
     pub segment_bytes: u64,
@@ -207,6 +208,47 @@ impl Default for RawKafka {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    /// `host:port` of the broker (MQTT 3.1.1 over TCP).
+    pub address: Option<String>,
+    /// Prefix of client ids: `<client_id>-n<node_id>` for the node's connection,
+    /// `<client_id>-s-<subscription>` for each WebSub subscription's persistent session.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Content type given to every message read (MQTT 3.1.1 carries none).
+    pub content_type: String,
+    /// Messages (and bytes) each node keeps per topic for SSE/WS readers resuming on it.
+    pub stream_window_messages: usize,
+    pub stream_window_bytes: usize,
+    /// How long a topic nobody reads on this node stays subscribed.
+    #[serde(with = "humantime_serde")]
+    pub stream_linger: Duration,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        Self {
+            address: None,
+            client_id: "eventgate".to_owned(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            content_type: "application/octet-stream".to_owned(),
+            stream_window_messages: 10_000,
+            stream_window_bytes: 64 * 1024 * 1024,
+            stream_linger: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTopics {
@@ -227,6 +269,7 @@ impl Default for RawBroker {
         Self {
             kind: "embedded".to_owned(),
             kafka: RawKafka::default(),
+            mqtt: RawMqtt::default(),
             dir: None,
             segment_bytes: 64 * 1024 * 1024,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -460,6 +503,7 @@ pub struct WebsubSettings {
 pub enum BrokerKind {
     Embedded,
     Kafka(eventgate_actors::broker::kafka::KafkaConfig),
+    Mqtt(eventgate_actors::broker::mqtt::MqttConfig),
 }
 
 /// Settings of the broker.
@@ -808,25 +852,39 @@ impl RawNodeConfig {
                 "must be at least 100ms".to_owned(),
             ));
         }
-        let validate = eventgate_actors::broker::validate_topic_name;
+        // Broker-side names follow the broker's rules: Kafka's everywhere but on MQTT, where
+        // levels (`/`) and, for subscribing, wildcards are allowed.
+        let mqtt = b.kind == "mqtt";
+        let validate = |name: &str| -> Result<(), String> {
+            if mqtt {
+                if name.is_empty() || name.len() > 65_535 || name.contains('\0') {
+                    return Err("an MQTT topic is 1 to 65535 bytes without NUL".to_owned());
+                }
+                if !eventgate_actors::broker::mqtt::valid_filter(name) {
+                    return Err(
+                        "`#` only as the last level and `+` only as a whole level".to_owned()
+                    );
+                }
+                Ok(())
+            } else {
+                eventgate_actors::broker::validate_topic_name(name).map_err(|e| e.to_string())
+            }
+        };
         if !b.topic_prefix.is_empty() {
             // A prefix must make valid names of valid ones.
             if let Err(e) = validate(&format!("{}x", b.topic_prefix)) {
-                return Err(invalid("broker.topic_prefix", e.to_string()));
+                return Err(invalid("broker.topic_prefix", e));
             }
         }
         for (gateway, broker_name) in &b.topic_map {
-            if let Err(e) = validate(gateway) {
+            if let Err(e) = eventgate_actors::broker::validate_topic_name(gateway) {
                 return Err(invalid(
                     &format!("broker.topic_map.{gateway}"),
                     e.to_string(),
                 ));
             }
             if let Err(e) = validate(broker_name) {
-                return Err(invalid(
-                    &format!("broker.topic_map.{gateway}"),
-                    e.to_string(),
-                ));
+                return Err(invalid(&format!("broker.topic_map.{gateway}"), e));
             }
         }
         let w = &self.webhook_receiver;
@@ -1010,10 +1068,77 @@ impl RawNodeConfig {
                     properties: k.properties.clone().into_iter().collect(),
                 })
             }
+            "mqtt" => {
+                let m = &b.mqtt;
+                let address = m
+                    .address
+                    .clone()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "broker.mqtt.address",
+                            "required when broker.kind is mqtt".to_owned(),
+                        )
+                    })?;
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| {
+                        Some((
+                            h.trim_matches(['[', ']']).to_owned(),
+                            p.parse::<u16>().ok()?,
+                        ))
+                    })
+                    .filter(|(h, _)| !h.is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "broker.mqtt.address",
+                            format!("`{address}` is not host:port"),
+                        )
+                    })?;
+                if m.client_id.is_empty() || m.client_id.len() > 64 {
+                    return Err(invalid(
+                        "broker.mqtt.client_id",
+                        "must be 1 to 64 characters".to_owned(),
+                    ));
+                }
+                if m.username.is_some() != m.password.is_some() {
+                    return Err(invalid(
+                        "broker.mqtt.password",
+                        "username and password go together".to_owned(),
+                    ));
+                }
+                if m.stream_window_messages == 0 {
+                    return Err(invalid(
+                        "broker.mqtt.stream_window_messages",
+                        "must be 1 or more".to_owned(),
+                    ));
+                }
+                if m.request_timeout < Duration::from_millis(100) {
+                    return Err(invalid(
+                        "broker.mqtt.request_timeout",
+                        "must be at least 100ms".to_owned(),
+                    ));
+                }
+                BrokerKind::Mqtt(eventgate_actors::broker::mqtt::MqttConfig {
+                    host,
+                    port,
+                    client_id: m.client_id.clone(),
+                    node_id: self.node_id,
+                    username: m.username.clone(),
+                    password: m.password.clone(),
+                    keep_alive: m.keep_alive,
+                    request_timeout: m.request_timeout,
+                    content_type: m.content_type.clone(),
+                    tap_messages: m.stream_window_messages,
+                    tap_bytes: m.stream_window_bytes,
+                    tap_linger: m.stream_linger,
+                    max_message_bytes: b.max_message_bytes,
+                })
+            }
             other => {
                 return Err(invalid(
                     "broker.kind",
-                    format!("`{other}` is not one of embedded, kafka"),
+                    format!("`{other}` is not one of embedded, kafka, mqtt"),
                 ))
             }
         };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::kafka::KafkaBroker;
 use eventgate_actors::broker::mapped::MappedBroker;
+use eventgate_actors::broker::mqtt::MqttBroker;
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
 use eventgate_actors::stream::connection::Connections;
@@ -195,6 +196,16 @@ pub async fn start_with_broker(
         (None, BrokerKind::Kafka(kafka)) => {
             tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
             KafkaBroker::new(kafka.clone())?
+        }
+        (None, BrokerKind::Mqtt(mqtt)) => {
+            tracing::info!(host = %mqtt.host, port = mqtt.port, "broker: mqtt");
+            let broker = MqttBroker::new(mqtt.clone());
+            if !broker.wait_connected(mqtt.request_timeout).await {
+                tracing::warn!(
+                    "the MQTT broker does not answer yet; publishes get 503 until it does"
+                );
+            }
+            broker
         }
         (None, BrokerKind::Embedded) => EmbeddedBroker::open(EmbeddedConfig {
             dir: config.broker.dir.clone(),

@@ -646,7 +646,7 @@ impl BrokerDriver for EmbeddedBroker {
         &'a self,
         topic: &'a str,
         message: OutgoingMessage,
-    ) -> BoxFuture<'a, BrokerResult<Position>> {
+    ) -> BoxFuture<'a, BrokerResult<Option<Position>>> {
         Box::pin(async move {
             let log = self.topic(topic, false)?;
             let size = message.payload.len()
@@ -680,10 +680,10 @@ impl BrokerDriver for EmbeddedBroker {
                 }
             })?;
             let offset = log.append(frame, timestamp_ms).await?;
-            Ok(Position {
+            Ok(Some(Position {
                 partition: 0,
                 offset,
-            })
+            }))
         })
     }
 

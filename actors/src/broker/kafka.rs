@@ -270,7 +270,7 @@ impl BrokerDriver for KafkaBroker {
         &'a self,
         topic: &'a str,
         message: OutgoingMessage,
-    ) -> BoxFuture<'a, BrokerResult<Position>> {
+    ) -> BoxFuture<'a, BrokerResult<Option<Position>>> {
         Box::pin(async move {
             self.require_partitions(topic).await?;
             let mut headers = OwnedHeaders::new();
@@ -297,10 +297,10 @@ impl BrokerDriver for KafkaBroker {
                 .send(record, Timeout::After(self.config.request_timeout))
                 .await
             {
-                Ok(delivery) => Ok(Position {
+                Ok(delivery) => Ok(Some(Position {
                     partition: delivery.partition as u32,
                     offset: delivery.offset as u64,
-                }),
+                })),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     Err(BrokerError::MessageTooLarge {
                         size: message.payload.len(),

@@ -123,7 +123,7 @@ impl BrokerDriver for MappedBroker {
         &'a self,
         topic: &'a str,
         message: OutgoingMessage,
-    ) -> BoxFuture<'a, BrokerResult<Position>> {
+    ) -> BoxFuture<'a, BrokerResult<Option<Position>>> {
         Box::pin(async move {
             let name = self.mapping.broker_name(topic);
             self.inner
@@ -143,6 +143,44 @@ impl BrokerDriver for MappedBroker {
             let name = self.mapping.broker_name(topic);
             self.inner
                 .consumer(&name, partition, start)
+                .await
+                .map_err(Self::rename(topic))
+        })
+    }
+
+    fn offsets_global(&self) -> bool {
+        self.inner.offsets_global()
+    }
+
+    fn open_session<'a>(
+        &'a self,
+        subscription: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, BrokerResult<()>> {
+        Box::pin(async move {
+            let name = self.mapping.broker_name(topic);
+            self.inner
+                .open_session(subscription, &name)
+                .await
+                .map_err(Self::rename(topic))
+        })
+    }
+
+    fn close_session<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+        self.inner.close_session(subscription)
+    }
+
+    fn session_consumer<'a>(
+        &'a self,
+        subscription: &'a str,
+        topic: &'a str,
+        partition: u32,
+        start: StartAt,
+    ) -> BoxFuture<'a, BrokerResult<Box<dyn PartitionConsumer>>> {
+        Box::pin(async move {
+            let name = self.mapping.broker_name(topic);
+            self.inner
+                .session_consumer(subscription, &name, partition, start)
                 .await
                 .map_err(Self::rename(topic))
         })

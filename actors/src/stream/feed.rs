@@ -59,8 +59,9 @@ pub enum Chunk {
         end: usize,
     },
     /// `missed` messages this reader will never get (gone by retention, or dropped as a slow
-    /// consumer under drop-oldest).
-    Gap { missed: u64 },
+    /// consumer under drop-oldest); `None` when the count is unknown (an MQTT resume token
+    /// of another node: MQTT cannot replay).
+    Gap { missed: Option<u64> },
 }
 
 impl Chunk {
@@ -93,6 +94,8 @@ pub struct Feed {
     tolerate_lag: bool,
     resync: bool,
     pending_gap: u64,
+    /// The pending gap's size is unknown.
+    gap_unknown: bool,
     registry: TopicRegistry,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -128,6 +131,7 @@ impl Feed {
         let live = registry.subscribe(topic).await?;
         let target = live.positions;
         let n = target.len();
+        let mut gap_unknown = false;
         let (positions, earliest) = match start {
             Start::Latest => (target.clone(), vec![false; n]),
             Start::Earliest => (vec![0; n], vec![true; n]),
@@ -149,6 +153,9 @@ impl Feed {
                 // frames up to the token are skipped), ahead of the broker is not: such a
                 // token comes from elsewhere, and reads from the end.
                 if given.iter().zip(&target).any(|(g, t)| g > t) {
+                    // Without global offsets (MQTT), such a token is another node's: what it
+                    // missed cannot be known.
+                    gap_unknown = !broker.offsets_global();
                     let latest = broker
                         .latest_offsets(topic)
                         .await
@@ -181,6 +188,7 @@ impl Feed {
             tolerate_lag,
             resync: false,
             pending_gap: 0,
+            gap_unknown,
             registry: registry.clone(),
             permit: None,
         })
@@ -200,9 +208,12 @@ impl Feed {
     /// broker are awaited); `None` at the head of the ring. Not cancel-safe: await it to the end.
     pub async fn next_ready(&mut self) -> Result<Option<Chunk>, CloseReason> {
         loop {
-            if self.pending_gap > 0 {
+            if self.pending_gap > 0 || self.gap_unknown {
                 let missed = std::mem::take(&mut self.pending_gap);
-                return Ok(Some(Chunk::Gap { missed }));
+                let unknown = std::mem::take(&mut self.gap_unknown);
+                return Ok(Some(Chunk::Gap {
+                    missed: (!unknown).then_some(missed),
+                }));
             }
             if let Some(p) = (0..self.positions.len()).find(|&p| self.positions[p] < self.target[p])
             {
@@ -235,7 +246,7 @@ impl Feed {
 
     /// Waits until the ring has something for this reader. Cancel-safe.
     pub async fn wait(&mut self) -> Result<(), CloseReason> {
-        if self.current.is_some() || self.pending_gap > 0 {
+        if self.current.is_some() || self.pending_gap > 0 || self.gap_unknown {
             return Ok(());
         }
         match self.rx.recv().await {
@@ -371,11 +382,20 @@ impl Feed {
                     )
                 })?;
             let from = consumer.position();
-            if from > self.positions[p] {
-                if !self.earliest[p] {
-                    tracing::info!(topic = %self.topic, partition, from = self.positions[p], to = from, "reader resumed before the oldest retained message");
-                    self.pending_gap += from - self.positions[p];
+            if !self.earliest[p] {
+                match consumer.skipped_from(self.positions[p]) {
+                    Some(0) => {}
+                    Some(missed) => {
+                        tracing::info!(topic = %self.topic, partition, from = self.positions[p], to = from, "reader resumed before the oldest retained message");
+                        self.pending_gap += missed;
+                    }
+                    None => {
+                        tracing::info!(topic = %self.topic, partition, token = self.positions[p], "resume token of another node on a broker that cannot replay: reading live");
+                        self.gap_unknown = true;
+                    }
                 }
+            }
+            if from > self.positions[p] || !self.earliest[p] && from != self.positions[p] {
                 self.positions[p] = from;
             }
             self.earliest[p] = false;
@@ -484,7 +504,7 @@ mod tests {
         let mut next = from;
         while next < from + n {
             match feed.next_ready().await.unwrap() {
-                Some(Chunk::Gap { missed }) => panic!("gap of {missed} at {next}"),
+                Some(Chunk::Gap { missed }) => panic!("gap of {missed:?} at {next}"),
                 Some(chunk) => {
                     for f in chunk.frames() {
                         assert_eq!(f.offset, next, "offsets consecutive");

@@ -43,6 +43,18 @@ async fn websub_survives_sigkill_of_an_owner_without_loss() -> anyhow::Result<()
     init_logging();
     let mock = MockCluster::new(1)?;
     mock.create_topic("orders", 1, 1)?;
+    owner_sigkill_without_loss(format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n",
+        mock.bootstrap_servers()
+    ))
+    .await?;
+    drop(mock);
+    Ok(())
+}
+
+/// The scenario above on any broker: `broker_toml` points the nodes at it; the topic is
+/// `orders`.
+pub(crate) async fn owner_sigkill_without_loss(broker_toml: String) -> anyhow::Result<()> {
     let log: Log = Arc::default();
     let app = Router::new()
         .route("/{*path}", any(callback))
@@ -53,8 +65,7 @@ async fn websub_survives_sigkill_of_an_owner_without_loss() -> anyhow::Result<()
 
     let mut cluster = ProcessCluster::start(ClusterOptions {
         extra_toml: format!(
-            "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"50ms\"\nretry_max = \"500ms\"\n",
-            mock.bootstrap_servers()
+            "{broker_toml}[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"50ms\"\nretry_max = \"500ms\"\n"
         ),
         ..Default::default()
     })
@@ -201,6 +212,5 @@ async fn websub_survives_sigkill_of_an_owner_without_loss() -> anyhow::Result<()
         "{victim_path}: delivery resumed {} ms after SIGKILL of its owner (node {victim})",
         (resumed - killed_at).as_millis()
     );
-    drop(mock);
     Ok(())
 }

@@ -361,6 +361,12 @@ async fn redrive_dead_letter(
             "no dead letter {id}/{partition}/{offset} of a current subscription"
         )));
     };
+    if !state.broker().offsets_global() {
+        return Err(ApiError::conflict(format!(
+            "the {} broker cannot replay messages: the dead letter records the failure, not the message",
+            state.broker().name()
+        )));
+    }
     let mut consumer = state
         .broker()
         .consumer(

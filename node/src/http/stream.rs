@@ -295,7 +295,7 @@ fn ws_message(frame: &Frame, envelope: bool) -> Message {
     }
 }
 
-fn gap_message(missed: u64) -> Message {
+fn gap_message(missed: Option<u64>) -> Message {
     Message::Text(Utf8Bytes::from(
         serde_json::json!({ "type": "gap", "missed": missed }).to_string(),
     ))
@@ -399,11 +399,15 @@ async fn on_incoming(
     match published {
         Ok(position) => {
             if ctx.envelope {
-                let ack = serde_json::json!({
-                    "type": "ack",
-                    "partition": position.partition,
-                    "offset": position.offset,
-                });
+                let ack = match position {
+                    Some(position) => serde_json::json!({
+                        "type": "ack",
+                        "partition": position.partition,
+                        "offset": position.offset,
+                    }),
+                    // MQTT does not number messages.
+                    None => serde_json::json!({ "type": "ack" }),
+                };
                 let sent = tokio::time::timeout(
                     ctx.send_timeout,
                     socket.send(Message::Text(Utf8Bytes::from(ack.to_string()))),
@@ -621,7 +625,7 @@ impl SseBody {
         let (chunk, index) = self.pending.as_mut()?;
         match chunk {
             Chunk::Gap { missed } => {
-                let event = sse_control("gap", &serde_json::json!({ "missed": *missed }));
+                let event = sse_control("gap", &serde_json::json!({ "missed": missed }));
                 self.pending = None;
                 Some(event)
             }

@@ -86,15 +86,15 @@ pub async fn receive(
             },
         )
         .await?;
-    let id = format!("{}-{}", position.partition, position.offset);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "id": id,
+    // MQTT does not number messages: the answer then names only the topic.
+    let body = match position {
+        Some(position) => json!({
+            "id": format!("{}-{}", position.partition, position.offset),
             "topic": topic,
             "partition": position.partition,
             "offset": position.offset,
-        })),
-    )
-        .into_response())
+        }),
+        None => json!({ "topic": topic }),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -45,6 +45,7 @@ async fn messages_come_back_byte_for_byte_in_order() {
             .publish("orders", first.clone())
             .await
             .unwrap()
+            .unwrap()
             .offset,
         0
     );
@@ -52,6 +53,7 @@ async fn messages_come_back_byte_for_byte_in_order() {
         broker
             .publish("orders", message(&binary))
             .await
+            .unwrap()
             .unwrap()
             .offset,
         1
@@ -119,7 +121,11 @@ async fn concurrent_publishers_get_dense_unique_offsets() {
         tasks.push(tokio::spawn(async move {
             let mut offsets = Vec::new();
             for i in 0..200u8 {
-                let p = broker.publish("t", message(&[task, i])).await.unwrap();
+                let p = broker
+                    .publish("t", message(&[task, i]))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 offsets.push(p.offset);
             }
             offsets
@@ -156,7 +162,11 @@ async fn reopening_recovers_and_cuts_a_torn_tail() {
 
     let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
     assert_eq!(broker.offsets("t").unwrap(), (0, 10));
-    let p = broker.publish("t", message(b"after")).await.unwrap();
+    let p = broker
+        .publish("t", message(b"after"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.offset, 10);
     let got = read_all(&broker, "t", StartAt::Earliest).await;
     assert_eq!(got.len(), 11);

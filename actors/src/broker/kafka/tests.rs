@@ -52,7 +52,11 @@ async fn messages_round_trip_with_key_headers_and_content_type() {
         content_type: Some("application/json".to_owned()),
         payload: Bytes::from_static(br#"{"a":1}"#),
     };
-    let first = broker.publish("orders", message.clone()).await.unwrap();
+    let first = broker
+        .publish("orders", message.clone())
+        .await
+        .unwrap()
+        .unwrap();
     let second = broker
         .publish(
             "orders",
@@ -62,6 +66,7 @@ async fn messages_round_trip_with_key_headers_and_content_type() {
             },
         )
         .await
+        .unwrap()
         .unwrap();
     assert_eq!((first.partition, second.offset), (0, first.offset + 1));
 
