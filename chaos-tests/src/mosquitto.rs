@@ -102,6 +102,11 @@ impl Mosquitto {
         Ok(())
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `host:port` of the MQTT listener.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

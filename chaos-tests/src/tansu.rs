@@ -37,6 +37,11 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts tansu on a free port of 127.0.0.1 and waits (bounded) until it accepts
     /// connections.
     pub async fn start() -> anyhow::Result<Self> {

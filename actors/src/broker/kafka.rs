@@ -33,6 +33,8 @@ use super::{
 
 /// How long a topic's partition count is trusted.
 pub const METADATA_TTL: Duration = Duration::from_secs(30);
+/// Longest wait of a fetch on an idle partition (see [`KafkaBroker::consumer`]).
+const FETCH_WAIT_MAX_MS: &str = "20";
 /// Header carrying a message's content type.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
 
@@ -332,7 +334,11 @@ impl BrokerDriver for KafkaBroker {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("allow.auto.create.topics", "false");
+                .set("allow.auto.create.topics", "false")
+                // Kafka answers a fetch as soon as data is there; brokers that hold it for the
+                // whole wait (tansu does) would otherwise add librdkafka's 500 ms default to
+                // every delivery. `properties` may override it.
+                .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
             let consumer: StreamConsumer =
                 self.config.finish(reader).create().map_err(unavailable)?;
             let (low, high) = {

@@ -6,6 +6,12 @@
 //!
 //! `cargo build --release -p eventgate -p eventgate-bench && target/release/stream-fanout`
 //! (`--help` for the knobs; `--servers eventgate,bare` to leave Pushpin out).
+//!
+//! `--broker kafka`: eventgate on a tansu process (Kafka protocol), published through the
+//! webhook receiver. `--broker mqtt --servers eventgate,mosquitto`: messages published into
+//! Mosquitto by an MQTT client (QoS 1), fanned out by eventgate (SSE/WS) and, side by side, by
+//! Mosquitto's own WebSocket listener to MQTT-over-WebSocket clients; server CPU includes the
+//! broker in both.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -41,12 +47,19 @@ struct Args {
     /// deliveries per CPU-second are measured where it keeps up).
     #[arg(long, default_value_t = 40)]
     pushpin_rate: u64,
-    /// Servers to measure, of eventgate, bare, pushpin.
+    /// Publishes per second for Mosquitto's WebSocket listener, which also saturates far
+    /// below eventgate (measured where it keeps up).
+    #[arg(long, default_value_t = 40)]
+    mosquitto_rate: u64,
+    /// Servers to measure, of eventgate, bare, pushpin, mosquitto.
     #[arg(long, value_delimiter = ',', default_value = "eventgate,bare,pushpin")]
     servers: Vec<String>,
     /// `sse` or `ws` for the fan-out scenarios.
     #[arg(long, default_value = "sse")]
     protocol: String,
+    /// The broker under eventgate: embedded, kafka (a tansu process) or mqtt (Mosquitto).
+    #[arg(long, default_value = "embedded")]
+    broker: String,
 }
 
 /// A server under test: where clients connect and how to publish.
@@ -68,6 +81,19 @@ enum Publisher {
     Bare(String),
     /// Pushpin's HTTP publish API, one item per message.
     Pushpin(String),
+    /// QoS 1 publishes into the MQTT broker, one per message.
+    Mqtt(rumqttc::AsyncClient),
+}
+
+impl Publisher {
+    fn duplicate(&self) -> Self {
+        match self {
+            Publisher::Eventgate(u) => Publisher::Eventgate(u.clone()),
+            Publisher::Bare(u) => Publisher::Bare(u.clone()),
+            Publisher::Pushpin(u) => Publisher::Pushpin(u.clone()),
+            Publisher::Mqtt(c) => Publisher::Mqtt(c.clone()),
+        }
+    }
 }
 
 struct Figures {
@@ -114,6 +140,9 @@ fn total_rss_kb(pids: &[u32]) -> u64 {
 /// Opens a raw HTTP/1.1 streaming request (SSE, or a WebSocket upgrade) and answers the socket
 /// once the response head has arrived.
 async fn open_stream(addr: &str, path: &str, ws: bool) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    if path == MQTT_WS_PATH {
+        return open_mqtt_ws(addr).await;
+    }
     let mut socket = TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
     let request = if ws {
@@ -135,6 +164,58 @@ async fn open_stream(addr: &str, path: &str, ws: bool) -> anyhow::Result<(TcpStr
             return Ok((socket, rest));
         }
     }
+}
+
+/// The path of Mosquitto's WebSocket listener (`mqtt` subprotocol).
+const MQTT_WS_PATH: &str = "/mqtt";
+
+/// One client→server WebSocket frame (binary, masked with a fixed key: a load client).
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x82u8, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// An MQTT 3.1.1 subscriber of `bench` (QoS 0) over Mosquitto's WebSocket listener: the
+/// upgrade, then CONNECT and SUBSCRIBE each in a frame; what follows are PUBLISH frames whose
+/// payloads carry the markers.
+async fn open_mqtt_ws(addr: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    let mut socket = TcpStream::connect(addr).await?;
+    socket.set_nodelay(true)?;
+    let request = format!("GET {MQTT_WS_PATH} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n");
+    socket.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let rest = loop {
+        let n = socket.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "closed before the response head");
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            anyhow::ensure!(
+                head.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&head[..end])
+            );
+            break head.split_off(end + 4);
+        }
+    };
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let id = format!("b{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    // CONNECT: protocol "MQTT" level 4, clean session, keep-alive off, client id.
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
+    connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend(connect);
+    socket.write_all(&ws_frame(&packet)).await?;
+    // SUBSCRIBE: packet id 1, `bench` at QoS 0.
+    let subscribe = [
+        0x82, 0x0a, 0x00, 0x01, 0x00, 0x05, b'b', b'e', b'n', b'c', b'h', 0x00,
+    ];
+    socket.write_all(&ws_frame(&subscribe)).await?;
+    Ok((socket, rest))
 }
 
 /// Reads a stream, finding `M<seq>:<micros>;` markers (in SSE data lines or WebSocket
@@ -215,6 +296,17 @@ async fn publish_once(
             let body: String = seqs.map(|s| format!("{}\n", marker(s))).collect();
             let _ = client.post(url).body(body).send().await;
         }
+        Publisher::Mqtt(client) => {
+            for seq in seqs {
+                if client
+                    .publish("bench", rumqttc::QoS::AtLeastOnce, false, marker(seq))
+                    .await
+                    .is_err()
+                {
+                    eprintln!("mqtt publish failed");
+                }
+            }
+        }
         Publisher::Pushpin(url) => {
             // One item carrying the publish's events, as the bare server gets one body.
             let content: String = seqs.map(|s| format!("data: {}\n\n", marker(s))).collect();
@@ -232,10 +324,10 @@ async fn publish_once(
 }
 
 async fn fanout(server: &Server, args: &Args, batch: usize, ws: bool) -> anyhow::Result<Figures> {
-    let rate = if matches!(server.publish, Publisher::Pushpin(_)) {
-        args.pushpin_rate
-    } else {
-        args.rate
+    let rate = match server.name {
+        "pushpin" => args.pushpin_rate,
+        "mosquitto-ws" => args.mosquitto_rate,
+        _ => args.rate,
     };
     let addr = server.base.trim_start_matches("http://").to_owned();
     let path = if ws {
@@ -277,11 +369,7 @@ async fn fanout(server: &Server, args: &Args, batch: usize, ws: bool) -> anyhow:
         let range = seq..seq + batch as u64;
         seq += batch as u64;
         let client = client.clone();
-        let publisher = match &server.publish {
-            Publisher::Eventgate(u) => Publisher::Eventgate(u.clone()),
-            Publisher::Bare(u) => Publisher::Bare(u.clone()),
-            Publisher::Pushpin(u) => Publisher::Pushpin(u.clone()),
-        };
+        let publisher = server.publish.duplicate();
         inflight.push(tokio::spawn(async move {
             publish_once(&client, &publisher, range, epoch).await;
         }));
@@ -386,22 +474,125 @@ async fn wait_pushpin_ports_free() -> anyhow::Result<()> {
     anyhow::bail!("pushpin's ports 5560-5563 are taken")
 }
 
-async fn start_eventgate() -> anyhow::Result<Server> {
+/// A broker process under eventgate (or serving clients itself).
+enum BrokerProcess {
+    Embedded,
+    Kafka(eventgate_chaos_tests::tansu::Tansu),
+    /// Mosquitto, and the directory it keeps its data in (removed after it).
+    Mqtt {
+        broker: eventgate_chaos_tests::mosquitto::Mosquitto,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl BrokerProcess {
+    async fn start(kind: &str) -> anyhow::Result<Self> {
+        Ok(match kind {
+            "embedded" => Self::Embedded,
+            "kafka" => Self::Kafka(eventgate_chaos_tests::tansu::Tansu::start().await?),
+            "mqtt" => {
+                let dir = tempfile::tempdir()?;
+                let m = eventgate_chaos_tests::mosquitto::Mosquitto::start(dir.path()).await?;
+                Self::Mqtt {
+                    broker: m,
+                    _dir: dir,
+                }
+            }
+            other => anyhow::bail!("unknown broker {other}"),
+        })
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Self::Embedded => String::new(),
+            Self::Kafka(t) => format!(
+                "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n",
+                t.bootstrap
+            ),
+            Self::Mqtt { broker: m, .. } => format!(
+                "[broker]\nkind = \"mqtt\"\n[broker.mqtt]\naddress = \"{}\"\ncontent_type = \"text/plain\"\n",
+                m.address()
+            ),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Embedded => Vec::new(),
+            Self::Kafka(t) => vec![t.pid()],
+            Self::Mqtt { broker: m, .. } => m.pid().into_iter().collect(),
+        }
+    }
+}
+
+/// An MQTT publisher (QoS 1) into Mosquitto, its event loop polled in a task.
+async fn mqtt_publisher(port: u16) -> anyhow::Result<Publisher> {
+    let mut options = rumqttc::MqttOptions::new("bench-publisher", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(1000);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 10_000);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
+    let (ready, connected) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut ready = Some(ready);
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), connected).await??;
+    Ok(Publisher::Mqtt(client))
+}
+
+async fn start_eventgate(broker: &str) -> anyhow::Result<Server> {
+    let broker = BrokerProcess::start(broker).await?;
     let port = free_port();
     let gw = GatewayProcess::start(
         port,
-        "[topics]\nauto_create = true\nnames = [\"bench\"]\n[streams]\nmax_connections = 30000\n",
+        &format!(
+            "{}[topics]\nauto_create = true\nnames = [\"bench\"]\n[streams]\nmax_connections = 30000\n",
+            broker.toml()
+        ),
     )
     .await?;
     let base = gw.base.clone();
+    let mut pids = vec![gw.pid()];
+    pids.extend(broker.pids());
+    let publish = match &broker {
+        BrokerProcess::Mqtt { broker: m, .. } => mqtt_publisher(m.port).await?,
+        _ => Publisher::Eventgate(format!("{base}/webhook-receiver?topic=bench")),
+    };
     Ok(Server {
         name: "eventgate",
-        pids: vec![gw.pid()],
-        publish: Publisher::Eventgate(format!("{base}/webhook-receiver?topic=bench")),
+        pids,
+        publish,
         base,
         stream_path: "/sse/bench".into(),
         ws_path: Some("/ws/bench".into()),
-        _guards: vec![Box::new(gw)],
+        _guards: vec![Box::new(gw), Box::new(broker)],
+    })
+}
+
+/// Mosquitto's own WebSocket listener serving MQTT-over-WebSocket subscribers.
+async fn start_mosquitto() -> anyhow::Result<Server> {
+    let broker = BrokerProcess::start("mqtt").await?;
+    let BrokerProcess::Mqtt { broker: m, .. } = &broker else {
+        unreachable!("an mqtt broker")
+    };
+    let publish = mqtt_publisher(m.port).await?;
+    Ok(Server {
+        name: "mosquitto-ws",
+        base: format!("http://127.0.0.1:{}", m.ws_port),
+        stream_path: MQTT_WS_PATH.into(),
+        ws_path: Some(MQTT_WS_PATH.into()),
+        pids: broker.pids(),
+        publish,
+        _guards: vec![Box::new(broker)],
     })
 }
 
@@ -562,9 +753,10 @@ async fn start_pushpin() -> anyhow::Result<Server> {
     })
 }
 
-async fn start(name: &str) -> anyhow::Result<Server> {
+async fn start(name: &str, broker: &str) -> anyhow::Result<Server> {
     match name {
-        "eventgate" => start_eventgate().await,
+        "eventgate" => start_eventgate(broker).await,
+        "mosquitto" => start_mosquitto().await,
         "bare" => start_bare().await,
         "pushpin" => start_pushpin().await,
         other => anyhow::bail!("unknown server {other}"),
@@ -577,12 +769,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ws = args.protocol == "ws";
     println!(
-        "stream fan-out: {} {} clients, {} publishes/s for {} s; batched = {} messages per publish",
-        args.clients, args.protocol, args.rate, args.seconds, args.batch
+        "stream fan-out: {} {} clients, {} publishes/s for {} s; batched = {} messages per publish; broker {}",
+        args.clients, args.protocol, args.rate, args.seconds, args.batch, args.broker
     );
     let mut table: BTreeMap<(usize, &'static str), (f64, f64)> = BTreeMap::new();
     for name in &args.servers {
-        let server = match start(name).await {
+        let server = match start(name, &args.broker).await {
             Ok(s) => s,
             Err(e) => {
                 println!("{name}: not measured: {e}");
@@ -615,11 +807,11 @@ async fn main() -> anyhow::Result<()> {
         drop(server);
         if args.idle > 0 {
             // Each on a fresh server: freed memory is kept by allocators and would be reused.
-            let sse = idle(&start(name).await?, args.idle, false).await?;
+            let sse = idle(&start(name, &args.broker).await?, args.idle, false).await?;
             let ws_kb = if has_ws {
                 format!(
                     "{:.1} KB",
-                    idle(&start(name).await?, args.idle, true).await?
+                    idle(&start(name, &args.broker).await?, args.idle, true).await?
                 )
             } else {
                 "-".to_owned()
