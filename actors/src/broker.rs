@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod kafka;
 pub mod mapped;
 pub mod mqtt;
+pub mod routed;
 
 use std::time::Duration;
 
@@ -115,7 +116,8 @@ pub trait BrokerDriver: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether offsets name the same message on every node and across restarts (Kafka, the
     /// embedded log). MQTT numbers messages per node: resume tokens and cursors are local.
-    fn offsets_global(&self) -> bool {
+    fn offsets_global(&self, topic: &str) -> bool {
+        let _ = topic;
         true
     }
 

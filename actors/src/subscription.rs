@@ -351,7 +351,7 @@ async fn deliver_partition(
     // Replicated retry schedules name messages by offset; where offsets are not global
     // (MQTT sessions number what the broker redelivers afresh) they cannot be matched, and
     // the new owner starts each schedule again.
-    if ctx.broker.offsets_global() {
+    if ctx.broker.offsets_global(&sub.topic) {
         let mut book = book.lock().await;
         for entry in retries {
             book.insert((entry.partition, entry.offset), entry);

@@ -27,6 +27,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "log",
     "broker",
+    "brokers",
     "topics",
     "webhook_receiver",
     "websub",
@@ -47,6 +48,8 @@ pub struct RawNodeConfig {
     pub admin: RawAdmin,
     pub log: RawLog,
     pub broker: RawBroker,
+    /// Further brokers (`[brokers.<name>]`), each serving the topics it lists.
+    pub brokers: std::collections::BTreeMap<String, RawBroker>,
     pub topics: RawTopics,
     pub webhook_receiver: RawWebhookReceiver,
     pub websub: RawWebsub,
@@ -180,6 +183,8 @@ pub struct RawBroker {
     /// How often the broker is probed for `eventgate_broker_up`.
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// Under `[brokers.<name>]`: the gateway topics that live on this broker.
+    pub topics: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +283,7 @@ impl Default for RawBroker {
             topic_prefix: String::new(),
             topic_map: std::collections::BTreeMap::new(),
             probe_interval: Duration::from_secs(5),
+            topics: Vec::new(),
         }
     }
 }
@@ -368,6 +374,7 @@ impl Default for RawNodeConfig {
             admin: RawAdmin::default(),
             log: RawLog::default(),
             broker: RawBroker::default(),
+            brokers: std::collections::BTreeMap::new(),
             topics: RawTopics::default(),
             webhook_receiver: RawWebhookReceiver::default(),
             websub: RawWebsub::default(),
@@ -466,6 +473,8 @@ pub struct NodeConfig {
     pub log_level: String,
     /// The embedded broker.
     pub broker: BrokerSettings,
+    /// Further brokers by name, each with the gateway topics routed to it.
+    pub brokers: Vec<(String, BrokerSettings)>,
     /// Topics declared in the configuration.
     pub topics: Vec<String>,
     /// Whether unknown topics are created on first use.
@@ -518,6 +527,8 @@ pub struct BrokerSettings {
     /// Gateway topic names → broker topic names.
     pub mapping: eventgate_actors::broker::mapped::TopicMapping,
     pub probe_interval: Duration,
+    /// The gateway topics routed to this broker (empty for the default broker).
+    pub topics: Vec<String>,
 }
 
 /// Raft timing and compaction.
@@ -834,58 +845,57 @@ impl RawNodeConfig {
         raft.openraft_config()
             .map_err(|e| invalid("raft", e.to_string()))?;
         let b = &self.broker;
-        if b.segment_bytes < 4096 {
+        if !b.topics.is_empty() {
             return Err(invalid(
-                "broker.segment_bytes",
-                "must be at least 4096".to_owned(),
+                "broker.topics",
+                "the default broker takes every topic not routed to one of [brokers]; list topics there".to_owned(),
             ));
         }
-        if b.max_message_bytes == 0 {
-            return Err(invalid(
-                "broker.max_message_bytes",
-                "must be 1 or more".to_owned(),
-            ));
-        }
-        if b.probe_interval < Duration::from_millis(100) {
-            return Err(invalid(
-                "broker.probe_interval",
-                "must be at least 100ms".to_owned(),
-            ));
-        }
-        // Broker-side names follow the broker's rules: Kafka's everywhere but on MQTT, where
-        // levels (`/`) and, for subscribing, wildcards are allowed.
-        let mqtt = b.kind == "mqtt";
-        let validate = |name: &str| -> Result<(), String> {
-            if mqtt {
-                if name.is_empty() || name.len() > 65_535 || name.contains('\0') {
-                    return Err("an MQTT topic is 1 to 65535 bytes without NUL".to_owned());
-                }
-                if !eventgate_actors::broker::mqtt::valid_filter(name) {
-                    return Err(
-                        "`#` only as the last level and `+` only as a whole level".to_owned()
-                    );
-                }
-                Ok(())
-            } else {
-                eventgate_actors::broker::validate_topic_name(name).map_err(|e| e.to_string())
-            }
-        };
-        if !b.topic_prefix.is_empty() {
-            // A prefix must make valid names of valid ones.
-            if let Err(e) = validate(&format!("{}x", b.topic_prefix)) {
-                return Err(invalid("broker.topic_prefix", e));
-            }
-        }
-        for (gateway, broker_name) in &b.topic_map {
-            if let Err(e) = eventgate_actors::broker::validate_topic_name(gateway) {
+        let broker = b.build("broker", self.node_id, &self.data_dir, "broker", &invalid)?;
+        let mut brokers = Vec::new();
+        let mut routed: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+        for (name, raw) in &self.brokers {
+            let key = format!("brokers.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
                 return Err(invalid(
-                    &format!("broker.topic_map.{gateway}"),
-                    e.to_string(),
+                    &key,
+                    "a broker name is letters, digits, '-' and '_'".to_owned(),
                 ));
             }
-            if let Err(e) = validate(broker_name) {
-                return Err(invalid(&format!("broker.topic_map.{gateway}"), e));
+            if raw.kind == "embedded" {
+                return Err(invalid(
+                    &format!("{key}.kind"),
+                    "further brokers are kafka or mqtt; the embedded one can only be the default"
+                        .to_owned(),
+                ));
             }
+            if raw.topics.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.topics"),
+                    "list the gateway topics that live on this broker".to_owned(),
+                ));
+            }
+            for (i, topic) in raw.topics.iter().enumerate() {
+                let field = format!("{key}.topics[{i}]");
+                if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
+                    return Err(invalid(&field, e.to_string()));
+                }
+                if let Some(other) = routed.insert(topic, name) {
+                    return Err(invalid(
+                        &field,
+                        format!("`{topic}` is already routed to brokers.{other}"),
+                    ));
+                }
+            }
+            let dir = format!("broker-{name}");
+            brokers.push((
+                name.clone(),
+                raw.build(&key, self.node_id, &self.data_dir, &dir, &invalid)?,
+            ));
         }
         let w = &self.webhook_receiver;
         if w.max_body_bytes == 0 || w.max_body_bytes > b.max_message_bytes {
@@ -1039,6 +1049,102 @@ impl RawNodeConfig {
                 signature,
             },
         };
+        Ok(NodeConfig {
+            node_id: self.node_id,
+            data_dir: self.data_dir,
+            http_listen,
+            http_advertise,
+            cluster_listen,
+            cluster_advertise,
+            seeds: self.cluster.seeds,
+            join_timeout: self.cluster.join_timeout,
+            write_timeout: self.cluster.write_timeout,
+            tls,
+            raft,
+            admin_token: self.admin.token,
+            log_format: self.log.format,
+            log_level: self.log.level,
+            broker,
+            brokers,
+            topics: self.topics.names,
+            topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
+            webhook_max_body_bytes: w.max_body_bytes,
+            public_url,
+            websub,
+            streams,
+            streams_allow_publish,
+            streams_allowed_origins,
+            dev_profile,
+            source,
+        })
+    }
+}
+
+impl RawBroker {
+    /// Checks one broker's settings; `key` is where it sits in the file (`broker`, or
+    /// `brokers.<name>`), and names the fields of errors.
+    fn build(
+        &self,
+        key: &str,
+        node_id: u64,
+        data_dir: &std::path::Path,
+        default_dir: &str,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<BrokerSettings, ConfigError> {
+        let b = self;
+        if b.segment_bytes < 4096 {
+            return Err(invalid(
+                &format!("{key}.segment_bytes"),
+                "must be at least 4096".to_owned(),
+            ));
+        }
+        if b.max_message_bytes == 0 {
+            return Err(invalid(
+                &format!("{key}.max_message_bytes"),
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        if b.probe_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                &format!("{key}.probe_interval"),
+                "must be at least 100ms".to_owned(),
+            ));
+        }
+        // Broker-side names follow the broker's rules: Kafka's everywhere but on MQTT, where
+        // levels (`/`) and, for subscribing, wildcards are allowed.
+        let mqtt = b.kind == "mqtt";
+        let validate = |name: &str| -> Result<(), String> {
+            if mqtt {
+                if name.is_empty() || name.len() > 65_535 || name.contains('\0') {
+                    return Err("an MQTT topic is 1 to 65535 bytes without NUL".to_owned());
+                }
+                if !eventgate_actors::broker::mqtt::valid_filter(name) {
+                    return Err(
+                        "`#` only as the last level and `+` only as a whole level".to_owned()
+                    );
+                }
+                Ok(())
+            } else {
+                eventgate_actors::broker::validate_topic_name(name).map_err(|e| e.to_string())
+            }
+        };
+        if !b.topic_prefix.is_empty() {
+            // A prefix must make valid names of valid ones.
+            if let Err(e) = validate(&format!("{}x", b.topic_prefix)) {
+                return Err(invalid(&format!("{key}.topic_prefix"), e));
+            }
+        }
+        for (gateway, broker_name) in &b.topic_map {
+            if let Err(e) = eventgate_actors::broker::validate_topic_name(gateway) {
+                return Err(invalid(
+                    &format!("{key}.topic_map.{gateway}"),
+                    e.to_string(),
+                ));
+            }
+            if let Err(e) = validate(broker_name) {
+                return Err(invalid(&format!("{key}.topic_map.{gateway}"), e));
+            }
+        }
         let kind = match b.kind.as_str() {
             "embedded" => BrokerKind::Embedded,
             "kafka" => {
@@ -1049,13 +1155,13 @@ impl RawNodeConfig {
                     .filter(|s| !s.trim().is_empty())
                     .ok_or_else(|| {
                         invalid(
-                            "broker.kafka.bootstrap_servers",
+                            &format!("{key}.kafka.bootstrap_servers"),
                             "required when broker.kind is kafka".to_owned(),
                         )
                     })?;
                 if k.default_partitions < 1 || k.replication_factor < 1 {
                     return Err(invalid(
-                        "broker.kafka.default_partitions",
+                        &format!("{key}.kafka.default_partitions"),
                         "partitions and replication factor must be 1 or more".to_owned(),
                     ));
                 }
@@ -1076,7 +1182,7 @@ impl RawNodeConfig {
                     .filter(|s| !s.trim().is_empty())
                     .ok_or_else(|| {
                         invalid(
-                            "broker.mqtt.address",
+                            &format!("{key}.mqtt.address"),
                             "required when broker.kind is mqtt".to_owned(),
                         )
                     })?;
@@ -1091,31 +1197,31 @@ impl RawNodeConfig {
                     .filter(|(h, _)| !h.is_empty())
                     .ok_or_else(|| {
                         invalid(
-                            "broker.mqtt.address",
+                            &format!("{key}.mqtt.address"),
                             format!("`{address}` is not host:port"),
                         )
                     })?;
                 if m.client_id.is_empty() || m.client_id.len() > 64 {
                     return Err(invalid(
-                        "broker.mqtt.client_id",
+                        &format!("{key}.mqtt.client_id"),
                         "must be 1 to 64 characters".to_owned(),
                     ));
                 }
                 if m.username.is_some() != m.password.is_some() {
                     return Err(invalid(
-                        "broker.mqtt.password",
+                        &format!("{key}.mqtt.password"),
                         "username and password go together".to_owned(),
                     ));
                 }
                 if m.stream_window_messages == 0 {
                     return Err(invalid(
-                        "broker.mqtt.stream_window_messages",
+                        &format!("{key}.mqtt.stream_window_messages"),
                         "must be 1 or more".to_owned(),
                     ));
                 }
                 if m.request_timeout < Duration::from_millis(100) {
                     return Err(invalid(
-                        "broker.mqtt.request_timeout",
+                        &format!("{key}.mqtt.request_timeout"),
                         "must be at least 100ms".to_owned(),
                     ));
                 }
@@ -1123,7 +1229,7 @@ impl RawNodeConfig {
                     host,
                     port,
                     client_id: m.client_id.clone(),
-                    node_id: self.node_id,
+                    node_id,
                     username: m.username.clone(),
                     password: m.password.clone(),
                     keep_alive: m.keep_alive,
@@ -1137,17 +1243,14 @@ impl RawNodeConfig {
             }
             other => {
                 return Err(invalid(
-                    "broker.kind",
+                    &format!("{key}.kind"),
                     format!("`{other}` is not one of embedded, kafka, mqtt"),
                 ))
             }
         };
-        let broker = BrokerSettings {
+        Ok(BrokerSettings {
             kind,
-            dir: b
-                .dir
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("broker")),
+            dir: b.dir.clone().unwrap_or_else(|| data_dir.join(default_dir)),
             segment_bytes: b.segment_bytes,
             retention: b.retention,
             retention_bytes: b.retention_bytes,
@@ -1157,33 +1260,7 @@ impl RawNodeConfig {
                 renames: b.topic_map.clone(),
             },
             probe_interval: b.probe_interval,
-        };
-        Ok(NodeConfig {
-            node_id: self.node_id,
-            data_dir: self.data_dir,
-            http_listen,
-            http_advertise,
-            cluster_listen,
-            cluster_advertise,
-            seeds: self.cluster.seeds,
-            join_timeout: self.cluster.join_timeout,
-            write_timeout: self.cluster.write_timeout,
-            tls,
-            raft,
-            admin_token: self.admin.token,
-            log_format: self.log.format,
-            log_level: self.log.level,
-            broker,
-            topics: self.topics.names,
-            topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
-            webhook_max_body_bytes: w.max_body_bytes,
-            public_url,
-            websub,
-            streams,
-            streams_allow_publish,
-            streams_allowed_origins,
-            dev_profile,
-            source,
+            topics: b.topics.clone(),
         })
     }
 }
@@ -1277,6 +1354,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("broker.topic_prefix"), "{err}");
+        // MQTT names may have levels and wildcards; each field error names its place.
+        let ok = load_str("[broker]\nkind = \"mqtt\"\ntopic_prefix = \"gw/\"\n[broker.mqtt]\naddress = \"127.0.0.1:1883\"\n[broker.topic_map]\nt = \"plant/+/temperature\"\n").unwrap();
+        assert!(matches!(ok.broker.kind, BrokerKind::Mqtt(_)));
+        for (toml, field) in [
+            ("[broker]\nkind = \"mqtt\"\n", "broker.mqtt.address"),
+            ("[broker]\nkind = \"mqtt\"\n[broker.mqtt]\naddress = \"nohost\"\n", "broker.mqtt.address"),
+            ("[broker]\nkind = \"mqtt\"\n[broker.mqtt]\naddress = \"h:1\"\n[broker.topic_map]\nt = \"a/#/b\"\n", "broker.topic_map.t"),
+            ("[brokers.p]\nkind = \"mqtt\"\n[brokers.p.mqtt]\naddress = \"h:1\"\n", "brokers.p.topics"),
+            ("[brokers.p]\nkind = \"mqtt\"\ntopics = [\"a\"]\n", "brokers.p.mqtt.address"),
+            ("[brokers.p]\nkind = \"embedded\"\ntopics = [\"a\"]\n", "brokers.p.kind"),
+            ("[brokers.p]\nkind = \"mqtt\"\ntopics = [\"a\"]\n[brokers.p.mqtt]\naddress = \"h:1\"\n[brokers.q]\nkind = \"mqtt\"\ntopics = [\"a\"]\n[brokers.q.mqtt]\naddress = \"h:2\"\n", "brokers.q.topics[0]"),
+            ("[broker]\ntopics = [\"a\"]\n", "broker.topics"),
+        ] {
+            let err = load_str(toml).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
         let err = load_str("[webhook_receiver]\nmax_body_bytes = 0\n")
             .unwrap_err()
             .to_string();

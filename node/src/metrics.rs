@@ -26,7 +26,6 @@ struct BrokerLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    broker: BrokerLabel,
     broker_up: Family<BrokerLabel, Gauge>,
     broker_probe_failures: Family<BrokerLabel, Counter>,
     broker_last_ok: Family<BrokerLabel, Gauge<f64, AtomicU64>>,
@@ -40,7 +39,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics of a node on the broker named `broker` (`embedded`, `kafka`).
-    pub fn new(broker: &str) -> Self {
+    pub fn new(brokers: &[String]) -> Self {
         let mut registry = Registry::with_prefix("eventgate");
         let broker_up = Family::<BrokerLabel, Gauge>::default();
         registry.register(
@@ -92,13 +91,14 @@ impl Metrics {
             "Last Raft log index applied on this node",
             raft_applied_index.clone(),
         );
-        let label = BrokerLabel {
-            broker: broker.to_owned(),
-        };
-        broker_up.get_or_create(&label).set(0);
+        for broker in brokers {
+            let label = BrokerLabel {
+                broker: broker.clone(),
+            };
+            broker_up.get_or_create(&label).set(0);
+        }
         Self {
             registry,
-            broker: label,
             broker_up,
             broker_probe_failures,
             broker_last_ok,
@@ -111,17 +111,18 @@ impl Metrics {
         }
     }
 
-    fn probed(&self, ok: bool) {
-        self.broker_up
-            .get_or_create(&self.broker)
-            .set(i64::from(ok));
+    fn probed(&self, broker: &str, ok: bool) {
+        let label = BrokerLabel {
+            broker: broker.to_owned(),
+        };
+        self.broker_up.get_or_create(&label).set(i64::from(ok));
         if ok {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            self.broker_last_ok.get_or_create(&self.broker).set(now);
+            self.broker_last_ok.get_or_create(&label).set(now);
         } else {
-            self.broker_probe_failures.get_or_create(&self.broker).inc();
+            self.broker_probe_failures.get_or_create(&label).inc();
         }
     }
 
@@ -137,6 +138,7 @@ impl Metrics {
 
 /// Probes the broker every `interval` (each probe bounded by it too) until `stop`.
 pub async fn run_broker_probe(
+    label: String,
     broker: Arc<dyn BrokerDriver>,
     metrics: Arc<Metrics>,
     interval: Duration,
@@ -157,13 +159,13 @@ pub async fn run_broker_probe(
                 Err(_) => Err("no answer in time".to_owned()),
             };
         let up = result.is_ok();
-        metrics.probed(up);
+        metrics.probed(&label, up);
         match (&result, was_up) {
             (Err(reason), Some(true) | None) => {
-                tracing::warn!(broker = broker.name(), %reason, "broker unreachable");
+                tracing::warn!(broker = %label, %reason, "broker unreachable");
             }
             (Ok(()), Some(false)) => {
-                tracing::info!(broker = broker.name(), "broker reachable again")
+                tracing::info!(broker = %label, "broker reachable again")
             }
             _ => {}
         }

@@ -10,6 +10,7 @@ use eventgate_actors::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
 use eventgate_actors::broker::kafka::KafkaBroker;
 use eventgate_actors::broker::mapped::MappedBroker;
 use eventgate_actors::broker::mqtt::MqttBroker;
+use eventgate_actors::broker::routed::RoutedBroker;
 use eventgate_actors::broker::BrokerDriver;
 use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
 use eventgate_actors::stream::connection::Connections;
@@ -191,31 +192,27 @@ pub async fn start_with_broker(
     };
 
     let shared = shared_broker.is_some();
-    let broker: Arc<dyn BrokerDriver> = match (shared_broker, &config.broker.kind) {
-        (Some(broker), _) => broker,
-        (None, BrokerKind::Kafka(kafka)) => {
-            tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
-            KafkaBroker::new(kafka.clone())?
-        }
-        (None, BrokerKind::Mqtt(mqtt)) => {
-            tracing::info!(host = %mqtt.host, port = mqtt.port, "broker: mqtt");
-            let broker = MqttBroker::new(mqtt.clone());
-            if !broker.wait_connected(mqtt.request_timeout).await {
-                tracing::warn!(
-                    "the MQTT broker does not answer yet; publishes get 503 until it does"
-                );
-            }
-            broker
-        }
-        (None, BrokerKind::Embedded) => EmbeddedBroker::open(EmbeddedConfig {
-            dir: config.broker.dir.clone(),
-            segment_bytes: config.broker.segment_bytes,
-            retention_age: config.broker.retention,
-            retention_bytes: config.broker.retention_bytes,
-            max_message_bytes: config.broker.max_message_bytes,
-        })?,
+    let default_broker: Arc<dyn BrokerDriver> = match shared_broker {
+        Some(broker) => broker,
+        None => open_broker(&config.broker).await?,
     };
-    let broker = MappedBroker::wrap(broker, config.broker.mapping.clone());
+    let default_broker = MappedBroker::wrap(default_broker, config.broker.mapping.clone());
+    // Every broker with its label for metrics: the default one by its kind, others by name.
+    let mut probed: Vec<(String, Arc<dyn BrokerDriver>, std::time::Duration)> = vec![(
+        default_broker.name().to_owned(),
+        default_broker.clone(),
+        config.broker.probe_interval,
+    )];
+    let mut routes = std::collections::BTreeMap::new();
+    for (name, settings) in &config.brokers {
+        let broker = MappedBroker::wrap(open_broker(settings).await?, settings.mapping.clone());
+        tracing::info!(broker = %name, topics = ?settings.topics, "topics routed to a further broker");
+        for topic in &settings.topics {
+            routes.insert(topic.clone(), broker.clone());
+        }
+        probed.push((name.clone(), broker, settings.probe_interval));
+    }
+    let broker = RoutedBroker::wrap(default_broker, routes);
     let embedded = matches!(config.broker.kind, BrokerKind::Embedded);
     for topic in &config.topics {
         broker.ensure_topic(topic).await?;
@@ -324,14 +321,21 @@ pub async fn start_with_broker(
         .await
         .map_err(|e| Error::Internal(format!("topic supervisor: {e}")))?;
     let connections = Connections::new(config.streams.max_connections);
-    let metrics = Arc::new(crate::metrics::Metrics::new(broker.name()));
+    let labels: Vec<String> = probed.iter().map(|(label, _, _)| label.clone()).collect();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&labels));
     let probe_stop = CancellationToken::new();
-    let probe = tokio::spawn(crate::metrics::run_broker_probe(
-        broker.clone(),
-        metrics.clone(),
-        config.broker.probe_interval,
-        probe_stop.clone(),
-    ));
+    let probes: Vec<_> = probed
+        .into_iter()
+        .map(|(label, broker, every)| {
+            tokio::spawn(crate::metrics::run_broker_probe(
+                label,
+                broker,
+                metrics.clone(),
+                every,
+                probe_stop.clone(),
+            ))
+        })
+        .collect();
     let state = AppState::new(
         control.clone(),
         broker.clone(),
@@ -365,7 +369,9 @@ pub async fn start_with_broker(
             .stop_and_wait(None, Some(std::time::Duration::from_secs(5)))
             .await;
         probe_stop.cancel();
-        let _ = probe.await;
+        for probe in probes {
+            let _ = probe.await;
+        }
         coordinator_stop.cancel();
         let _ = coordinator.await;
         // Stop the subscription actors, then commit the cursor moves they made: before Raft
@@ -398,5 +404,34 @@ pub async fn start_with_broker(
         broker,
         task,
         fatal,
+    })
+}
+
+/// Opens the driver of one configured broker (not yet name-mapped).
+async fn open_broker(
+    settings: &crate::config::BrokerSettings,
+) -> Result<Arc<dyn BrokerDriver>, Error> {
+    Ok(match &settings.kind {
+        BrokerKind::Kafka(kafka) => {
+            tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
+            KafkaBroker::new(kafka.clone())?
+        }
+        BrokerKind::Mqtt(mqtt) => {
+            tracing::info!(host = %mqtt.host, port = mqtt.port, "broker: mqtt");
+            let broker = MqttBroker::new(mqtt.clone());
+            if !broker.wait_connected(mqtt.request_timeout).await {
+                tracing::warn!(
+                    "the MQTT broker does not answer yet; publishes get 503 until it does"
+                );
+            }
+            broker
+        }
+        BrokerKind::Embedded => EmbeddedBroker::open(EmbeddedConfig {
+            dir: settings.dir.clone(),
+            segment_bytes: settings.segment_bytes,
+            retention_age: settings.retention,
+            retention_bytes: settings.retention_bytes,
+            max_message_bytes: settings.max_message_bytes,
+        })?,
     })
 }

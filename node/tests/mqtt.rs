@@ -342,3 +342,86 @@ async fn mosquitto_restart_mid_stream_loses_nothing_accepted() {
     );
     node.stop().await;
 }
+
+/// Topics on two brokers at once: `orders` on Kafka (the default broker, librdkafka's mock
+/// cluster), `temperatures` on Mosquitto (`[brokers.plant]`); each entrypoint reaches the
+/// right one, and each broker has its own connectivity metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_live_on_the_broker_they_are_routed_to() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("orders", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path()).await.unwrap();
+    let node = common::start(&format!(
+        "[broker]\nkind = \"kafka\"\nprobe_interval = \"200ms\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[brokers.plant]\nkind = \"mqtt\"\ntopics = [\"temperatures\"]\ntopic_prefix = \"plant/\"\nprobe_interval = \"200ms\"\n[brokers.plant.mqtt]\naddress = \"{}\"\ncontent_type = \"text/plain\"\n[topics]\nnames = [\"orders\", \"temperatures\"]\n[websub]\nallow_private_callbacks = true\n",
+        mock.bootstrap_servers(),
+        mosquitto.address()
+    ))
+    .await;
+    let (_watcher, mut on_mosquitto) = device(&mosquitto, "watcher", Some("#")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/orders"), &[]).await;
+    subscribe(&node, "temperatures", &cb.url("/temperatures"), &[]).await;
+    let mut sse = Sse::open(&format!("{}/sse/temperatures", node.base), None).await;
+    for (topic, body) in [("orders", "o1"), ("temperatures", "21.5")] {
+        let r = node
+            .client
+            .post(format!("{}/webhook-receiver?topic={topic}", node.base))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let answer: serde_json::Value = r.json().await.unwrap();
+        // Kafka numbers messages, MQTT does not.
+        assert_eq!(
+            answer.get("offset").is_some(),
+            topic == "orders",
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        cb.wait_for(&Method::POST, "/orders", 1, T).await[0].body,
+        "o1"
+    );
+    assert_eq!(
+        cb.wait_for(&Method::POST, "/temperatures", 1, T).await[0].body,
+        "21.5"
+    );
+    assert_eq!(sse.expect(T, "the MQTT topic's message").await.data, "21.5");
+    let seen = tokio::time::timeout(T, on_mosquitto.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, "plant/temperatures 21.5");
+    // Only that one went to Mosquitto.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), on_mosquitto.recv())
+            .await
+            .is_err()
+    );
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let text = node
+            .client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let up = |label: &str| {
+            text.lines()
+                .any(|l| l == format!("eventgate_broker_up{{broker=\"{label}\"}} 1"))
+        };
+        if up("kafka") && up("plant") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+    drop(mock);
+}

@@ -148,8 +148,8 @@ impl BrokerDriver for MappedBroker {
         })
     }
 
-    fn offsets_global(&self) -> bool {
-        self.inner.offsets_global()
+    fn offsets_global(&self, topic: &str) -> bool {
+        self.inner.offsets_global(&self.mapping.broker_name(topic))
     }
 
     fn open_session<'a>(

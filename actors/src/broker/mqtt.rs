@@ -664,7 +664,7 @@ impl BrokerDriver for MqttBroker {
         "mqtt"
     }
 
-    fn offsets_global(&self) -> bool {
+    fn offsets_global(&self, _topic: &str) -> bool {
         false
     }
 

@@ -155,7 +155,7 @@ impl Feed {
                 if given.iter().zip(&target).any(|(g, t)| g > t) {
                     // Without global offsets (MQTT), such a token is another node's: what it
                     // missed cannot be known.
-                    gap_unknown = !broker.offsets_global();
+                    gap_unknown = !broker.offsets_global(topic);
                     let latest = broker
                         .latest_offsets(topic)
                         .await

@@ -361,10 +361,10 @@ async fn redrive_dead_letter(
             "no dead letter {id}/{partition}/{offset} of a current subscription"
         )));
     };
-    if !state.broker().offsets_global() {
+    if !state.broker().offsets_global(&letter.topic) {
         return Err(ApiError::conflict(format!(
-            "the {} broker cannot replay messages: the dead letter records the failure, not the message",
-            state.broker().name()
+            "the broker of `{}` cannot replay messages: the dead letter records the failure, not the message",
+            letter.topic
         )));
     }
     let mut consumer = state
