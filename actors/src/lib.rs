@@ -3,7 +3,9 @@
 //! The delivery side of eventgate, free of HTTP:
 //!
 //! - [`broker`]: the positional `BrokerDriver` seam and its drivers, the embedded on-disk log
-//!   ([`broker::embedded`]) and Kafka ([`broker::kafka`]);
+//!   ([`broker::embedded`]), Kafka ([`broker::kafka`]) and MQTT ([`broker::mqtt`]: no offsets,
+//!   so persistent sessions for WebSub and node-local numbering for streams), with name
+//!   mapping ([`broker::mapped`]) and topics spread over several brokers ([`broker::routed`]);
 //! - [`websub`]: signatures, verification URLs, subscription ids, retry schedule;
 //! - [`hub`]: `HubSupervisor` (one `SubscriptionActor` per owned subscription), the coordinator
 //!   (heartbeats, ownership, lease expiry) and verification of intent;
