@@ -76,31 +76,6 @@ async fn webhook_receiver_to_websub_on_kafka() {
 /// Kafka goes down: a publish answers 503 problem+json with `Retry-After` within the request
 /// timeout and nothing is half-accepted; when Kafka is back, publishing works again and every
 /// accepted message reaches the subscriber, in order.
-/// Waits (bounded) until `/metrics` reports `eventgate_broker_up` = `value` for Kafka.
-async fn wait_broker_up(node: &common::TestNode, value: u8) {
-    let want = format!("eventgate_broker_up{{broker=\"kafka\"}} {value}");
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let text = node
-            .client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|l| l == want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never `{want}`:\n{text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_outage_gives_503_then_delivery_resumes_without_loss() {
     let mock = MockCluster::new(1).unwrap();
@@ -133,7 +108,7 @@ async fn kafka_outage_gives_503_then_delivery_resumes_without_loss() {
     }
     cb.wait_for(&Method::POST, "/outage", 10, T).await;
 
-    wait_broker_up(&node, 1).await;
+    node.wait_broker_up("kafka", 1).await;
     mock.broker_down(1).unwrap();
     let started = tokio::time::Instant::now();
     let r = publish("during".to_owned()).await;
@@ -155,9 +130,9 @@ async fn kafka_outage_gives_503_then_delivery_resumes_without_loss() {
     );
 
     // The connectivity metric says so too.
-    wait_broker_up(&node, 0).await;
+    node.wait_broker_up("kafka", 0).await;
     mock.broker_up(1).unwrap();
-    wait_broker_up(&node, 1).await;
+    node.wait_broker_up("kafka", 1).await;
     let deadline = tokio::time::Instant::now() + 2 * T;
     let mut i = 0;
     while accepted.len() < 20 {

@@ -230,28 +230,6 @@ async fn a_wildcard_topic_reads_many_mqtt_topics_and_refuses_publishes() {
     node.stop().await;
 }
 
-/// Waits (bounded) until `/metrics` reports `eventgate_broker_up{broker="mqtt"}` = `value`.
-async fn wait_broker_up(node: &common::TestNode, value: u8) {
-    let want = format!("eventgate_broker_up{{broker=\"mqtt\"}} {value}");
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let text = node
-            .client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|l| l == want) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never `{want}`");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Mosquitto is stopped and started again while messages are being published: publishes
 /// during the outage get 503 problem+json with `Retry-After`; every message that was accepted
 /// (202) reaches the WebSub subscriber (its persistent session, kept by Mosquitto across the
@@ -264,7 +242,7 @@ async fn mosquitto_restart_mid_stream_loses_nothing_accepted() {
     let cb = CallbackServer::start().await;
     subscribe(&node, "orders", &cb.url("/r"), &[]).await;
     let mut sse = Sse::open(&format!("{}/sse/orders", node.base), None).await;
-    wait_broker_up(&node, 1).await;
+    node.wait_broker_up("mqtt", 1).await;
 
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -298,12 +276,12 @@ async fn mosquitto_restart_mid_stream_loses_nothing_accepted() {
     };
     publish_some(100, &mut accepted, &mut refused).await;
     mosquitto.stop().unwrap();
-    wait_broker_up(&node, 0).await;
+    node.wait_broker_up("mqtt", 0).await;
     let r = publish(&node, "during").await;
     assert_eq!(r.status(), 503);
     mosquitto.restart().await.unwrap();
     publish_some(100, &mut accepted, &mut refused).await;
-    wait_broker_up(&node, 1).await;
+    node.wait_broker_up("mqtt", 1).await;
 
     let deadline = tokio::time::Instant::now() + 2 * T;
     loop {
@@ -401,27 +379,8 @@ async fn topics_live_on_the_broker_they_are_routed_to() {
             .await
             .is_err()
     );
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let text = node
-            .client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let up = |label: &str| {
-            text.lines()
-                .any(|l| l == format!("eventgate_broker_up{{broker=\"{label}\"}} 1"))
-        };
-        if up("kafka") && up("plant") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    node.wait_broker_up("kafka", 1).await;
+    node.wait_broker_up("plant", 1).await;
     node.stop().await;
     drop(mock);
 }

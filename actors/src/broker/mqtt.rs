@@ -136,23 +136,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Checks an MQTT topic name for publishing (no wildcards).
-fn check_topic(topic: &str) -> BrokerResult<()> {
-    if topic.is_empty() || topic.len() > 65_535 || topic.contains('\0') {
-        return Err(BrokerError::InvalidTopic {
-            topic: topic.to_owned(),
-            reason: "an MQTT topic is 1 to 65535 bytes without NUL",
-        });
-    }
-    if !rumqttc::valid_topic(topic) {
-        return Err(BrokerError::InvalidTopic {
-            topic: topic.to_owned(),
-            reason: "a topic filter with wildcards can be subscribed to, not published to",
-        });
-    }
-    Ok(())
-}
-
 /// Whether `filter` is a well-formed MQTT topic filter (a topic name is one without wildcards).
 pub fn valid_filter(filter: &str) -> bool {
     rumqttc::valid_filter(filter)
@@ -170,6 +153,18 @@ fn check_filter(filter: &str) -> BrokerResult<()> {
         return Err(BrokerError::InvalidTopic {
             topic: filter.to_owned(),
             reason: "`#` only as the last level and `+` only as a whole level",
+        });
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic name for publishing: a filter without wildcards.
+fn check_topic(topic: &str) -> BrokerResult<()> {
+    check_filter(topic)?;
+    if !rumqttc::valid_topic(topic) {
+        return Err(BrokerError::InvalidTopic {
+            topic: topic.to_owned(),
+            reason: "a topic filter with wildcards can be subscribed to, not published to",
         });
     }
     Ok(())

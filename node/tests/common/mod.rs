@@ -98,6 +98,31 @@ impl TestNode {
             .as_u16()
     }
 
+    /// Waits (bounded) until `/metrics` reports `eventgate_broker_up{broker}` = `value`.
+    pub async fn wait_broker_up(&self, broker: &str, value: u8) {
+        let want = format!("eventgate_broker_up{{broker=\"{broker}\"}} {value}");
+        let deadline = tokio::time::Instant::now() + websub::T;
+        loop {
+            let text = self
+                .client
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never `{want}`:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The node's handle (its control plane and broker).
     pub fn handle(&self) -> &NodeHandle {
         self.handle.as_ref().expect("running")
