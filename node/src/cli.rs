@@ -1,4 +1,5 @@
-//! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`.
+//! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`,
+//! `asyncapi export`.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,25 @@ pub enum Commands {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// AsyncAPI 3.0 documents of what the gateway exposes.
+    Asyncapi {
+        #[command(subcommand)]
+        command: AsyncapiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AsyncapiCommand {
+    /// Print the document generated from a configuration (the one a node with it serves at
+    /// `/asyncapi.json`).
+    Export {
+        /// TOML configuration file; without it, the development profile's.
+        #[arg(long, short = 'c', env = "EVENTGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// `json` or `yaml`.
+        #[arg(long, default_value = "json", value_parser = ["json", "yaml"])]
+        format: String,
     },
 }
 

@@ -1066,7 +1066,12 @@ impl RawNodeConfig {
             log_level: self.log.level,
             broker,
             brokers,
-            topics: self.topics.names,
+            // The development profile serves the README's demo topic.
+            topics: if dev_profile && self.topics.names.is_empty() {
+                vec!["demo".to_owned()]
+            } else {
+                self.topics.names
+            },
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
             webhook_max_body_bytes: w.max_body_bytes,
             public_url,
@@ -1287,6 +1292,7 @@ mod tests {
         assert_eq!(c.node_id, 1);
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.tls, TlsSource::SelfSigned);
+        assert_eq!(c.topics, ["demo"]);
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct Inner {
     allowed_origins: Option<Vec<String>>,
     policy: Arc<dyn Policy>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The AsyncAPI document of this configuration.
+    asyncapi: serde_json::Value,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             connections,
             metrics,
         } = services;
+        let asyncapi = crate::asyncapi::document(config, &delivery.public_url);
         Self {
             inner: Arc::new(Inner {
                 control,
@@ -95,6 +98,7 @@ impl AppState {
                 connections,
                 streams: config.streams.clone(),
                 allowed_origins: config.streams_allowed_origins.clone(),
+                asyncapi,
                 policy: Arc::new(OpenPolicy {
                     allow_publish: config.streams_allow_publish,
                 }),
@@ -129,6 +133,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
+        .route("/asyncapi.json", get(asyncapi_json))
+        .route("/asyncapi.yaml", get(asyncapi_yaml))
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
@@ -136,6 +142,23 @@ pub fn router(state: AppState) -> Router {
         .route("/sse/{topic}", get(stream::sse))
         .nest("/admin", admin)
         .with_state(state)
+}
+
+/// `GET /asyncapi.json`: the AsyncAPI 3.0 document of this gateway.
+async fn asyncapi_json(State(state): State<AppState>) -> Response {
+    axum::response::IntoResponse::into_response(axum::Json(state.inner.asyncapi.clone()))
+}
+
+/// `GET /asyncapi.yaml`: the same document as YAML.
+async fn asyncapi_yaml(State(state): State<AppState>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(crate::asyncapi::to_yaml(
+        &state.inner.asyncapi,
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/yaml"),
+    );
+    response
 }
 
 /// `GET /metrics`: OpenMetrics text.

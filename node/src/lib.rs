@@ -10,6 +10,7 @@
 //!
 //! Dependencies point one way: this crate → `eventgate-actors` → `eventgate-raft-store`.
 
+pub mod asyncapi;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -17,5 +17,6 @@ fn main() -> ExitCode {
         Commands::Serve(args) => eventgate::run::serve(args),
         Commands::Cluster { command } => eventgate::run::cluster(command),
         Commands::Certs { command } => eventgate::run::certs(command),
+        Commands::Asyncapi { command } => eventgate::run::asyncapi(command),
     }
 }

@@ -245,3 +245,28 @@ pub fn certs(command: CertsCommand) -> ExitCode {
         }
     }
 }
+
+/// `eventgate asyncapi export`.
+pub fn asyncapi(command: crate::cli::AsyncapiCommand) -> ExitCode {
+    let crate::cli::AsyncapiCommand::Export { config, format } = command;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = match config::load(config.as_deref(), &env, &CliOverrides::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eventgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.http_advertise));
+    let document = crate::asyncapi::document(&config, &public_url);
+    let text = if format == "yaml" {
+        crate::asyncapi::to_yaml(&document)
+    } else {
+        format!("{:#}\n", document)
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}

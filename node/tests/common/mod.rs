@@ -33,10 +33,17 @@ pub async fn start(extra_toml: &str) -> TestNode {
 pub async fn start_in(dir: &std::path::Path, extra_toml: &str) -> TestNode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let path = dir.join("eventgate.toml");
+    // An `[http]` table of the test's own gets the listen address; else one is added.
+    let listen = "[http]\nlisten = \"127.0.0.1:0\"\n";
+    let (http, extra) = if extra_toml.contains("[http]\n") {
+        ("", extra_toml.replace("[http]\n", listen))
+    } else {
+        (listen, extra_toml.to_owned())
+    };
     std::fs::write(
         &path,
         format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[cluster]\nlisten = \"127.0.0.1:0\"\n{extra_toml}",
+            "data_dir = \"{}\"\n{http}[cluster]\nlisten = \"127.0.0.1:0\"\n{extra}",
             dir.join("data").display()
         ),
     )
