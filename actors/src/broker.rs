@@ -186,6 +186,13 @@ pub trait PartitionConsumer: Send + std::fmt::Debug {
         let _ = next;
     }
 
+    /// Ends the reader cleanly, after what it committed reached the broker (MQTT sessions:
+    /// acknowledgements, then DISCONNECT, so a planned handover redelivers nothing). Dropping
+    /// it instead is always safe: what was not acknowledged is redelivered.
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
     /// How many messages lie between `requested` (the start asked for) and this consumer's
     /// first position, or `None` when that is unknown (an MQTT token of another node).
     fn skipped_from(&self, requested: u64) -> Option<u64> {

@@ -386,6 +386,7 @@ async fn deliver_partition(
         tokio::select! {
             biased;
             () = cancel.cancelled(), if in_flight.is_empty() => {
+                consumer.close().await;
                 return Ok(PartitionEnd::Cancelled);
             }
             Some((offset, outcome)) = in_flight.next(), if !in_flight.is_empty() => {

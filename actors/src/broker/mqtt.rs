@@ -172,6 +172,28 @@ fn check_topic(topic: &str) -> BrokerResult<()> {
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// What a CONNACK says.
+fn connack_result(ack: &rumqttc::ConnAck) -> Result<(), String> {
+    if ack.code == ConnectReturnCode::Success {
+        Ok(())
+    } else {
+        Err(format!("connection refused: {:?}", ack.code))
+    }
+}
+
+/// What a SUBACK says.
+fn suback_result(ack: &rumqttc::SubAck) -> Result<(), String> {
+    if ack
+        .return_codes
+        .iter()
+        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+    {
+        Err("the broker refused the subscription (not authorized?)".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
 /// Correlation of one connection's requests with the broker's acknowledgements.
 #[derive(Default)]
 struct Pending {
@@ -236,15 +258,7 @@ impl Pending {
             }
             Packet::SubAck(ack) => {
                 if let Some(reply) = self.subscribed.remove(&ack.pkid) {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure));
-                    let _ = reply.send(if refused {
-                        Err("the broker refused the subscription (not authorized?)".to_owned())
-                    } else {
-                        Ok(())
-                    });
+                    let _ = reply.send(suback_result(ack));
                 }
             }
             _ => {}
@@ -413,14 +427,11 @@ impl NodeConnection {
     }
 
     fn dispatch(&self, publish: &Publish) {
-        let taps: Vec<Arc<Tap>> = self
-            .taps()
-            .values()
-            .filter(|t| rumqttc::matches(&publish.topic, &t.filter))
-            .cloned()
-            .collect();
-        for tap in taps {
-            tap.push(publish, &self.config);
+        // Lock order: the tap map, then a tap (as everywhere).
+        for tap in self.taps().values() {
+            if rumqttc::matches(&publish.topic, &tap.filter) {
+                tap.push(publish, &self.config);
+            }
         }
     }
 }
@@ -469,8 +480,8 @@ async fn drive(
         match event {
             Err(e) => return e.to_string(),
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if ack.code != ConnectReturnCode::Success {
-                    return format!("connection refused: {:?}", ack.code);
+                if let Err(e) = connack_result(&ack) {
+                    return e;
                 }
                 *backoff = Duration::from_millis(100);
                 c.set_link(Some(link.clone()));
@@ -599,7 +610,7 @@ impl MqttBroker {
         let mut consumer = SessionConsumer {
             client,
             rx,
-            task,
+            task: Some(task),
             unacked: VecDeque::new(),
             next: 0,
             content_type: config.content_type.clone(),
@@ -760,7 +771,7 @@ impl BrokerDriver for MqttBroker {
     ) -> BoxFuture<'a, BrokerResult<()>> {
         Box::pin(async move {
             let session = self.session(subscription, topic).await?;
-            session.close().await;
+            session.shut().await;
             Ok(())
         })
     }
@@ -908,11 +919,7 @@ async fn run_session(
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                let result = if ack.code == ConnectReturnCode::Success {
-                    Ok(())
-                } else {
-                    Err(format!("connection refused: {:?}", ack.code))
-                };
+                let result = connack_result(&ack);
                 let failed = result.is_err();
                 if let Some(r) = ready.take() {
                     let _ = r.send(result);
@@ -922,15 +929,7 @@ async fn run_session(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure));
-                let result = if refused {
-                    Err("the broker refused the subscription (not authorized?)".to_owned())
-                } else {
-                    Ok(())
-                };
+                let result = suback_result(&ack);
                 let _ = tx.send(SessionEvent::Subscribed(result));
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -957,7 +956,7 @@ async fn run_session(
 struct SessionConsumer {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<SessionEvent>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     unacked: VecDeque<(u64, Publish)>,
     next: u64,
     content_type: String,
@@ -975,8 +974,11 @@ impl std::fmt::Debug for SessionConsumer {
 
 impl Drop for SessionConsumer {
     fn drop(&mut self) {
-        // Dropping the connection without DISCONNECT keeps the session on the broker.
-        self.task.abort();
+        // Dropping the connection without DISCONNECT keeps the session on the broker; acks
+        // still queued are lost, and the broker redelivers those messages (at least once).
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -997,10 +999,12 @@ impl SessionConsumer {
         message
     }
 
-    /// Disconnects cleanly (the broker keeps a persistent session).
-    async fn close(mut self) {
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
-        Self::disconnect(&self.client, task).await;
+    /// Disconnects cleanly after what was queued (acknowledgements first: one ordered request
+    /// channel); the broker keeps the persistent session.
+    async fn shut(mut self) {
+        if let Some(task) = self.task.take() {
+            Self::disconnect(&self.client, task).await;
+        }
     }
 
     async fn disconnect(client: &AsyncClient, task: tokio::task::JoinHandle<()>) {
@@ -1050,6 +1054,10 @@ impl PartitionConsumer for SessionConsumer {
 
     fn position(&self) -> u64 {
         self.next
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(self.shut())
     }
 
     fn commit(&mut self, next: u64) {

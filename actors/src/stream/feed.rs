@@ -395,9 +395,9 @@ impl Feed {
                     }
                 }
             }
-            if from > self.positions[p] || !self.earliest[p] && from != self.positions[p] {
-                self.positions[p] = from;
-            }
+            // Where the broker starts this reader (later than asked past retention; on MQTT,
+            // the live end for another node's token).
+            self.positions[p] = from;
             self.earliest[p] = false;
             self.catchup.insert(partition, consumer);
             if self.positions[p] >= self.target[p] {
