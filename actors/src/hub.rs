@@ -370,6 +370,9 @@ pub struct Intent {
     /// `hub.topic` exactly as the subscriber sent it (echoed in verification).
     pub topic_as_given: String,
     pub callback: String,
+    /// The (application, API) asking, recorded with the subscription once verified so that
+    /// plans can count subscriptions.
+    pub owner: Option<(String, String)>,
 }
 
 /// What the subscriber asks for.
@@ -501,7 +504,19 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(subscription = %id, topic = %intent.topic, lease_seconds, "SubscriptionVerified")
+                    tracing::info!(subscription = %id, topic = %intent.topic, lease_seconds, "SubscriptionVerified");
+                    if let Some(owner) = intent.owner.clone() {
+                        let recorded = ctx
+                            .control
+                            .write(Command::SetWebsubOwner {
+                                subscription: id.clone(),
+                                owner: Some(owner),
+                            })
+                            .await;
+                        if let Err(e) = recorded {
+                            tracing::warn!(subscription = %id, error = %e, "subscription's application not recorded");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(subscription = %id, error = %e, "verified subscription not recorded")

@@ -91,6 +91,13 @@ pub enum CloseReason {
     PingTimeout,
     /// The topic was deleted or is no longer readable.
     TopicGone,
+    /// The client's credential expired (a JWT's `exp`, a key's expiry).
+    CredentialExpired,
+    /// The client's credential or rights were withdrawn (key revoked, application disabled,
+    /// subscription to the API ended, permission removed).
+    CredentialRevoked,
+    /// A published frame went over the plan's publish rate.
+    RateLimited,
 }
 
 impl CloseReason {
@@ -106,6 +113,9 @@ impl CloseReason {
             CloseReason::SlowConsumer => 4008,
             CloseReason::PingTimeout => 4002,
             CloseReason::TopicGone => 4004,
+            CloseReason::CredentialExpired => 4001,
+            CloseReason::CredentialRevoked => 4003,
+            CloseReason::RateLimited => 4029,
         }
     }
 
@@ -121,6 +131,9 @@ impl CloseReason {
             CloseReason::InternalError => "internal-error",
             CloseReason::PingTimeout => "ping-timeout",
             CloseReason::TopicGone => "topic-gone",
+            CloseReason::CredentialExpired => "credential-expired",
+            CloseReason::CredentialRevoked => "credential-revoked",
+            CloseReason::RateLimited => "rate-limited",
         }
     }
 }

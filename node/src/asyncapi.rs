@@ -6,14 +6,52 @@
 //! routed to further brokers, `broker.topic_map`), addressed by the topic name under each
 //! server's path, plus a parameterised `{topic}` channel when topics are created on first
 //! use. Operations: `receive` on every channel (WS, SSE, WebSub) and `send` through the
-//! webhook receiver and, when allowed, WebSocket. Until policies exist every entrypoint is
-//! open, so no security schemes are declared.
+//! webhook receiver and, when allowed, WebSocket.
+//!
+//! APIs (`[apis.<name>]` and those made through the admin API) add their channels' topics, list
+//! only the servers of the entrypoints they offer, and declare their security: `X-API-Key`
+//! (`httpApiKey`), API keys as bearer tokens and JWTs (`http` bearer) as security schemes on
+//! their operations. `GET /apis/{name}/asyncapi.json` is one API's own document.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use eventgate_raft_store::governance::{Api, Entrypoint, Security};
 use serde_json::{json, Map, Value};
 
 use crate::config::NodeConfig;
+
+/// What documents are generated from: the configuration and, at request time, the APIs of the
+/// replicated state.
+#[derive(Debug, Clone)]
+pub struct Source {
+    config: Arc<NodeConfig>,
+    public_url: String,
+}
+
+impl Source {
+    pub fn new(config: &NodeConfig, public_url: &str) -> Self {
+        Self {
+            config: Arc::new(config.clone()),
+            public_url: public_url.to_owned(),
+        }
+    }
+
+    /// The whole gateway's document with these APIs.
+    pub fn gateway(&self, apis: &[Api]) -> Value {
+        build(&self.config, &self.public_url, apis, None)
+    }
+
+    /// One API's document.
+    pub fn api(&self, api: &Api) -> Value {
+        build(
+            &self.config,
+            &self.public_url,
+            std::slice::from_ref(api),
+            Some(api),
+        )
+    }
+}
 
 /// The channel id of the parameterised channel (topics created on first use).
 const ANY_TOPIC: &str = "any-topic";
@@ -39,8 +77,37 @@ fn host_of(public_url: &str) -> (String, bool) {
     (host, secure)
 }
 
-/// The document for `config`, as reached at `public_url` (no trailing slash).
+/// The document for `config` and the APIs it declares, as reached at `public_url` (no trailing
+/// slash).
 pub fn document(config: &NodeConfig, public_url: &str) -> Value {
+    build(config, public_url, &config.declared.apis, None)
+}
+
+fn server_of(entrypoint: Entrypoint) -> &'static str {
+    match entrypoint {
+        Entrypoint::Websocket => "websocket",
+        Entrypoint::Sse => "sse",
+        Entrypoint::Websub => "websub",
+        Entrypoint::Webhook => "webhook",
+    }
+}
+
+/// Security schemes of an API, as references.
+fn security_of(api: &Api) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in &api.security {
+        match s {
+            Security::ApiKey => {
+                out.push(json!({ "$ref": "#/components/securitySchemes/apiKeyHeader" }));
+                out.push(json!({ "$ref": "#/components/securitySchemes/apiKeyBearer" }));
+            }
+            Security::Jwt => out.push(json!({ "$ref": "#/components/securitySchemes/jwt" })),
+        }
+    }
+    out
+}
+
+fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api>) -> Value {
     let (host, secure) = host_of(public_url);
     let http = if secure { "https" } else { "http" };
     let ws = if secure { "wss" } else { "ws" };
@@ -69,7 +136,55 @@ pub fn document(config: &NodeConfig, public_url: &str) -> Value {
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut messages = Map::new();
+    // Topic → the APIs exposing it.
+    let mut exposed: BTreeMap<&str, Vec<&Api>> = BTreeMap::new();
+    for api in apis {
+        for topic in api.channels.values() {
+            exposed.entry(topic.as_str()).or_default().push(api);
+        }
+    }
     let mut add = |id: &str, address: &str, title: String, parameters: Option<Value>| {
+        let of = exposed
+            .get(address.trim_start_matches('/'))
+            .cloned()
+            .unwrap_or_default();
+        let entrypoints: BTreeSet<Entrypoint> = if of.is_empty() {
+            Entrypoint::ALL.into_iter().collect()
+        } else {
+            of.iter()
+                .flat_map(|a| a.entrypoints.iter().copied())
+                .collect()
+        };
+        // Open when any API of the topic is keyless (or none has it).
+        let security: Vec<Value> = if of.iter().any(|a| a.security.is_empty()) {
+            Vec::new()
+        } else {
+            let mut all: Vec<Value> = Vec::new();
+            for value in of.iter().flat_map(|a| security_of(a)) {
+                if !all.contains(&value) {
+                    all.push(value);
+                }
+            }
+            all
+        };
+        let servers: Vec<Value> = [
+            Entrypoint::Websocket,
+            Entrypoint::Sse,
+            Entrypoint::Websub,
+            Entrypoint::Webhook,
+        ]
+        .into_iter()
+        .filter(|e| entrypoints.contains(e))
+        .map(|e| json!({ "$ref": format!("#/servers/{}", server_of(e)) }))
+        .collect();
+        let receivable = entrypoints.iter().any(|e| {
+            matches!(
+                e,
+                Entrypoint::Websocket | Entrypoint::Sse | Entrypoint::Websub
+            )
+        });
+        let sendable = entrypoints.contains(&Entrypoint::Webhook)
+            || (config.streams_allow_publish && entrypoints.contains(&Entrypoint::Websocket));
         let message_id = format!("{id}.message");
         messages.insert(
             message_id.clone(),
@@ -83,12 +198,7 @@ pub fn document(config: &NodeConfig, public_url: &str) -> Value {
         let mut channel = json!({
             "address": address,
             "title": title,
-            "servers": [
-                { "$ref": "#/servers/websocket" },
-                { "$ref": "#/servers/sse" },
-                { "$ref": "#/servers/websub" },
-                { "$ref": "#/servers/webhook" },
-            ],
+            "servers": servers,
             "messages": { "message": { "$ref": format!("#/components/messages/{message_id}") } },
         });
         if let Some(p) = parameters {
@@ -96,29 +206,46 @@ pub fn document(config: &NodeConfig, public_url: &str) -> Value {
         }
         channels.insert(id.to_owned(), channel);
         let message = json!([{ "$ref": format!("#/channels/{id}/messages/message") }]);
-        operations.insert(
-            format!("{id}.receive"),
-            json!({
+        if receivable {
+            let mut receive = json!({
                 "action": "receive",
                 "channel": { "$ref": format!("#/channels/{id}") },
                 "title": format!("Receive {title}"),
                 "summary": "Stream it over WebSocket or SSE, or subscribe a callback at the WebSub hub.",
                 "messages": message,
-            }),
-        );
-        let mut send = json!({
-            "action": "send",
-            "channel": { "$ref": format!("#/channels/{id}") },
-            "title": format!("Publish to {title}"),
-            "summary": "POST to the webhook receiver.",
-            "messages": message,
-        });
-        if config.streams_allow_publish {
-            send["summary"] = json!("POST to the webhook receiver, or send frames on a WebSocket.");
+            });
+            if !security.is_empty() {
+                receive["security"] = json!(security);
+            }
+            operations.insert(format!("{id}.receive"), receive);
         }
-        operations.insert(format!("{id}.send"), send);
+        if sendable {
+            let mut send = json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{id}") },
+                "title": format!("Publish to {title}"),
+                "summary": "POST to the webhook receiver.",
+                "messages": message,
+            });
+            if config.streams_allow_publish && entrypoints.contains(&Entrypoint::Websocket) {
+                send["summary"] =
+                    json!("POST to the webhook receiver, or send frames on a WebSocket.");
+            }
+            if !security.is_empty() {
+                send["security"] = json!(security);
+            }
+            operations.insert(format!("{id}.send"), send);
+        }
     };
-    for topic in declared_topics(config) {
+    let topics: BTreeSet<String> = match scope {
+        Some(api) => api.channels.values().cloned().collect(),
+        None => {
+            let mut all = declared_topics(config);
+            all.extend(apis.iter().flat_map(|a| a.channels.values().cloned()));
+            all
+        }
+    };
+    for topic in topics {
         add(
             &topic,
             &format!("/{topic}"),
@@ -126,7 +253,7 @@ pub fn document(config: &NodeConfig, public_url: &str) -> Value {
             None,
         );
     }
-    if config.topics_auto_create {
+    if config.topics_auto_create && scope.is_none() {
         add(
             ANY_TOPIC,
             "/{topic}",
@@ -136,18 +263,64 @@ pub fn document(config: &NodeConfig, public_url: &str) -> Value {
             })),
         );
     }
-    json!({
-        "asyncapi": "3.0.0",
-        "info": {
+    let info = match scope {
+        Some(api) => json!({
+            "title": api.name,
+            "version": api.version,
+            "description": api.description.clone().unwrap_or_else(|| format!("API `{}` of this eventgate gateway.", api.name)),
+        }),
+        None => json!({
             "title": "eventgate",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Topics of this eventgate gateway as WebSocket, Server-Sent Events and WebSub APIs, and its webhook receiver.",
-        },
+        }),
+    };
+    let mut components = json!({ "messages": messages });
+    if apis.iter().any(|a| !a.security.is_empty()) {
+        components["securitySchemes"] = json!({
+            "apiKeyHeader": {
+                "type": "httpApiKey",
+                "name": "X-API-Key",
+                "in": "header",
+                "description": "An API key of the application (`egk_…`). Browsers may pass it as `?access_token=` instead.",
+            },
+            "apiKeyBearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key of the application as a bearer token.",
+            },
+            "jwt": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A JWT whose application claim names the application; `?access_token=` for browsers.",
+            },
+        });
+    }
+    // Only the servers some channel uses.
+    let mut servers = servers;
+    if scope.is_some() {
+        let used: BTreeSet<String> = channels
+            .values()
+            .flat_map(|c| c["servers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| {
+                r["$ref"]
+                    .as_str()
+                    .map(|s| s.trim_start_matches("#/servers/").to_owned())
+            })
+            .collect();
+        if let Some(map) = servers.as_object_mut() {
+            map.retain(|k, _| used.contains(k));
+        }
+    }
+    json!({
+        "asyncapi": "3.0.0",
+        "info": info,
         "defaultContentType": "application/octet-stream",
         "servers": servers,
         "channels": channels,
         "operations": operations,
-        "components": { "messages": messages },
+        "components": components,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`,
-//! `asyncapi export`.
+//! `asyncapi export`, and API management through a node's admin API: `apis`, `plans`, `apps`,
+//! `keys`, `subscriptions`.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,122 @@ pub enum Commands {
     Asyncapi {
         #[command(subcommand)]
         command: AsyncapiCommand,
+    },
+    /// APIs: topics exposed as products, with entrypoints and security.
+    Apis {
+        #[command(subcommand)]
+        command: EntityCommand,
+    },
+    /// Plans: rate, connection and subscription limits.
+    Plans {
+        #[command(subcommand)]
+        command: EntityCommand,
+    },
+    /// Applications: clients with topic permissions.
+    Apps {
+        #[command(subcommand)]
+        command: EntityCommand,
+    },
+    /// API keys of applications.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Applications' subscriptions to APIs (under a plan, possibly awaiting approval).
+    Subscriptions {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+}
+
+/// List, show, create or replace, and delete one kind of entity.
+#[derive(Debug, Subcommand)]
+pub enum EntityCommand {
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Create or replace from a JSON document (see docs/http-api.md for its fields).
+    Put {
+        name: String,
+        /// JSON file with the entity; `-` reads standard input.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new key and its SHA-256, without a node: for `api_key_hashes` in a config file.
+    Generate,
+    /// Issue a key to an application; the key is printed once.
+    Create {
+        app: String,
+        /// Validity, e.g. `90d`; forever when absent.
+        #[arg(long)]
+        expires_in: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    List {
+        app: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Revoke a key on every node.
+    Revoke {
+        app: String,
+        key_id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    List {
+        app: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Subscribe an application to an API under a plan.
+    Add {
+        app: String,
+        api: String,
+        #[arg(long)]
+        plan: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    Approve {
+        app: String,
+        api: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    Reject {
+        app: String,
+        api: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    Remove {
+        app: String,
+        api: String,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 

@@ -13,6 +13,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub mod governance;
+
 /// The only config format version so far.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -32,6 +34,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "webhook_receiver",
     "websub",
     "streams",
+    "auth",
+    "apis",
+    "plans",
+    "applications",
 ];
 
 /// The configuration as written, before validation.
@@ -54,6 +60,14 @@ pub struct RawNodeConfig {
     pub webhook_receiver: RawWebhookReceiver,
     pub websub: RawWebsub,
     pub streams: RawStreams,
+    /// `[auth]`: anonymous access, JWT verification.
+    pub auth: governance::RawAuth,
+    /// `[apis.<name>]`.
+    pub apis: std::collections::BTreeMap<String, governance::RawApi>,
+    /// `[plans.<name>]`.
+    pub plans: std::collections::BTreeMap<String, governance::RawPlan>,
+    /// `[applications.<id>]`.
+    pub applications: std::collections::BTreeMap<String, governance::RawApplication>,
 }
 
 /// `[streams]`: WebSocket and SSE.
@@ -379,6 +393,10 @@ impl Default for RawNodeConfig {
             webhook_receiver: RawWebhookReceiver::default(),
             websub: RawWebsub::default(),
             streams: RawStreams::default(),
+            auth: governance::RawAuth::default(),
+            apis: std::collections::BTreeMap::new(),
+            plans: std::collections::BTreeMap::new(),
+            applications: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -490,6 +508,10 @@ pub struct NodeConfig {
     pub streams_allow_publish: bool,
     /// Origins admitted to streams; `None` admits any.
     pub streams_allowed_origins: Option<Vec<String>>,
+    /// APIs, plans and applications the file declares.
+    pub declared: eventgate_raft_store::governance::Declared,
+    /// Authentication settings.
+    pub auth: governance::AuthSettings,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
@@ -1049,7 +1071,16 @@ impl RawNodeConfig {
                 signature,
             },
         };
+        let (declared, auth) = governance::build(
+            &self.apis,
+            &self.plans,
+            &self.applications,
+            &self.auth,
+            &invalid,
+        )?;
         Ok(NodeConfig {
+            declared,
+            auth,
             node_id: self.node_id,
             data_dir: self.data_dir,
             http_listen,

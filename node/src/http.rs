@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod manage;
+pub mod openapi;
 pub mod stream;
 pub mod webhook;
 pub mod websub;
@@ -28,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::listener::Peer;
-use crate::policy::{OpenPolicy, Policy};
 use error::ApiError;
 
 /// The node's running parts that handlers use besides the control plane and the broker.
@@ -37,6 +38,8 @@ pub struct Services {
     pub topics: TopicRegistry,
     pub connections: Connections,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub gate: crate::policy::Gatekeeper,
+    pub limiter: crate::limits::Limiter,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -61,10 +64,13 @@ struct Inner {
     connections: Connections,
     streams: StreamSettings,
     allowed_origins: Option<Vec<String>>,
-    policy: Arc<dyn Policy>,
+    /// Whether WebSocket clients may publish at all (`streams.allow_publish`).
+    ws_allow_publish: bool,
+    gate: crate::policy::Gatekeeper,
+    limiter: crate::limits::Limiter,
     metrics: Arc<crate::metrics::Metrics>,
-    /// The AsyncAPI document of this configuration.
-    asyncapi: serde_json::Value,
+    /// What the AsyncAPI documents are generated from.
+    asyncapi: crate::asyncapi::Source,
 }
 
 impl AppState {
@@ -80,8 +86,10 @@ impl AppState {
             topics,
             connections,
             metrics,
+            gate,
+            limiter,
         } = services;
-        let asyncapi = crate::asyncapi::document(config, &delivery.public_url);
+        let asyncapi = crate::asyncapi::Source::new(config, &delivery.public_url);
         Self {
             inner: Arc::new(Inner {
                 control,
@@ -99,9 +107,9 @@ impl AppState {
                 streams: config.streams.clone(),
                 allowed_origins: config.streams_allowed_origins.clone(),
                 asyncapi,
-                policy: Arc::new(OpenPolicy {
-                    allow_publish: config.streams_allow_publish,
-                }),
+                ws_allow_publish: config.streams_allow_publish,
+                gate,
+                limiter,
                 metrics,
             }),
         }
@@ -128,13 +136,21 @@ impl AppState {
 
 /// The node's HTTP routes.
 pub fn router(state: AppState) -> Router {
-    let admin = admin::router().layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let admin = admin::router()
+        .merge(manage::router())
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .route("/asyncapi.json", get(asyncapi_json))
         .route("/asyncapi.yaml", get(asyncapi_yaml))
+        .route("/apis/{name}/asyncapi.json", get(api_asyncapi_json))
+        .route("/apis/{name}/asyncapi.yaml", get(api_asyncapi_yaml))
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
@@ -144,21 +160,89 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /asyncapi.json`: the AsyncAPI 3.0 document of this gateway.
-async fn asyncapi_json(State(state): State<AppState>) -> Response {
-    axum::response::IntoResponse::into_response(axum::Json(state.inner.asyncapi.clone()))
+impl AppState {
+    fn gateway_asyncapi(&self) -> serde_json::Value {
+        let apis: Vec<_> = self
+            .inner
+            .gate
+            .reader()
+            .read(|s| s.governance.apis.values().cloned().collect());
+        self.inner.asyncapi.gateway(&apis)
+    }
+
+    fn api_asyncapi(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        let api = self
+            .inner
+            .gate
+            .reader()
+            .read(|s| s.governance.apis.get(name).cloned())
+            .ok_or_else(|| ApiError::not_found(format!("no API `{name}`")))?;
+        Ok(self.inner.asyncapi.api(&api))
+    }
+
+    /// The gatekeeper: who may do what.
+    pub fn gate(&self) -> &crate::policy::Gatekeeper {
+        &self.inner.gate
+    }
+
+    /// The node's rate and connection limiter.
+    pub fn limiter(&self) -> &crate::limits::Limiter {
+        &self.inner.limiter
+    }
+
+    /// Counts a refusal of `entrypoint` by the gatekeeper, and passes it on.
+    pub fn refused(&self, entrypoint: &'static str, e: ApiError) -> ApiError {
+        let outcome = match e.status.as_u16() {
+            401 => "unauthorized",
+            403 => "forbidden",
+            _ => return e,
+        };
+        self.inner
+            .metrics
+            .auth_rejections
+            .get_or_create(&crate::metrics::AuthLabels {
+                outcome,
+                entrypoint,
+            })
+            .inc();
+        e
+    }
 }
 
-/// `GET /asyncapi.yaml`: the same document as YAML.
-async fn asyncapi_yaml(State(state): State<AppState>) -> Response {
-    let mut response = Response::new(axum::body::Body::from(crate::asyncapi::to_yaml(
-        &state.inner.asyncapi,
-    )));
+fn yaml_response(document: &serde_json::Value) -> Response {
+    let mut response = Response::new(axum::body::Body::from(crate::asyncapi::to_yaml(document)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/yaml"),
     );
     response
+}
+
+/// `GET /asyncapi.json`: the AsyncAPI 3.0 document of this gateway.
+async fn asyncapi_json(State(state): State<AppState>) -> Response {
+    axum::response::IntoResponse::into_response(axum::Json(state.gateway_asyncapi()))
+}
+
+/// `GET /asyncapi.yaml`: the same document as YAML.
+async fn asyncapi_yaml(State(state): State<AppState>) -> Response {
+    yaml_response(&state.gateway_asyncapi())
+}
+
+/// `GET /apis/{name}/asyncapi.json`: one API's AsyncAPI 3.0 document.
+async fn api_asyncapi_json(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let doc = state.api_asyncapi(&name)?;
+    Ok(axum::response::IntoResponse::into_response(axum::Json(doc)))
+}
+
+/// `GET /apis/{name}/asyncapi.yaml`.
+async fn api_asyncapi_yaml(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(yaml_response(&state.api_asyncapi(&name)?))
 }
 
 /// `GET /metrics`: OpenMetrics text.

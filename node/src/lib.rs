@@ -1,7 +1,8 @@
 //! # eventgate
 //!
 //! The gateway node: configuration ([`config`]), the command line ([`cli`], [`run`]), the node's
-//! start-up and shutdown ([`node`]) and the HTTP edge ([`http`]).
+//! start-up and shutdown ([`node`]), the HTTP edge ([`http`]), and API management: who may do
+//! what ([`policy`], [`auth`]) and how much ([`limits`]).
 //!
 //! A node opens its sled store, obtains its TLS identity, binds the QUIC cluster transport,
 //! starts Raft (initializing a one-voter cluster, or joining through seeds), then serves HTTP.
@@ -11,10 +12,12 @@
 //! Dependencies point one way: this crate → `eventgate-actors` → `eventgate-raft-store`.
 
 pub mod asyncapi;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod node;

@@ -22,6 +22,22 @@ struct BrokerLabel {
     broker: String,
 }
 
+/// Label of `eventgate_rate_limited`: what was over its limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// `publish`, `deliveries`, `connections` or `subscriptions`.
+    pub kind: &'static str,
+}
+
+/// Label of `eventgate_auth_rejections`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `unauthorized` (401) or `forbidden` (403).
+    pub outcome: &'static str,
+    /// `websub`, `websocket`, `sse` or `webhook`.
+    pub entrypoint: &'static str,
+}
+
 /// The node's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,6 +51,8 @@ pub struct Metrics {
     pub raft_leader: Gauge,
     pub raft_term: Gauge,
     pub raft_applied_index: Gauge,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    pub auth_rejections: Family<AuthLabels, Counter>,
 }
 
 impl Metrics {
@@ -91,6 +109,18 @@ impl Metrics {
             "Last Raft log index applied on this node",
             raft_applied_index.clone(),
         );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests, connections and deliveries refused or held by a plan's limit",
+            rate_limited.clone(),
+        );
+        let auth_rejections = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_rejections",
+            "Requests refused for missing or wrong credentials (401) or permissions (403)",
+            auth_rejections.clone(),
+        );
         for broker in brokers {
             let label = BrokerLabel {
                 broker: broker.clone(),
@@ -108,6 +138,8 @@ impl Metrics {
             raft_leader,
             raft_term,
             raft_applied_index,
+            rate_limited,
+            auth_rejections,
         }
     }
 

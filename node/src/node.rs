@@ -336,6 +336,28 @@ pub async fn start_with_broker(
             ))
         })
         .collect();
+    let jwt = match &config.auth.jwt {
+        Some(settings) => {
+            let verifier = crate::auth::JwtVerifier::load(settings.clone())
+                .await
+                .map_err(Error::Internal)?;
+            verifier.spawn_refresh(shutdown.clone());
+            Some(verifier)
+        }
+        None => None,
+    };
+    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
+    let limiter = crate::limits::Limiter::new(
+        control.clone(),
+        std::time::Duration::from_secs(3),
+        metrics.clone(),
+    );
+    limiter.spawn_reporter(shutdown.clone(), std::time::Duration::from_secs(30));
+    tokio::spawn(declare_config(
+        control.clone(),
+        config.declared.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState::new(
         control.clone(),
         broker.clone(),
@@ -346,6 +368,8 @@ pub async fn start_with_broker(
             topics: topics.clone(),
             connections: connections.clone(),
             metrics,
+            gate,
+            limiter,
         },
     );
     let app = http::router(state);
@@ -434,4 +458,62 @@ async fn open_broker(
             max_message_bytes: settings.max_message_bytes,
         })?,
     })
+}
+
+/// Applies what the configuration file declares (APIs, plans, applications, keys) to the
+/// replicated state, retrying until the cluster takes it: every node starts with the same file,
+/// so whichever writes last writes the same thing.
+async fn declare_config(
+    control: ControlPlane,
+    mut declared: eventgate_raft_store::governance::Declared,
+    shutdown: CancellationToken,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for api in &mut declared.apis {
+        api.updated_at_ms = now;
+    }
+    for plan in &mut declared.plans {
+        plan.updated_at_ms = now;
+    }
+    for app in &mut declared.applications {
+        app.updated_at_ms = now;
+    }
+    for access in &mut declared.access {
+        access.updated_at_ms = now;
+    }
+    for key in &mut declared.keys {
+        key.created_at_ms = now;
+    }
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let written = tokio::select! {
+            () = shutdown.cancelled() => return,
+            written = control.write(eventgate_raft_store::Command::Declare(declared.clone())) => written,
+        };
+        match written {
+            Ok(eventgate_raft_store::Response::Refused { reason }) => {
+                tracing::error!(%reason, "part of the configuration's APIs, plans or applications was not applied");
+                return;
+            }
+            Ok(_) => {
+                tracing::info!(
+                    apis = declared.apis.len(),
+                    plans = declared.plans.len(),
+                    applications = declared.applications.len(),
+                    "configuration's API management applied"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "declaring the configuration's APIs: retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -1,20 +1,36 @@
-//! The policy seam: who may read or publish which topic.
+//! Who may do what: authentication (API keys, JWT) and authorization (APIs, applications'
+//! subscriptions to them, topic permissions) for every entrypoint.
 //!
-//! Every streaming entrypoint presents the client's [`Credential`] (an `Authorization` header,
-//! or the `access_token` query parameter for browsers, which cannot set headers on
-//! `EventSource` or `WebSocket`) and the [`Action`] to a [`Policy`], which answers with the
-//! principal acting or a refusal. [`OpenPolicy`] admits everyone and is what runs until API
-//! keys, JWT and topic ACLs are configured.
+//! Every entrypoint presents the client's [`Credential`] (`Authorization: Bearer …`,
+//! `X-API-Key`, or the `access_token` query parameter for browsers, which cannot set headers on
+//! `EventSource` or `WebSocket`), the topic, the [`Action`] and the [`Entrypoint`] to the
+//! [`Gatekeeper`], which reads the replicated state and answers an [`Admission`] or a problem:
+//! 401 without usable credentials, 403 when not allowed.
+//!
+//! A topic that belongs to an API follows that API: a keyless API admits everyone; otherwise
+//! the client must authenticate as an application with an approved subscription to the API and
+//! a permission for the topic and action. A topic of no API is open to anonymous clients when
+//! `auth.anonymous` is on (the default); a client that presents credentials there is still
+//! authenticated and held to its permissions.
+
+use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
+use eventgate_raft_store::governance::{
+    pattern_matches, AccessState, Entrypoint, Governance, Plan, Security,
+};
+use eventgate_raft_store::StateReader;
 
+use crate::auth::{sha256_hex, JwtVerifier, KEY_PREFIX};
 use crate::http::error::ApiError;
 
 /// Credentials as presented. Never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// `Authorization: Bearer <token>` or `?access_token=<token>`.
+    /// `Authorization: Bearer <token>` or `?access_token=<token>`: an API key or a JWT.
     Bearer(String),
+    /// `X-API-Key: <key>`.
+    ApiKey(String),
     /// Any other `Authorization` scheme, as given.
     Other(String),
 }
@@ -23,13 +39,15 @@ impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credential::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credential::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
             Credential::Other(_) => f.write_str("Other(<redacted>)"),
         }
     }
 }
 
 impl Credential {
-    /// The request's credential: the `Authorization` header, else `access_token` from the query.
+    /// The request's credential: `Authorization`, else `X-API-Key`, else `access_token` from
+    /// the query.
     pub fn from_request(headers: &HeaderMap, access_token: Option<String>) -> Option<Self> {
         if let Some(value) = headers
             .get(header::AUTHORIZATION)
@@ -39,6 +57,9 @@ impl Credential {
                 Some(token) => Credential::Bearer(token.trim().to_owned()),
                 None => Credential::Other(value.to_owned()),
             });
+        }
+        if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            return Some(Credential::ApiKey(key.trim().to_owned()));
         }
         access_token
             .filter(|t| !t.is_empty())
@@ -53,43 +74,368 @@ pub enum Action {
     Publish,
 }
 
-/// Who is acting, once admitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe to",
+            Action::Publish => "publish to",
+        }
+    }
 }
 
-/// Decides who may do what.
-pub trait Policy: Send + Sync + std::fmt::Debug + 'static {
-    /// Admits `credential` to `action` on `topic`, naming the principal (if any), or refuses
-    /// with a problem (401 without usable credentials, 403 when not allowed).
-    fn authorize(
+/// How a principal proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The API key with this id.
+    ApiKey(String),
+    Jwt,
+}
+
+/// An authenticated application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub app: String,
+    pub via: Via,
+    /// When the credential stops being valid (a JWT's `exp` plus leeway; a key's expiry).
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The API a request goes through and the plan the application holds on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub api: String,
+    pub plan: Plan,
+    pub max_message_bytes: Option<u64>,
+}
+
+/// An admitted request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// `None` for anonymous clients.
+    pub principal: Option<Principal>,
+    /// The application's plan on the API, when the topic is an API's and the client is known.
+    pub grant: Option<Grant>,
+    /// Largest message this API accepts, known also for anonymous clients of keyless APIs.
+    pub max_message_bytes: Option<u64>,
+}
+
+/// Decides who may do what, from the replicated state.
+#[derive(Debug, Clone)]
+pub struct Gatekeeper {
+    reader: StateReader,
+    anonymous: bool,
+    jwt: Option<Arc<JwtVerifier>>,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Gatekeeper {
+    /// A gatekeeper on `reader`. Spawns the task that tells streams when rights change.
+    pub fn new(reader: StateReader, anonymous: bool, jwt: Option<Arc<JwtVerifier>>) -> Self {
+        let (tx, changes) = tokio::sync::watch::channel(reader.read(|s| s.governance.version));
+        let mut applied = reader.watch_applied();
+        let watched = reader.clone();
+        tokio::spawn(async move {
+            while applied.changed().await.is_ok() {
+                let version = watched.read(|s| s.governance.version);
+                tx.send_if_modified(|current| {
+                    let changed = *current != version;
+                    *current = version;
+                    changed
+                });
+            }
+        });
+        Self {
+            reader,
+            anonymous,
+            jwt,
+            changes,
+        }
+    }
+
+    /// A receiver that changes whenever who may do what changes (keys, applications, APIs,
+    /// subscriptions to APIs).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Authenticates `credential` as an application.
+    pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, ApiError> {
+        let token = match credential {
+            Credential::Other(_) => {
+                return Err(ApiError::unauthorized(
+                    "use `Authorization: Bearer <API key or JWT>` or `X-API-Key: <API key>`",
+                ))
+            }
+            Credential::ApiKey(key) => return self.authenticate_key(key),
+            Credential::Bearer(token) if token.starts_with(KEY_PREFIX) => {
+                return self.authenticate_key(token)
+            }
+            Credential::Bearer(token) => token,
+        };
+        let Some(jwt) = &self.jwt else {
+            return Err(ApiError::unauthorized(
+                "not an API key of this gateway, and no JWT verification is configured",
+            ));
+        };
+        let claims = jwt
+            .verify(token)
+            .await
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        self.reader.read(|s| {
+            app_usable(&s.governance, &claims.app)?;
+            Ok(Principal {
+                app: claims.app,
+                via: Via::Jwt,
+                expires_at_ms: claims.expires_at_ms,
+            })
+        })
+    }
+
+    fn authenticate_key(&self, key: &str) -> Result<Principal, ApiError> {
+        let hash = sha256_hex(key);
+        self.reader.read(|s| {
+            let g = &s.governance;
+            let Some(stored) = g.key_by_hash(&hash) else {
+                return Err(ApiError::unauthorized("unknown API key"));
+            };
+            if stored.revoked_at_ms.is_some() {
+                return Err(ApiError::unauthorized(format!(
+                    "API key {} has been revoked",
+                    stored.id
+                )));
+            }
+            if stored.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+                return Err(ApiError::unauthorized(format!(
+                    "API key {} has expired",
+                    stored.id
+                )));
+            }
+            app_usable(g, &stored.app)?;
+            Ok(Principal {
+                app: stored.app.clone(),
+                via: Via::ApiKey(stored.id.clone()),
+                expires_at_ms: stored.expires_at_ms,
+            })
+        })
+    }
+
+    /// Admits `credential` to `action` on `topic` through `entrypoint`, or refuses.
+    pub async fn admit(
         &self,
         credential: Option<&Credential>,
         topic: &str,
         action: Action,
-    ) -> Result<Option<Principal>, ApiError>;
-}
+        entrypoint: Entrypoint,
+    ) -> Result<Admission, ApiError> {
+        let principal = match credential {
+            Some(c) => Some(self.authenticate(c).await?),
+            None => None,
+        };
+        self.reader.read(|s| {
+            self.decide(
+                &s.governance,
+                principal.as_ref(),
+                credential.is_some(),
+                topic,
+                action,
+                entrypoint,
+            )
+            .map(|(grant, max_message_bytes)| Admission {
+                principal: principal.clone(),
+                grant,
+                max_message_bytes,
+            })
+        })
+    }
 
-/// Admits every client to read; publishing over WebSocket as configured.
-#[derive(Debug, Clone)]
-pub struct OpenPolicy {
-    pub allow_publish: bool,
-}
-
-impl Policy for OpenPolicy {
-    fn authorize(
+    /// Whether `principal` may still do what it was admitted to (keys revoked, applications
+    /// disabled, subscriptions ended, permissions changed, credentials expired since).
+    pub fn recheck(
         &self,
-        _credential: Option<&Credential>,
+        principal: &Principal,
         topic: &str,
         action: Action,
-    ) -> Result<Option<Principal>, ApiError> {
-        match action {
-            Action::Subscribe => Ok(None),
-            Action::Publish if self.allow_publish => Ok(None),
-            Action::Publish => Err(ApiError::forbidden(format!(
-                "publishing to `{topic}` over WebSocket is not allowed (streams.allow_publish)"
-            ))),
+        entrypoint: Entrypoint,
+    ) -> Result<(), ApiError> {
+        if principal.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+            return Err(ApiError::unauthorized("the credential has expired"));
         }
+        self.reader.read(|s| {
+            let g = &s.governance;
+            if let Via::ApiKey(id) = &principal.via {
+                match g.keys.get(id) {
+                    Some(k) if k.revoked_at_ms.is_none() => {}
+                    _ => {
+                        return Err(ApiError::unauthorized(format!(
+                            "API key {id} has been revoked"
+                        )))
+                    }
+                }
+            }
+            app_usable(g, &principal.app)?;
+            self.decide(g, Some(principal), true, topic, action, entrypoint)
+                .map(|_| ())
+        })
+    }
+
+    /// The replicated state's reader.
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    fn decide(
+        &self,
+        g: &Governance,
+        principal: Option<&Principal>,
+        presented: bool,
+        topic: &str,
+        action: Action,
+        entrypoint: Entrypoint,
+    ) -> Result<(Option<Grant>, Option<u64>), ApiError> {
+        let apis: Vec<_> = g.apis_of_topic(topic).map(|(api, _)| api).collect();
+        if apis.is_empty() {
+            return match principal {
+                None if self.anonymous => Ok((None, None)),
+                None if presented => Err(ApiError::unauthorized("credentials required")),
+                None => Err(ApiError::unauthorized(format!(
+                    "topic `{topic}` needs credentials (auth.anonymous is off)"
+                ))),
+                Some(p) => {
+                    permitted(g, p, topic, action)?;
+                    Ok((None, None))
+                }
+            };
+        }
+        let offering: Vec<_> = apis
+            .iter()
+            .filter(|a| a.entrypoints.contains(&entrypoint))
+            .collect();
+        if offering.is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "topic `{topic}` is not offered over {} by API {}",
+                entrypoint.name(),
+                apis.iter()
+                    .map(|a| format!("`{}`", a.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let limit = offering.iter().filter_map(|a| a.max_message_bytes).min();
+        if principal.is_none() && offering.iter().any(|a| a.security.is_empty()) {
+            // A keyless API.
+            return Ok((None, limit));
+        }
+        let Some(p) = principal else {
+            let schemes: Vec<&str> = offering
+                .iter()
+                .flat_map(|a| a.security.iter().map(|s| s.name()))
+                .collect();
+            return Err(ApiError::unauthorized(format!(
+                "topic `{topic}` belongs to API `{}`, which needs credentials ({})",
+                offering[0].name,
+                schemes.join(" or ")
+            )));
+        };
+        let mut refusal = None;
+        for api in &offering {
+            let accepted = api.security.is_empty()
+                || match p.via {
+                    Via::ApiKey(_) => api.security.contains(&Security::ApiKey),
+                    Via::Jwt => api.security.contains(&Security::Jwt),
+                };
+            if !accepted {
+                refusal.get_or_insert_with(|| {
+                    ApiError::unauthorized(format!(
+                        "API `{}` does not accept this kind of credential",
+                        api.name
+                    ))
+                });
+                continue;
+            }
+            match g.access.get(&(p.app.clone(), api.name.clone())) {
+                Some(access) if access.state == AccessState::Approved => {
+                    permitted(g, p, topic, action)?;
+                    let plan = g.plans.get(&access.plan).cloned().ok_or_else(|| {
+                        ApiError::forbidden(format!("plan `{}` no longer exists", access.plan))
+                    })?;
+                    return Ok((
+                        Some(Grant {
+                            api: api.name.clone(),
+                            plan,
+                            max_message_bytes: api.max_message_bytes,
+                        }),
+                        api.max_message_bytes,
+                    ));
+                }
+                Some(access) if api.security.is_empty() => {
+                    let _ = access;
+                    permitted(g, p, topic, action)?;
+                    return Ok((None, api.max_message_bytes));
+                }
+                Some(access) => {
+                    refusal.get_or_insert_with(|| {
+                        ApiError::forbidden(format!(
+                            "application `{}`'s subscription to API `{}` is {}",
+                            p.app,
+                            api.name,
+                            match access.state {
+                                AccessState::Pending => "waiting for approval",
+                                _ => "rejected",
+                            }
+                        ))
+                    });
+                }
+                None if api.security.is_empty() => {
+                    permitted(g, p, topic, action)?;
+                    return Ok((None, api.max_message_bytes));
+                }
+                None => {
+                    refusal.get_or_insert_with(|| {
+                        ApiError::forbidden(format!(
+                            "application `{}` has no subscription to API `{}`",
+                            p.app, api.name
+                        ))
+                    });
+                }
+            }
+        }
+        Err(refusal.unwrap_or_else(|| ApiError::forbidden("not allowed")))
+    }
+}
+
+fn app_usable(g: &Governance, app: &str) -> Result<(), ApiError> {
+    match g.applications.get(app) {
+        None => Err(ApiError::forbidden(format!("no application `{app}`"))),
+        Some(a) if a.disabled => Err(ApiError::forbidden(format!(
+            "application `{app}` is disabled"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn permitted(g: &Governance, p: &Principal, topic: &str, action: Action) -> Result<(), ApiError> {
+    let allowed = g.applications.get(&p.app).is_some_and(|a| {
+        a.permissions.iter().any(|perm| {
+            pattern_matches(&perm.pattern, topic)
+                && match action {
+                    Action::Subscribe => perm.subscribe,
+                    Action::Publish => perm.publish,
+                }
+        })
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "application `{}` may not {} `{topic}`",
+            p.app,
+            action.verb()
+        )))
     }
 }

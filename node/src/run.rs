@@ -120,10 +120,15 @@ async fn admin_call(
     }
     let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = response.status();
-    let value: serde_json::Value = response
-        .json()
+    let bytes = response
+        .bytes()
         .await
         .map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+    let value: serde_json::Value = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| format!("{url}: unreadable answer: {e}"))?
+    };
     if status.is_success() {
         Ok(value)
     } else {
@@ -269,4 +274,188 @@ pub fn asyncapi(command: crate::cli::AsyncapiCommand) -> ExitCode {
     };
     print!("{text}");
     ExitCode::SUCCESS
+}
+
+/// Runs one admin-API command on a current-thread runtime and prints its JSON answer.
+fn admin_command(
+    work: impl std::future::Future<Output = Result<serde_json::Value, String>>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eventgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(work) {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eventgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_document(file: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("standard input: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))
+}
+
+/// `eventgate apis|plans|apps …`: `kind` is the admin API's collection.
+pub fn entity(kind: &'static str, command: crate::cli::EntityCommand) -> ExitCode {
+    use crate::cli::EntityCommand as E;
+    use reqwest::Method;
+    admin_command(async move {
+        match command {
+            E::List { target } => {
+                admin_call(&target, Method::GET, &format!("/admin/{kind}"), None).await
+            }
+            E::Get { name, target } => {
+                admin_call(&target, Method::GET, &format!("/admin/{kind}/{name}"), None).await
+            }
+            E::Put { name, file, target } => {
+                let body = read_document(&file)?;
+                admin_call(
+                    &target,
+                    Method::PUT,
+                    &format!("/admin/{kind}/{name}"),
+                    Some(body),
+                )
+                .await
+            }
+            E::Delete { name, target } => {
+                admin_call(
+                    &target,
+                    Method::DELETE,
+                    &format!("/admin/{kind}/{name}"),
+                    None,
+                )
+                .await
+            }
+        }
+    })
+}
+
+/// `eventgate keys …`.
+pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
+    use crate::cli::KeysCommand as K;
+    use reqwest::Method;
+    if let K::Generate = command {
+        let (key, hash) = crate::auth::generate_key();
+        println!("key:    {key}");
+        println!("sha256: {hash}");
+        println!("(give the key to the application; put the sha256 in its api_key_hashes)");
+        return ExitCode::SUCCESS;
+    }
+    admin_command(async move {
+        match command {
+            K::Generate => Ok(serde_json::Value::Null),
+            K::Create {
+                app,
+                expires_in,
+                target,
+            } => {
+                let body = serde_json::json!({ "expires_in": expires_in });
+                admin_call(
+                    &target,
+                    Method::POST,
+                    &format!("/admin/applications/{app}/keys"),
+                    Some(body),
+                )
+                .await
+            }
+            K::List { app, target } => {
+                admin_call(
+                    &target,
+                    Method::GET,
+                    &format!("/admin/applications/{app}/keys"),
+                    None,
+                )
+                .await
+            }
+            K::Revoke {
+                app,
+                key_id,
+                target,
+            } => {
+                admin_call(
+                    &target,
+                    Method::DELETE,
+                    &format!("/admin/applications/{app}/keys/{key_id}"),
+                    None,
+                )
+                .await
+            }
+        }
+    })
+}
+
+/// `eventgate subscriptions …`.
+pub fn access(command: crate::cli::AccessCommand) -> ExitCode {
+    use crate::cli::AccessCommand as A;
+    use reqwest::Method;
+    admin_command(async move {
+        let base = |app: &str| format!("/admin/applications/{app}/subscriptions");
+        match command {
+            A::List { app, target } => admin_call(&target, Method::GET, &base(&app), None).await,
+            A::Add {
+                app,
+                api,
+                plan,
+                target,
+            } => {
+                let body = serde_json::json!({ "plan": plan });
+                admin_call(
+                    &target,
+                    Method::PUT,
+                    &format!("{}/{api}", base(&app)),
+                    Some(body),
+                )
+                .await
+            }
+            A::Approve { app, api, target } => {
+                admin_call(
+                    &target,
+                    Method::POST,
+                    &format!("{}/{api}/approve", base(&app)),
+                    None,
+                )
+                .await
+            }
+            A::Reject { app, api, target } => {
+                admin_call(
+                    &target,
+                    Method::POST,
+                    &format!("{}/{api}/reject", base(&app)),
+                    None,
+                )
+                .await
+            }
+            A::Remove { app, api, target } => {
+                admin_call(
+                    &target,
+                    Method::DELETE,
+                    &format!("{}/{api}", base(&app)),
+                    None,
+                )
+                .await
+            }
+        }
+    })
 }

@@ -102,3 +102,129 @@ fn the_demo_document_validates_and_its_snapshot_in_docs_is_current() {
         "docs/asyncapi-demo.json is stale: regenerate it with `cargo run -p eventgate -- asyncapi export > docs/asyncapi-demo.json`"
     );
 }
+
+/// APIs with every entrypoint kind and every kind of security: the gateway's document and
+/// each API's own validate; channels list only the servers their APIs offer and operations
+/// carry the API's security schemes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_documents_with_security_validate() {
+    let node = common::start(
+        r#"[topics]
+names = ["orders", "ticks", "open"]
+[auth.jwt]
+issuer = ["https://idp.example"]
+audience = ["eventgate"]
+algorithms = ["HS256"]
+secret = "a-shared-secret-of-at-least-32-bytes!"
+[apis.shop]
+version = "2.1.0"
+description = "Orders of the shop"
+channels = { orders = "orders" }
+entrypoints = ["websub", "webhook"]
+security = ["api_key", "jwt"]
+[apis.market]
+channels = { ticks = "ticks" }
+entrypoints = ["websocket", "sse"]
+security = ["jwt"]
+[apis.public]
+channels = { open = "open" }
+security = []
+"#,
+    )
+    .await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", node.base);
+        let client = node.client.clone();
+        async move {
+            let r = client.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // The configuration is applied just after start.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let gateway = loop {
+        let doc = get("/asyncapi.json").await;
+        if doc["channels"]["ticks"].is_object() {
+            break doc;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "APIs never applied");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_valid(&gateway);
+    let refs = |channel: &Value| -> Vec<String> {
+        channel["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["$ref"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        refs(&gateway["channels"]["orders"]),
+        ["#/servers/websub", "#/servers/webhook"]
+    );
+    assert_eq!(
+        refs(&gateway["channels"]["ticks"]),
+        ["#/servers/websocket", "#/servers/sse"]
+    );
+    let security = |op: &Value| -> Vec<String> {
+        op["security"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["$ref"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        security(&gateway["operations"]["orders.send"]),
+        [
+            "#/components/securitySchemes/apiKeyHeader",
+            "#/components/securitySchemes/apiKeyBearer",
+            "#/components/securitySchemes/jwt"
+        ]
+    );
+    assert_eq!(
+        security(&gateway["operations"]["ticks.receive"]),
+        ["#/components/securitySchemes/jwt"]
+    );
+    assert!(
+        gateway["operations"].get("ticks.send").is_some(),
+        "WebSocket publishing is on"
+    );
+    assert!(
+        security(&gateway["operations"]["open.receive"]).is_empty(),
+        "keyless"
+    );
+    assert_eq!(
+        gateway["components"]["securitySchemes"]["jwt"]["bearerFormat"],
+        "JWT"
+    );
+
+    for api in ["shop", "market", "public"] {
+        let doc = get(&format!("/apis/{api}/asyncapi.json")).await;
+        assert_valid(&doc);
+        assert_eq!(doc["info"]["title"], api);
+    }
+    let shop = get("/apis/shop/asyncapi.json").await;
+    assert_eq!(shop["info"]["version"], "2.1.0");
+    assert_eq!(
+        shop["servers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["webhook", "websub"]
+    );
+    assert_eq!(shop["channels"].as_object().unwrap().len(), 1);
+    let r = node
+        .client
+        .get(format!("{}/apis/nope/asyncapi.json", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    node.stop().await;
+}

@@ -1,5 +1,6 @@
 //! A real browser (headless Chromium) reads a topic with `EventSource` and `WebSocket`, from a
-//! page of another origin, with its token in the query (browsers cannot set headers there).
+//! page of another origin, with its API key in the query (browsers cannot set headers there):
+//! the topic belongs to an API that needs credentials.
 //!
 //! Needs `chromium` (Debian package; `.ci/run` installs it). `EVENTGATE_CHROMIUM` names another
 //! binary.
@@ -12,7 +13,6 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::routing::{get, post};
 use axum::Router;
-use common::websub::publish;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -53,11 +53,49 @@ socket.onmessage = (e) => {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_reads_with_eventsource_and_websocket() {
     let browser = chromium();
-    let node = common::start("[topics]\nauto_create = true\n").await;
-    publish(&node, "browser", "text/plain", b"before".to_vec()).await;
+    let (key, hash) = eventgate::auth::generate_key();
+    let node = common::start(&format!(
+        r#"[topics]
+names = ["browser"]
+[apis.web]
+channels = {{ browser = "browser" }}
+security = ["api_key"]
+[plans.basic]
+[applications.page]
+permissions = [{{ topics = "browser", subscribe = true, publish = true }}]
+api_key_hashes = ["{hash}"]
+subscriptions = {{ web = "basic" }}
+"#
+    ))
+    .await;
+    let publish = async |body: &[u8]| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // The configuration's applications are applied just after the node starts.
+            let r = node
+                .client
+                .post(format!("{}/webhook-receiver?topic=browser", node.base))
+                .header("x-api-key", &key)
+                .header("content-type", "text/plain")
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 202 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "publish: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    publish(b"before").await;
 
     let (tx, mut reports) = mpsc::unbounded_channel::<Value>();
-    let page = PAGE.replace("GATEWAY", &node.base);
+    let page = PAGE.replace("GATEWAY", &node.base).replace("t0k3n", &key);
     let app = Router::new()
         .route("/", get(move || async move { Html(page) }))
         .route(
@@ -104,7 +142,7 @@ async fn a_browser_reads_with_eventsource_and_websocket() {
         opened.push(r["data"].as_str().unwrap().to_owned());
     }
     for body in ["one", "two", "three"] {
-        publish(&node, "browser", "text/plain", body.as_bytes().to_vec()).await;
+        publish(body.as_bytes()).await;
     }
     let mut sse = None;
     let mut ws = None;

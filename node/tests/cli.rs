@@ -124,3 +124,48 @@ fn cluster_status_against_nothing_fails_clearly() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn bad_api_management_config_names_the_field() {
+    let (out, _dir, _) = serve_with(
+        "[apis.shop]\nchannels = { orders = \"orders\" }\n[applications.a]\nsubscriptions = { shop = \"gold\" }\n",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("applications.a.subscriptions.shop"), "{err}");
+    assert!(err.contains("no plan `gold`"), "{err}");
+    let (out, _dir, _) = serve_with("[applications.a]\napi_key_hashes = [\"abc\"]\n");
+    assert!(stderr(&out).contains("applications.a.api_key_hashes[0]"));
+    let (out, _dir, _) = serve_with(
+        "[auth.jwt]\nissuer = [\"i\"]\naudience = [\"a\"]\nalgorithms = [\"HS256\"]\nsecret = \"short\"\n",
+    );
+    assert!(stderr(&out).contains("auth.jwt.secret"), "{}", stderr(&out));
+}
+
+#[test]
+fn keys_generate_prints_a_key_and_its_hash() {
+    let out = eventgate(&["keys", "generate"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{text}"))
+            .trim()
+            .to_owned()
+    };
+    let key = field("key:");
+    assert!(key.starts_with("egk_"));
+    assert_eq!(field("sha256:"), eventgate::auth::sha256_hex(&key));
+}
+
+#[test]
+fn management_commands_against_nothing_fail_clearly() {
+    let out = eventgate(&["apps", "list", "--node", "http://127.0.0.1:9"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9/admin/applications"),
+        "{}",
+        stderr(&out)
+    );
+}

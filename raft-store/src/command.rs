@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::governance::{Access, Api, ApiKey, Application, Declared, Plan, QuotaKind};
 use crate::state::{CursorCommit, DeadLetter, RetryEntry, Subscription, SubscriptionState};
 use crate::NodeId;
 
@@ -95,6 +96,48 @@ pub enum Command {
         subscription: Subscription,
         start_offsets: Vec<(u32, u64)>,
     },
+    /// Creates or replaces an API.
+    PutApi(Api),
+    /// Removes an API and the applications' subscriptions to it.
+    DeleteApi { name: String },
+    /// Creates or replaces a plan.
+    PutPlan(Plan),
+    /// Removes a plan no subscription uses.
+    DeletePlan { name: String },
+    /// Creates or replaces an application (its keys and subscriptions are kept).
+    PutApplication(Application),
+    /// Removes an application with its keys and subscriptions.
+    DeleteApplication { id: String },
+    /// Adds an API key (stored hashed) to an application.
+    AddApiKey(ApiKey),
+    /// Revokes an API key on every node.
+    RevokeApiKey { id: String, at_ms: u64 },
+    /// Creates or replaces an application's subscription to an API.
+    PutAccess(Access),
+    /// Ends an application's subscription to an API.
+    DeleteAccess { app: String, api: String },
+    /// What the configuration file declares: replaces everything an earlier one declared.
+    Declare(Declared),
+    /// Reserves up to `want` of an application's quota on an API in the window starting at
+    /// `window_start_ms`, within `limit`; answers `Count(granted)`.
+    ReserveQuota {
+        app: String,
+        api: String,
+        kind: QuotaKind,
+        window_start_ms: u64,
+        limit: u64,
+        want: u64,
+    },
+    /// A node's live stream connections per (application, API), replacing its last report.
+    ReportConnections {
+        node: NodeId,
+        counts: Vec<((String, String), u32)>,
+    },
+    /// Records which (application, API) made a WebSub subscription (`None` forgets it).
+    SetWebsubOwner {
+        subscription: String,
+        owner: Option<(String, String)>,
+    },
 }
 
 impl Command {
@@ -114,6 +157,20 @@ impl Command {
             Command::NodeHeartbeat { .. } => "node-heartbeat",
             Command::NodeLeaving { .. } => "node-leaving",
             Command::ActivateSubscription { .. } => "activate-subscription",
+            Command::PutApi(_) => "put-api",
+            Command::DeleteApi { .. } => "delete-api",
+            Command::PutPlan(_) => "put-plan",
+            Command::DeletePlan { .. } => "delete-plan",
+            Command::PutApplication(_) => "put-application",
+            Command::DeleteApplication { .. } => "delete-application",
+            Command::AddApiKey(_) => "add-api-key",
+            Command::RevokeApiKey { .. } => "revoke-api-key",
+            Command::PutAccess(_) => "put-access",
+            Command::DeleteAccess { .. } => "delete-access",
+            Command::Declare(_) => "declare",
+            Command::ReserveQuota { .. } => "reserve-quota",
+            Command::ReportConnections { .. } => "report-connections",
+            Command::SetWebsubOwner { .. } => "set-websub-owner",
         }
     }
 }

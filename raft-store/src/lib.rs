@@ -28,6 +28,7 @@ pub mod codec;
 pub mod command;
 pub mod control;
 pub mod error;
+pub mod governance;
 pub mod log_store;
 pub mod network;
 pub mod state;

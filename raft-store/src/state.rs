@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
+use crate::governance::{GovTouched, Governance};
 use crate::NodeId;
 
 /// Lifecycle of a WebSub subscription.
@@ -87,6 +88,8 @@ pub struct ControlState {
     /// (subscription id, partition, offset) → dead letter.
     pub dead_letters: BTreeMap<(String, u32, u64), DeadLetter>,
     pub nodes: BTreeMap<NodeId, NodeLiveness>,
+    /// APIs, plans, applications, keys and quota.
+    pub governance: Governance,
 }
 
 /// An entity touched by a command, so that a persistent store can write just what changed.
@@ -97,6 +100,7 @@ pub enum Touched {
     Retries(String),
     DeadLetter(String, u32, u64),
     Node(NodeId),
+    Gov(GovTouched),
 }
 
 impl ControlState {
@@ -254,8 +258,62 @@ impl ControlState {
                         touched.push(Touched::Subscription(sub.id.clone()));
                     }
                 }
+                let mut gov = Vec::new();
+                self.governance.forget_node(*node, &mut gov);
+                touched.extend(gov.into_iter().map(Touched::Gov));
                 Response::Count(released)
             }
+            other => {
+                let mut gov = Vec::new();
+                let response = self.apply_governance(other, &mut gov);
+                touched.extend(gov.into_iter().map(Touched::Gov));
+                response
+            }
+        }
+    }
+
+    fn apply_governance(&mut self, command: &Command, t: &mut Vec<GovTouched>) -> Response {
+        let g = &mut self.governance;
+        match command {
+            Command::PutApi(api) => g.put_api(api, t),
+            Command::DeleteApi { name } => g.delete_api(name, t),
+            Command::PutPlan(plan) => g.put_plan(plan, t),
+            Command::DeletePlan { name } => g.delete_plan(name, t),
+            Command::PutApplication(app) => g.put_application(app, t),
+            Command::DeleteApplication { id } => g.delete_application(id, t),
+            Command::AddApiKey(key) => g.add_key(key, t),
+            Command::RevokeApiKey { id, at_ms } => g.revoke_key(id, *at_ms, t),
+            Command::PutAccess(access) => g.put_access(access, t),
+            Command::DeleteAccess { app, api } => g.delete_access(app, api, t),
+            Command::Declare(declared) => g.declare(declared, t),
+            Command::ReserveQuota {
+                app,
+                api,
+                kind,
+                window_start_ms,
+                limit,
+                want,
+            } => g.reserve(
+                &(app.clone(), api.clone(), *kind),
+                *window_start_ms,
+                *limit,
+                *want,
+                t,
+            ),
+            Command::ReportConnections { node, counts } => g.report_connections(*node, counts, t),
+            Command::SetWebsubOwner {
+                subscription,
+                owner,
+            } => {
+                if owner.is_some() && !self.subscriptions.contains_key(subscription) {
+                    return Response::NotFound;
+                }
+                g.set_websub_owner(subscription, owner.clone(), t);
+                Response::Applied
+            }
+            _ => Response::Refused {
+                reason: format!("`{}` is not a governance command", command.name()),
+            },
         }
     }
 
@@ -295,6 +353,9 @@ impl ControlState {
             self.dead_letters.remove(&key);
             touched.push(Touched::DeadLetter(key.0, key.1, key.2));
         }
+        let mut gov = Vec::new();
+        self.governance.set_websub_owner(id, None, &mut gov);
+        touched.extend(gov.into_iter().map(Touched::Gov));
         existed
     }
 }

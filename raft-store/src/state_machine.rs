@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::command::{Response, FORMAT_VERSION};
+use crate::governance::{GovTouched, Governance};
 use crate::state::{ControlState, Touched};
 use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use crate::TypeConfig;
@@ -26,6 +27,14 @@ const P_CURSOR: u8 = b'c';
 const P_RETRY: u8 = b'r';
 const P_DEAD: u8 = b'd';
 const P_NODE: u8 = b'n';
+const P_API: u8 = b'A';
+const P_PLAN: u8 = b'P';
+const P_APP: u8 = b'a';
+const P_KEY: u8 = b'k';
+const P_ACCESS: u8 = b'g';
+const P_USAGE: u8 = b'u';
+const P_CONNS: u8 = b'x';
+const P_WEBSUB_OWNER: u8 = b'w';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -147,9 +156,43 @@ impl SledStateMachine {
                     let key = entity_key(P_NODE, n)?;
                     put_or_remove(batch, key, state.nodes.get(n))?;
                 }
+                Touched::Gov(g) => Self::write_governance(batch, &state.governance, g)?,
             }
         }
         Ok(())
+    }
+
+    fn write_governance(
+        batch: &mut sled::Batch,
+        g: &Governance,
+        touched: &GovTouched,
+    ) -> Result<(), StorageError> {
+        match touched {
+            GovTouched::Api(name) => {
+                put_or_remove(batch, entity_key(P_API, name)?, g.apis.get(name))
+            }
+            GovTouched::Plan(name) => {
+                put_or_remove(batch, entity_key(P_PLAN, name)?, g.plans.get(name))
+            }
+            GovTouched::Application(id) => {
+                put_or_remove(batch, entity_key(P_APP, id)?, g.applications.get(id))
+            }
+            GovTouched::Key(id) => put_or_remove(batch, entity_key(P_KEY, id)?, g.keys.get(id)),
+            GovTouched::Access(app, api) => {
+                let k = (app.clone(), api.clone());
+                put_or_remove(batch, entity_key(P_ACCESS, &k)?, g.access.get(&k))
+            }
+            GovTouched::Usage(k) => put_or_remove(batch, entity_key(P_USAGE, k)?, g.usage.get(k)),
+            GovTouched::Connections(app, api) => {
+                let k = (app.clone(), api.clone());
+                put_or_remove(batch, entity_key(P_CONNS, &k)?, g.connections.get(&k))
+            }
+            GovTouched::WebsubOwner(id) => put_or_remove(
+                batch,
+                entity_key(P_WEBSUB_OWNER, id)?,
+                g.websub_owners.get(id),
+            ),
+        }
     }
 
     fn write_all(batch: &mut sled::Batch, data: &StateMachineData) -> Result<(), StorageError> {
@@ -175,8 +218,37 @@ impl SledStateMachine {
         for (n, v) in &s.nodes {
             batch.insert(entity_key(P_NODE, n)?, codec::encode(v).map_err(write_err)?);
         }
+        let g = &s.governance;
+        for (k, v) in &g.apis {
+            batch.insert(entity_key(P_API, k)?, enc(v)?);
+        }
+        for (k, v) in &g.plans {
+            batch.insert(entity_key(P_PLAN, k)?, enc(v)?);
+        }
+        for (k, v) in &g.applications {
+            batch.insert(entity_key(P_APP, k)?, enc(v)?);
+        }
+        for (k, v) in &g.keys {
+            batch.insert(entity_key(P_KEY, k)?, enc(v)?);
+        }
+        for (k, v) in &g.access {
+            batch.insert(entity_key(P_ACCESS, k)?, enc(v)?);
+        }
+        for (k, v) in &g.usage {
+            batch.insert(entity_key(P_USAGE, k)?, enc(v)?);
+        }
+        for (k, v) in &g.connections {
+            batch.insert(entity_key(P_CONNS, k)?, enc(v)?);
+        }
+        for (k, v) in &g.websub_owners {
+            batch.insert(entity_key(P_WEBSUB_OWNER, k)?, enc(v)?);
+        }
         put_meta(batch, data)
     }
+}
+
+fn enc<V: Serialize>(value: &V) -> Result<Vec<u8>, StorageError> {
+    codec::encode(value).map_err(write_err)
 }
 
 fn put_or_remove<V: Serialize>(
@@ -230,6 +302,42 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_NODE => {
                     let n: u64 = codec::decode(rest)?;
                     data.state.nodes.insert(n, codec::decode(&value)?);
+                }
+                P_API => {
+                    let g = &mut data.state.governance;
+                    g.apis.insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_PLAN => {
+                    let g = &mut data.state.governance;
+                    g.plans.insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_APP => {
+                    let g = &mut data.state.governance;
+                    g.applications
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_KEY => {
+                    let g = &mut data.state.governance;
+                    g.keys.insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_ACCESS => {
+                    let g = &mut data.state.governance;
+                    g.access
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_USAGE => {
+                    let g = &mut data.state.governance;
+                    g.usage.insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_CONNS => {
+                    let g = &mut data.state.governance;
+                    g.connections
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_WEBSUB_OWNER => {
+                    let g = &mut data.state.governance;
+                    g.websub_owners
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),
             },

@@ -4,6 +4,7 @@
 mod t100_tansu_end_to_end;
 mod t10_replicated_writes;
 mod t110_websub_owner_sigkill_on_mqtt;
+mod t120_rate_limit_and_revocation_across_nodes;
 mod t20_leader_sigkill_failover;
 mod t30_snapshot_catch_up;
 mod t40_full_cluster_restart;

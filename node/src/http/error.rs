@@ -22,6 +22,9 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// Further response headers (`WWW-Authenticate`, `RateLimit-*`); boxed to keep the error
+    /// small.
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +47,14 @@ impl ApiError {
             detail,
             field: None,
             retry_after: None,
+            headers: None,
         }
+    }
+
+    fn with_header(&mut self, name: &'static str, value: String) {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .push((name, value));
     }
 
     /// A request field is missing or invalid.
@@ -70,12 +80,46 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Credentials are missing or wrong",
             detail.into(),
+        );
+        e.with_header("www-authenticate", "Bearer realm=\"eventgate\"".to_owned());
+        e
+    }
+
+    /// A plan's rate limit is spent for this window.
+    pub fn rate_limited(detail: impl Into<String>, status: &crate::limits::RateStatus) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Rate limit exceeded",
+            detail.into(),
+        );
+        e.retry_after = Some(status.reset_ms.div_ceil(1000).max(1));
+        for (name, value) in status.headers() {
+            e.with_header(name, value);
+        }
+        e
+    }
+
+    /// An application holds as many stream connections (or WebSub subscriptions) as its plan
+    /// allows.
+    pub fn quota_exceeded(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            "The plan's limit is reached",
+            detail.into(),
         )
+    }
+
+    pub fn too_many_app_connections(app: &str, api: &str, max: u32) -> Self {
+        Self::quota_exceeded(format!(
+            "application `{app}` holds its plan's {max} stream connections on API `{api}` across the cluster"
+        ))
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -247,6 +291,11 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers.iter().flat_map(|h| h.iter()) {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(*name, value);
+            }
         }
         response
     }

@@ -38,8 +38,10 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::error::ApiError;
 use super::webhook::query_param;
 use super::AppState;
+use crate::limits::{ConnectionSlot, Limiter};
 use crate::listener::Peer;
-use crate::policy::{Action, Credential};
+use crate::policy::{Action, Admission, Credential, Principal};
+use eventgate_raft_store::governance::{Entrypoint, OverLimit, QuotaKind, RateLimit};
 
 /// Frame extension slots (see `Frame::ext`).
 const SLOT_WS_TEXT: usize = 0;
@@ -64,7 +66,95 @@ struct Prepared {
     feed: Feed,
     info: ConnectionInfo,
     envelope: bool,
-    may_publish: Result<(), ApiError>,
+    /// What WebSocket frames from the client may be published under, if at all.
+    publish: Option<Admission>,
+    /// Who is reading, when known.
+    principal: Option<Principal>,
+    entrypoint: Entrypoint,
+    slot: Option<ConnectionSlot>,
+    budget: Option<DeliveryBudget>,
+}
+
+/// A stream's deliveries counted against its application's plan.
+struct DeliveryBudget {
+    limiter: Limiter,
+    app: String,
+    api: String,
+    rate: RateLimit,
+    mode: OverLimit,
+}
+
+impl DeliveryBudget {
+    /// How many of the next `n` frames go out: all of them once the quota allows (pausing
+    /// until the next window meanwhile), or, when the plan drops, those the quota allows now.
+    async fn admit(&self, n: usize, session: &Session) -> Result<usize, CloseReason> {
+        let mut granted = 0u64;
+        let mut noted = false;
+        loop {
+            let want = n as u64 - granted;
+            let (taken, status) = self
+                .limiter
+                .take_up_to(&self.app, &self.api, QuotaKind::Deliveries, self.rate, want)
+                .await
+                .map_err(|_| CloseReason::TryAgainLater)?;
+            granted += taken;
+            if granted == n as u64 {
+                return Ok(n);
+            }
+            if !noted {
+                self.limiter.note_limited("deliveries");
+                noted = true;
+            }
+            if self.mode == OverLimit::Drop {
+                return Ok(granted as usize);
+            }
+            let wait = Duration::from_millis(status.reset_ms.max(10));
+            tokio::select! {
+                () = session.closed() => return Err(session.reason()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Ends the stream of `session` when its credential expires or its rights are withdrawn.
+fn watch_credentials(
+    state: &AppState,
+    principal: Principal,
+    topic: String,
+    entrypoint: Entrypoint,
+    session: Session,
+) {
+    let gate = state.gate().clone();
+    let mut changes = gate.changes();
+    tokio::spawn(async move {
+        loop {
+            let expiry = principal
+                .expires_at_ms
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
+            tokio::select! {
+                () = session.closed() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = async {
+                    match expiry {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            if let Err(e) = gate.recheck(&principal, &topic, Action::Subscribe, entrypoint) {
+                let expired = principal.expires_at_ms.is_some_and(|t| t <= now_ms());
+                let reason = if expired {
+                    CloseReason::CredentialExpired
+                } else {
+                    CloseReason::CredentialRevoked
+                };
+                tracing::info!(app = %principal.app, %topic, reason = reason.name(), detail = %e.detail, "ending a stream");
+                session.close(reason);
+                return;
+            }
+        }
+    });
 }
 
 /// Where to start: `Last-Event-ID`, else `lastEventId`, else `from`, else the latest.
@@ -133,11 +223,41 @@ async fn prepare(
     };
     let start = start_of(headers, query)?;
     let credential = Credential::from_request(headers, query_param(query, "access_token"));
-    let policy = &state.inner.policy;
-    let principal = policy.authorize(credential.as_ref(), &topic, Action::Subscribe)?;
-    let may_publish = policy
-        .authorize(credential.as_ref(), &topic, Action::Publish)
-        .map(|_| ());
+    let entrypoint = if protocol == "sse" {
+        Entrypoint::Sse
+    } else {
+        Entrypoint::Websocket
+    };
+    let gate = state.gate();
+    let admission = gate
+        .admit(credential.as_ref(), &topic, Action::Subscribe, entrypoint)
+        .await
+        .map_err(|e| state.refused(entrypoint.name(), e))?;
+    let publish = if entrypoint == Entrypoint::Websocket && state.inner.ws_allow_publish {
+        gate.admit(credential.as_ref(), &topic, Action::Publish, entrypoint)
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let (slot, budget) = match (&admission.principal, &admission.grant) {
+        (Some(p), Some(grant)) => {
+            let slot = grant
+                .plan
+                .max_connections
+                .map(|max| state.limiter().open_connection(&p.app, &grant.api, max))
+                .transpose()?;
+            let budget = grant.plan.deliveries.map(|rate| DeliveryBudget {
+                limiter: state.limiter().clone(),
+                app: p.app.clone(),
+                api: grant.api.clone(),
+                rate,
+                mode: grant.plan.on_delivery_limit,
+            });
+            (slot, budget)
+        }
+        _ => (None, None),
+    };
     let broker = state.broker();
     if !broker.topic_exists(&topic).await? {
         if !state.inner.topics_auto_create {
@@ -192,11 +312,15 @@ async fn prepare(
             topic,
             protocol,
             peer: peer.addr.to_string(),
-            principal: principal.map(|p| p.name),
+            principal: admission.principal.as_ref().map(|p| p.app.clone()),
             opened_ms: now_ms(),
         },
         envelope,
-        may_publish,
+        publish,
+        principal: admission.principal,
+        entrypoint,
+        slot,
+        budget,
     })
 }
 
@@ -222,13 +346,20 @@ pub async fn ws(
     let settings = &state.inner.streams;
     let connections = state.inner.connections.clone();
     let on_failure = connections.clone();
+    let watch = prepared
+        .principal
+        .clone()
+        .map(|p| (p, prepared.info.topic.clone(), prepared.entrypoint));
     let ctx = WsContext {
         state: state.clone(),
         topic: prepared.info.topic.clone(),
         envelope: prepared.envelope,
-        may_publish: prepared.may_publish.is_ok(),
+        publish: prepared.publish,
         send_timeout: settings.send_timeout,
         heartbeat: settings.heartbeat,
+        budget: prepared.budget,
+        session: Session::default(),
+        _slot: prepared.slot,
     };
     let feed = prepared.feed;
     let info = prepared.info;
@@ -242,7 +373,10 @@ pub async fn ws(
             on_failure.release();
         })
         .on_upgrade(move |socket| async move {
-            let session = Session::default();
+            let session = ctx.session.clone();
+            if let Some((principal, topic, entrypoint)) = watch {
+                watch_credentials(&ctx.state, principal, topic, entrypoint, session.clone());
+            }
             let io = run_ws(socket, feed, session.clone(), ctx);
             connections.open(info, session, Box::pin(io));
         }))
@@ -252,9 +386,14 @@ struct WsContext {
     state: AppState,
     topic: String,
     envelope: bool,
-    may_publish: bool,
+    /// What frames from the client are published under; `None`: they may not publish.
+    publish: Option<Admission>,
     send_timeout: Duration,
     heartbeat: Duration,
+    budget: Option<DeliveryBudget>,
+    session: Session,
+    /// Held while the connection lives.
+    _slot: Option<ConnectionSlot>,
 }
 
 /// How a WebSocket loop ended.
@@ -380,8 +519,39 @@ async fn on_incoming(
             return Err(WsEnd::Gone);
         }
     };
-    if !ctx.may_publish {
+    let Some(admission) = &ctx.publish else {
         return Err(WsEnd::Close(CloseReason::PolicyViolation));
+    };
+    if admission
+        .max_message_bytes
+        .is_some_and(|max| payload.len() as u64 > max)
+    {
+        return Err(WsEnd::Close(CloseReason::TooBig));
+    }
+    if let (Some(p), Some(grant)) = (&admission.principal, &admission.grant) {
+        if let Some(rate) = grant.plan.publish {
+            match ctx
+                .state
+                .limiter()
+                .take_one(&p.app, &grant.api, QuotaKind::Publish, rate)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.status.as_u16() == 429 && ctx.envelope => {
+                    // The frame is not published; the client is told and may retry later.
+                    let nack = serde_json::json!({
+                        "type": "nack",
+                        "reason": "rate-limited",
+                        "retry_after": e.retry_after,
+                    });
+                    return send_text(socket, nack.to_string(), ctx).await;
+                }
+                Err(e) if e.status.as_u16() == 429 => {
+                    return Err(WsEnd::Close(CloseReason::RateLimited))
+                }
+                Err(_) => return Err(WsEnd::Close(CloseReason::TryAgainLater)),
+            }
+        }
     }
     let published = ctx
         .state
@@ -433,6 +603,19 @@ async fn on_incoming(
     }
 }
 
+async fn send_text(socket: &mut WebSocket, text: String, ctx: &WsContext) -> Result<(), WsEnd> {
+    match tokio::time::timeout(
+        ctx.send_timeout,
+        socket.send(Message::Text(Utf8Bytes::from(text))),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
+
 async fn flush(socket: &mut WebSocket, ctx: &WsContext) -> Result<(), WsEnd> {
     match tokio::time::timeout(ctx.send_timeout, socket.flush()).await {
         Ok(Ok(())) => Ok(()),
@@ -467,9 +650,32 @@ async fn write_ready(
             any = true;
             continue;
         }
-        for frame in chunk.frames() {
+        let frames = chunk.frames();
+        let allowed = match &ctx.budget {
+            None => frames.len(),
+            Some(budget) => {
+                if any {
+                    // Whatever waits for quota, what was fed goes out first.
+                    flush(socket, ctx).await?;
+                    any = false;
+                    fed = 0;
+                }
+                let allowed = budget
+                    .admit(frames.len(), &ctx.session)
+                    .await
+                    .map_err(WsEnd::Close)?;
+                deadline = Instant::now() + ctx.send_timeout;
+                allowed
+            }
+        };
+        for frame in &frames[..allowed] {
             feed_one(socket, ws_message(frame, ctx.envelope), deadline).await?;
             fed += frame.payload.len();
+            any = true;
+        }
+        if allowed < frames.len() {
+            let missed = (frames.len() - allowed) as u64;
+            feed_one(socket, gap_message(Some(missed)), deadline).await?;
             any = true;
         }
         if fed >= WS_FLUSH_BYTES {
@@ -509,6 +715,15 @@ pub async fn sse(
     let allow_origin = prepared.allow_origin.clone();
     let settings = state.inner.streams.clone();
     let session = Session::default();
+    if let Some(principal) = prepared.principal.clone() {
+        watch_credentials(
+            &state,
+            principal,
+            prepared.info.topic.clone(),
+            prepared.entrypoint,
+            session.clone(),
+        );
+    }
     let base = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
     let (alive, gone) = tokio::sync::oneshot::channel::<()>();
@@ -545,6 +760,9 @@ pub async fn sse(
         base,
         progress,
         closed: Box::pin(session_closed),
+        budget: prepared.budget,
+        dropped: None,
+        _slot: prepared.slot,
         _alive: alive,
     };
     let stream = futures_util::stream::unfold(body, sse_step);
@@ -613,6 +831,11 @@ struct SseBody {
     /// Kept across polls: registering a fresh waiter with the close switch for every message
     /// costs a lock per message per client.
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    budget: Option<DeliveryBudget>,
+    /// Messages skipped by the plan's delivery limit, told after the pending chunk.
+    dropped: Option<u64>,
+    /// Held while the stream lives.
+    _slot: Option<ConnectionSlot>,
     /// Dropped with the body: tells the connection's actor the stream is over.
     _alive: tokio::sync::oneshot::Sender<()>,
 }
@@ -622,7 +845,10 @@ impl SseBody {
         if let Some(head) = self.head.take() {
             return Some(head);
         }
-        let (chunk, index) = self.pending.as_mut()?;
+        let Some((chunk, index)) = self.pending.as_mut() else {
+            let missed = self.dropped.take()?;
+            return Some(sse_control("gap", &serde_json::json!({ "missed": missed })));
+        };
         match chunk {
             Chunk::Gap { missed } => {
                 let event = sse_control("gap", &serde_json::json!({ "missed": missed }));
@@ -672,7 +898,7 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
         if let Some(bytes) = body.next_pending() {
             return Some((Ok(bytes), body));
         }
-        if body.pending.is_some() {
+        if body.pending.is_some() || body.dropped.is_some() {
             continue;
         }
         if body.done {
@@ -688,6 +914,27 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
             .store(body.base.elapsed().as_millis() as u64, Ordering::Relaxed);
         match body.feed.next_ready().await {
             Ok(Some(chunk)) => {
+                let chunk = match (&body.budget, chunk) {
+                    (Some(budget), Chunk::Frames { batch, start, end }) => {
+                        match budget.admit(end - start, &body.session).await {
+                            Ok(allowed) => {
+                                if allowed < end - start {
+                                    body.dropped = Some((end - start - allowed) as u64);
+                                }
+                                Chunk::Frames {
+                                    batch,
+                                    start,
+                                    end: start + allowed,
+                                }
+                            }
+                            Err(reason) => {
+                                body.finish(reason);
+                                continue;
+                            }
+                        }
+                    }
+                    (_, chunk) => chunk,
+                };
                 body.pending = Some((chunk, 0));
                 continue;
             }

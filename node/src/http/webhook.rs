@@ -11,8 +11,11 @@ use bytes::Bytes;
 use eventgate_actors::broker::{validate_topic_name, OutgoingMessage};
 use serde_json::json;
 
+use eventgate_raft_store::governance::{Entrypoint, QuotaKind};
+
 use super::error::ApiError;
 use super::AppState;
+use crate::policy::{Action, Credential};
 
 /// Header carrying the message key (also accepted as the `key` query parameter).
 pub const KEY_HEADER: &str = "x-message-key";
@@ -55,6 +58,18 @@ pub async fn receive(
         ApiError::invalid_field("topic", "the query parameter `topic` is required")
     })?;
     validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    let credential =
+        Credential::from_request(&headers, query_param(query.as_deref(), "access_token"));
+    let admission = state
+        .gate()
+        .admit(
+            credential.as_ref(),
+            &topic,
+            Action::Publish,
+            Entrypoint::Webhook,
+        )
+        .await
+        .map_err(|e| state.refused("webhook", e))?;
     let broker = state.broker();
     if !broker.topic_exists(&topic).await? {
         if !state.inner.topics_auto_create {
@@ -63,7 +78,26 @@ pub async fn receive(
         broker.ensure_topic(&topic).await?;
         tracing::info!(%topic, "topic created on first publish");
     }
-    let payload = read_body(&headers, body, state.inner.webhook_max_body_bytes).await?;
+    let limit = match admission.max_message_bytes {
+        Some(api_limit) => state
+            .inner
+            .webhook_max_body_bytes
+            .min(usize::try_from(api_limit).unwrap_or(usize::MAX)),
+        None => state.inner.webhook_max_body_bytes,
+    };
+    let payload = read_body(&headers, body, limit).await?;
+    let rate = match &admission.grant {
+        Some(grant) => match (&admission.principal, grant.plan.publish) {
+            (Some(p), Some(rate)) => Some(
+                state
+                    .limiter()
+                    .take_one(&p.app, &grant.api, QuotaKind::Publish, rate)
+                    .await?,
+            ),
+            _ => None,
+        },
+        None => None,
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -96,5 +130,13 @@ pub async fn receive(
         }),
         None => json!({ "topic": topic }),
     };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Some(rate) = rate {
+        for (name, value) in rate.headers() {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    Ok(response)
 }

@@ -11,9 +11,12 @@ use axum::response::{IntoResponse, Response};
 use eventgate_actors::broker::validate_topic_name;
 use eventgate_actors::hub::{process_intent, Intent, IntentMode};
 
+use eventgate_raft_store::governance::Entrypoint;
+
 use super::error::ApiError;
-use super::webhook::read_body;
+use super::webhook::{query_param, read_body};
 use super::AppState;
+use crate::policy::{Action, Credential};
 
 /// Largest `/hub` request body.
 const MAX_HUB_BODY: usize = 64 * 1024;
@@ -91,6 +94,7 @@ fn check_callback(state: &AppState, callback: &str) -> Result<(), ApiError> {
 
 pub async fn hub(
     State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -113,8 +117,38 @@ pub async fn hub(
     let topic = topic_name(&topic_as_given)?;
     let settings = &state.inner.websub;
 
-    let mode = match mode {
-        "subscribe" => {
+    // Credentials: `Authorization` / `X-API-Key`, or `access_token` in the hub URL's query.
+    // Missing or wrong credentials are answered at once (401); a known client without the
+    // right to the topic gets a WebSub denial at its callback.
+    let credential =
+        Credential::from_request(&headers, query_param(query.as_deref(), "access_token"));
+    let admission = state
+        .gate()
+        .admit(
+            credential.as_ref(),
+            &topic,
+            Action::Subscribe,
+            Entrypoint::Websub,
+        )
+        .await
+        .map_err(|e| state.refused("websub", e));
+    let (owner, denial) = match admission {
+        Ok(admission) => {
+            let owner = match (&admission.principal, &admission.grant) {
+                (Some(p), Some(g)) => {
+                    Some((p.app.clone(), g.api.clone(), g.plan.max_subscriptions))
+                }
+                _ => None,
+            };
+            (owner, None)
+        }
+        Err(e) if e.status == StatusCode::FORBIDDEN => (None, Some(e.detail)),
+        Err(e) => return Err(e),
+    };
+
+    let mode = match (mode, denial) {
+        ("subscribe" | "unsubscribe", Some(reason)) => IntentMode::Deny { reason },
+        ("subscribe", None) => {
             let requested = match form.get("hub.lease_seconds").map(|v| v.trim()) {
                 None | Some("") => None,
                 Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -137,6 +171,20 @@ pub async fn hub(
                 Some(s) if !s.is_empty() => Some(s.clone()),
                 _ => None,
             };
+            if let Some((app, api, Some(max))) = &owner {
+                let id = eventgate_actors::websub::subscription_id(&topic, &callback);
+                let (held, renewal) = state.gate().reader().read(|s| {
+                    (
+                        s.governance.websub_count(app, api),
+                        s.governance.websub_owners.contains_key(&id),
+                    )
+                });
+                if !renewal && held >= *max as usize {
+                    return Err(ApiError::quota_exceeded(format!(
+                        "application `{app}` holds its plan's {max} WebSub subscriptions on API `{api}`"
+                    )));
+                }
+            }
             let broker = state.broker();
             if broker.topic_exists(&topic).await? {
                 IntentMode::Subscribe {
@@ -155,8 +203,8 @@ pub async fn hub(
                 }
             }
         }
-        "unsubscribe" => IntentMode::Unsubscribe,
-        other => {
+        ("unsubscribe", None) => IntentMode::Unsubscribe,
+        (other, _) => {
             return Err(ApiError::invalid_field(
                 "hub.mode",
                 format!("`{other}` is not subscribe or unsubscribe"),
@@ -168,6 +216,7 @@ pub async fn hub(
         topic,
         topic_as_given,
         callback,
+        owner: owner.map(|(app, api, _)| (app, api)),
     };
     tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
     Ok((

@@ -1,0 +1,481 @@
+//! The API-management part of the configuration (config as code): `[apis.<name>]`,
+//! `[plans.<name>]`, `[applications.<id>]` and `[auth]`. What it declares is applied to the
+//! replicated state when the node starts ([`Declared`]), replacing what an earlier
+//! configuration declared; entities made through the admin API are left alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eventgate_raft_store::governance::{
+    Access, AccessState, Api, ApiKey, Application, Declared, Entrypoint, Origin, OverLimit,
+    Permission, Plan, RateLimit, Security,
+};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Topics that belong to no API are open to clients without credentials.
+    pub anonymous: bool,
+    pub jwt: Option<RawJwt>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            anonymous: true,
+            jwt: None,
+        }
+    }
+}
+
+/// `[auth.jwt]`: how bearer JWTs are verified.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwt {
+    /// Accepted `iss` values; required.
+    pub issuer: Vec<String>,
+    /// Accepted `aud` values; required.
+    pub audience: Vec<String>,
+    /// Accepted algorithms: HS256, RS256, ES256.
+    pub algorithms: Vec<String>,
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// PEM public key (RS256 or ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// JSON Web Key Set, from a file or a URL.
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    /// The claim naming the application (default `sub`).
+    pub application_claim: Option<String>,
+}
+
+/// `[apis.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub version: String,
+    pub description: Option<String>,
+    /// Channel → gateway topic.
+    pub channels: BTreeMap<String, String>,
+    pub entrypoints: Option<Vec<String>>,
+    /// `api_key`, `jwt`; empty: keyless.
+    pub security: Option<Vec<String>>,
+    pub max_message_bytes: Option<u64>,
+}
+
+/// `{ count = 100, per = "1m" }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub count: u64,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+/// `[plans.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPlan {
+    pub description: Option<String>,
+    pub publish: Option<RawRate>,
+    pub deliveries: Option<RawRate>,
+    pub max_connections: Option<u32>,
+    pub max_subscriptions: Option<u32>,
+    /// `pause` (default) or `drop`.
+    pub on_delivery_limit: Option<String>,
+    pub approval_required: bool,
+}
+
+/// One permission: `{ topics = "orders.*", publish = true, subscribe = true }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPermission {
+    pub topics: String,
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub subscribe: bool,
+}
+
+/// `[applications.<id>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApplication {
+    pub description: Option<String>,
+    pub permissions: Vec<RawPermission>,
+    /// SHA-256 (hex) of each API key (`eventgate keys generate` prints a key and its hash).
+    pub api_key_hashes: Vec<String>,
+    /// API → plan: approved subscriptions.
+    pub subscriptions: BTreeMap<String, String>,
+    pub disabled: bool,
+}
+
+/// How JWTs are verified, validated.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub issuer: Vec<String>,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub secret: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Duration,
+    pub leeway: Duration,
+    pub application_claim: String,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub anonymous: bool,
+    pub jwt: Option<JwtSettings>,
+}
+
+/// Whether `name` is an identifier of APIs, plans and applications.
+pub fn valid_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".to_owned());
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a name: lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+        ))
+    }
+}
+
+/// Checks a topic pattern: a topic name in which `*` stands for any run of characters.
+pub fn valid_pattern(pattern: &str) -> Result<(), String> {
+    let probe = pattern.replace('*', "x");
+    if pattern.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    eventgate_actors::broker::validate_topic_name(&probe).map_err(|e| e.to_string())
+}
+
+pub fn parse_entrypoints(given: &[String]) -> Result<Vec<Entrypoint>, String> {
+    let mut out = Vec::new();
+    for name in given {
+        let e = Entrypoint::parse(name)
+            .ok_or_else(|| format!("`{name}` is not one of websub, websocket, sse, webhook"))?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_security(given: &[String]) -> Result<Vec<Security>, String> {
+    let mut out = Vec::new();
+    for name in given {
+        let s =
+            Security::parse(name).ok_or_else(|| format!("`{name}` is not one of api_key, jwt"))?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_over_limit(given: Option<&str>) -> Result<OverLimit, String> {
+    match given {
+        None | Some("pause") => Ok(OverLimit::Pause),
+        Some("drop") => Ok(OverLimit::Drop),
+        Some(other) => Err(format!("`{other}` is not one of pause, drop")),
+    }
+}
+
+/// A rate as stored; `per` at least 100 ms and at most a day.
+pub fn rate(count: u64, per: Duration) -> Result<RateLimit, String> {
+    if per < Duration::from_millis(100) || per > Duration::from_secs(86_400) {
+        return Err("`per` must be between 100ms and 24h".to_owned());
+    }
+    if count == 0 {
+        return Err("`count` must be 1 or more".to_owned());
+    }
+    Ok(RateLimit {
+        count,
+        window_ms: per.as_millis() as u64,
+    })
+}
+
+/// Checks an API's channels: names are identifiers, topics gateway topic names.
+pub fn check_channels(channels: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    if channels.is_empty() {
+        return Err((
+            "channels".to_owned(),
+            "an API has at least one channel".to_owned(),
+        ));
+    }
+    for (channel, topic) in channels {
+        valid_name(channel).map_err(|e| (format!("channels.{channel}"), e))?;
+        eventgate_actors::broker::validate_topic_name(topic)
+            .map_err(|e| (format!("channels.{channel}"), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Checks a hex SHA-256.
+pub fn valid_sha256(text: &str) -> Result<String, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(lower)
+    } else {
+        Err("a SHA-256 is 64 hex digits (`eventgate keys generate` prints one)".to_owned())
+    }
+}
+
+/// Validates the API-management tables and builds what they declare.
+pub fn build(
+    apis: &BTreeMap<String, RawApi>,
+    plans: &BTreeMap<String, RawPlan>,
+    applications: &BTreeMap<String, RawApplication>,
+    auth: &RawAuth,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(Declared, AuthSettings), ConfigError> {
+    let mut declared = Declared::default();
+    for (name, raw) in apis {
+        let key = format!("apis.{name}");
+        valid_name(name).map_err(|e| invalid(&key, e))?;
+        check_channels(&raw.channels)
+            .map_err(|(field, e)| invalid(&format!("{key}.{field}"), e))?;
+        let entrypoints = match &raw.entrypoints {
+            None => Entrypoint::ALL.to_vec(),
+            Some(given) => {
+                parse_entrypoints(given).map_err(|e| invalid(&format!("{key}.entrypoints"), e))?
+            }
+        };
+        let security = match &raw.security {
+            None => vec![Security::ApiKey, Security::Jwt],
+            Some(given) => {
+                parse_security(given).map_err(|e| invalid(&format!("{key}.security"), e))?
+            }
+        };
+        if security.contains(&Security::Jwt) && auth.jwt.is_none() && raw.security.is_some() {
+            return Err(invalid(
+                &format!("{key}.security"),
+                "`jwt` needs an [auth.jwt] table".to_owned(),
+            ));
+        }
+        if raw.max_message_bytes == Some(0) {
+            return Err(invalid(
+                &format!("{key}.max_message_bytes"),
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        declared.apis.push(Api {
+            name: name.clone(),
+            version: if raw.version.is_empty() {
+                "1.0.0".to_owned()
+            } else {
+                raw.version.clone()
+            },
+            description: raw.description.clone(),
+            channels: raw.channels.clone(),
+            entrypoints,
+            security,
+            max_message_bytes: raw.max_message_bytes,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        });
+    }
+    for (name, raw) in plans {
+        let key = format!("plans.{name}");
+        valid_name(name).map_err(|e| invalid(&key, e))?;
+        let to_rate = |field: &str, r: &Option<RawRate>| {
+            r.as_ref()
+                .map(|r| rate(r.count, r.per))
+                .transpose()
+                .map_err(|e| invalid(&format!("{key}.{field}"), e))
+        };
+        declared.plans.push(Plan {
+            name: name.clone(),
+            description: raw.description.clone(),
+            publish: to_rate("publish", &raw.publish)?,
+            deliveries: to_rate("deliveries", &raw.deliveries)?,
+            max_connections: raw.max_connections,
+            max_subscriptions: raw.max_subscriptions,
+            on_delivery_limit: parse_over_limit(raw.on_delivery_limit.as_deref())
+                .map_err(|e| invalid(&format!("{key}.on_delivery_limit"), e))?,
+            approval_required: raw.approval_required,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        });
+    }
+    for (id, raw) in applications {
+        let key = format!("applications.{id}");
+        valid_name(id).map_err(|e| invalid(&key, e))?;
+        let mut permissions = Vec::new();
+        for (i, p) in raw.permissions.iter().enumerate() {
+            valid_pattern(&p.topics)
+                .map_err(|e| invalid(&format!("{key}.permissions[{i}].topics"), e))?;
+            permissions.push(Permission {
+                pattern: p.topics.clone(),
+                publish: p.publish,
+                subscribe: p.subscribe,
+            });
+        }
+        for (i, hash) in raw.api_key_hashes.iter().enumerate() {
+            let sha256 = valid_sha256(hash)
+                .map_err(|e| invalid(&format!("{key}.api_key_hashes[{i}]"), e))?;
+            declared.keys.push(ApiKey {
+                id: sha256[..16].to_owned(),
+                app: id.clone(),
+                sha256,
+                created_at_ms: 0,
+                expires_at_ms: None,
+                revoked_at_ms: None,
+                origin: Origin::Config,
+            });
+        }
+        for (api, plan) in &raw.subscriptions {
+            let field = format!("{key}.subscriptions.{api}");
+            if !apis.contains_key(api) {
+                return Err(invalid(&field, format!("no API `{api}` is declared")));
+            }
+            if !plans.contains_key(plan) {
+                return Err(invalid(&field, format!("no plan `{plan}` is declared")));
+            }
+            declared.access.push(Access {
+                app: id.clone(),
+                api: api.clone(),
+                plan: plan.clone(),
+                state: AccessState::Approved,
+                origin: Origin::Config,
+                updated_at_ms: 0,
+            });
+        }
+        declared.applications.push(Application {
+            id: id.clone(),
+            description: raw.description.clone(),
+            permissions,
+            disabled: raw.disabled,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        });
+    }
+    let jwt = auth
+        .jwt
+        .as_ref()
+        .map(|j| build_jwt(j, invalid))
+        .transpose()?;
+    Ok((
+        declared,
+        AuthSettings {
+            anonymous: auth.anonymous,
+            jwt,
+        },
+    ))
+}
+
+fn build_jwt(
+    j: &RawJwt,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<JwtSettings, ConfigError> {
+    if j.issuer.is_empty() {
+        return Err(invalid(
+            "auth.jwt.issuer",
+            "name at least one issuer".to_owned(),
+        ));
+    }
+    if j.audience.is_empty() {
+        return Err(invalid(
+            "auth.jwt.audience",
+            "name at least one audience".to_owned(),
+        ));
+    }
+    let algorithms = if j.algorithms.is_empty() {
+        vec!["RS256".to_owned(), "ES256".to_owned()]
+    } else {
+        j.algorithms.clone()
+    };
+    for a in &algorithms {
+        if !matches!(a.as_str(), "HS256" | "RS256" | "ES256") {
+            return Err(invalid(
+                "auth.jwt.algorithms",
+                format!("`{a}` is not one of HS256, RS256, ES256"),
+            ));
+        }
+    }
+    let sources = [
+        j.secret.is_some(),
+        j.public_key_file.is_some(),
+        j.jwks_file.is_some(),
+        j.jwks_url.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    if sources != 1 {
+        return Err(invalid(
+            "auth.jwt",
+            "give exactly one of secret, public_key_file, jwks_file, jwks_url".to_owned(),
+        ));
+    }
+    if j.secret.is_some() && algorithms.iter().any(|a| a != "HS256") {
+        return Err(invalid(
+            "auth.jwt.algorithms",
+            "a shared `secret` verifies HS256 only: set algorithms = [\"HS256\"]".to_owned(),
+        ));
+    }
+    if j.secret.is_none() && algorithms.iter().any(|a| a == "HS256") {
+        return Err(invalid(
+            "auth.jwt.algorithms",
+            "HS256 needs a shared `secret`".to_owned(),
+        ));
+    }
+    if let Some(secret) = &j.secret {
+        if secret.len() < 32 {
+            return Err(invalid(
+                "auth.jwt.secret",
+                "an HS256 secret has at least 32 bytes".to_owned(),
+            ));
+        }
+    }
+    if let Some(url) = &j.jwks_url {
+        let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(invalid(
+                "auth.jwt.jwks_url",
+                "must be an http or https URL".to_owned(),
+            ));
+        }
+    }
+    let jwks_refresh = j.jwks_refresh.unwrap_or(Duration::from_secs(300));
+    if jwks_refresh < Duration::from_secs(1) {
+        return Err(invalid(
+            "auth.jwt.jwks_refresh",
+            "must be at least 1s".to_owned(),
+        ));
+    }
+    Ok(JwtSettings {
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        algorithms,
+        secret: j.secret.clone(),
+        public_key_file: j.public_key_file.clone(),
+        jwks_file: j.jwks_file.clone(),
+        jwks_url: j.jwks_url.clone(),
+        jwks_refresh,
+        leeway: j.leeway.unwrap_or(Duration::from_secs(30)),
+        application_claim: j
+            .application_claim
+            .clone()
+            .unwrap_or_else(|| "sub".to_owned()),
+    })
+}

@@ -1,0 +1,614 @@
+//! The admin API's API management: APIs, plans, applications, their API keys and their
+//! subscriptions to APIs. Every write is one Raft command, validated in full before it is
+//! proposed (so a bad request changes nothing) and committed before the answer; reads serve
+//! this node's applied state.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use eventgate_raft_store::governance::{
+    Access, AccessState, Api, ApiKey, Application, Entrypoint, Origin, Permission, Plan, Security,
+};
+use eventgate_raft_store::{Command, Response as Applied};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{AppState, JsonBody};
+use crate::config::governance as rules;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/apis", get(list_apis))
+        .route("/apis/{name}", get(get_api).put(put_api).delete(delete_api))
+        .route("/plans", get(list_plans))
+        .route(
+            "/plans/{name}",
+            get(get_plan).put(put_plan).delete(delete_plan),
+        )
+        .route("/applications", get(list_apps))
+        .route(
+            "/applications/{id}",
+            get(get_app).put(put_app).delete(delete_app),
+        )
+        .route("/applications/{id}/keys", get(list_keys).post(create_key))
+        .route(
+            "/applications/{id}/keys/{key}",
+            axum::routing::delete(revoke_key),
+        )
+        .route("/applications/{id}/subscriptions", get(list_access))
+        .route(
+            "/applications/{id}/subscriptions/{api}",
+            put(put_access).delete(delete_access),
+        )
+        .route(
+            "/applications/{id}/subscriptions/{api}/approve",
+            post(approve_access),
+        )
+        .route(
+            "/applications/{id}/subscriptions/{api}/reject",
+            post(reject_access),
+        )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn origin(o: Origin) -> &'static str {
+    match o {
+        Origin::Config => "config",
+        Origin::Admin => "admin",
+    }
+}
+
+fn access_state(s: AccessState) -> &'static str {
+    match s {
+        AccessState::Pending => "pending",
+        AccessState::Approved => "approved",
+        AccessState::Rejected => "rejected",
+    }
+}
+
+fn api_view(api: &Api) -> Value {
+    json!({
+        "name": api.name,
+        "version": api.version,
+        "description": api.description,
+        "channels": api.channels,
+        "entrypoints": api.entrypoints.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        "security": api.security.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "max_message_bytes": api.max_message_bytes,
+        "origin": origin(api.origin),
+        "updated_at_ms": api.updated_at_ms,
+        "asyncapi": format!("/apis/{}/asyncapi.json", api.name),
+    })
+}
+
+fn rate_view(r: Option<eventgate_raft_store::governance::RateLimit>) -> Value {
+    r.map_or(Value::Null, |r| {
+        json!({ "count": r.count, "per": humantime::format_duration(Duration::from_millis(r.window_ms)).to_string() })
+    })
+}
+
+fn plan_view(p: &Plan) -> Value {
+    json!({
+        "name": p.name,
+        "description": p.description,
+        "publish": rate_view(p.publish),
+        "deliveries": rate_view(p.deliveries),
+        "max_connections": p.max_connections,
+        "max_subscriptions": p.max_subscriptions,
+        "on_delivery_limit": match p.on_delivery_limit {
+            eventgate_raft_store::governance::OverLimit::Pause => "pause",
+            eventgate_raft_store::governance::OverLimit::Drop => "drop",
+        },
+        "approval_required": p.approval_required,
+        "origin": origin(p.origin),
+        "updated_at_ms": p.updated_at_ms,
+    })
+}
+
+fn app_view(a: &Application) -> Value {
+    json!({
+        "id": a.id,
+        "description": a.description,
+        "permissions": a.permissions.iter().map(|p| json!({
+            "topics": p.pattern, "publish": p.publish, "subscribe": p.subscribe,
+        })).collect::<Vec<_>>(),
+        "disabled": a.disabled,
+        "origin": origin(a.origin),
+        "updated_at_ms": a.updated_at_ms,
+    })
+}
+
+fn key_view(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "application": k.app,
+        "created_at_ms": k.created_at_ms,
+        "expires_at_ms": k.expires_at_ms,
+        "revoked_at_ms": k.revoked_at_ms,
+        "origin": origin(k.origin),
+    })
+}
+
+fn access_view(a: &Access) -> Value {
+    json!({
+        "application": a.app,
+        "api": a.api,
+        "plan": a.plan,
+        "state": access_state(a.state),
+        "origin": origin(a.origin),
+        "updated_at_ms": a.updated_at_ms,
+    })
+}
+
+fn path_name(field: &str, name: &str) -> Result<(), ApiError> {
+    rules::valid_name(name).map_err(|e| ApiError::invalid_field(field, e))
+}
+
+/// Commits `command`, mapping what applying it said.
+async fn commit(state: &AppState, command: Command) -> Result<(), ApiError> {
+    match state.control().write(command).await? {
+        Applied::NotFound => Err(ApiError::not_found("no such resource")),
+        Applied::Refused { reason } => Err(ApiError::conflict(reason)),
+        _ => Ok(()),
+    }
+}
+
+fn read<R>(
+    state: &AppState,
+    f: impl FnOnce(&eventgate_raft_store::governance::Governance) -> R,
+) -> R {
+    state.control().reader().read(|s| f(&s.governance))
+}
+
+// ---- APIs ----
+
+async fn list_apis(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "apis": read(&state, |g| g.apis.values().map(api_view).collect::<Vec<_>>()) }))
+}
+
+async fn get_api(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    read(&state, |g| g.apis.get(&name).map(api_view))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no API `{name}`")))
+}
+
+async fn put_api(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(raw): JsonBody<rules::RawApi>,
+) -> Result<Response, ApiError> {
+    path_name("name", &name)?;
+    rules::check_channels(&raw.channels).map_err(|(field, e)| ApiError::invalid_field(field, e))?;
+    let entrypoints = match &raw.entrypoints {
+        None => Entrypoint::ALL.to_vec(),
+        Some(given) => rules::parse_entrypoints(given)
+            .map_err(|e| ApiError::invalid_field("entrypoints", e))?,
+    };
+    let security = match &raw.security {
+        None => vec![Security::ApiKey, Security::Jwt],
+        Some(given) => {
+            rules::parse_security(given).map_err(|e| ApiError::invalid_field("security", e))?
+        }
+    };
+    if raw.max_message_bytes == Some(0) {
+        return Err(ApiError::invalid_field(
+            "max_message_bytes",
+            "must be 1 or more",
+        ));
+    }
+    let existed = read(&state, |g| g.apis.contains_key(&name));
+    let api = Api {
+        name: name.clone(),
+        version: if raw.version.is_empty() {
+            "1.0.0".to_owned()
+        } else {
+            raw.version
+        },
+        description: raw.description,
+        channels: raw.channels,
+        entrypoints,
+        security,
+        max_message_bytes: raw.max_message_bytes,
+        origin: Origin::Admin,
+        updated_at_ms: now_ms(),
+    };
+    let view = api_view(&api);
+    commit(&state, Command::PutApi(api)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+async fn delete_api(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    commit(&state, Command::DeleteApi { name: name.clone() })
+        .await
+        .map_err(|e| not_found_as(e, format!("no API `{name}`")))?;
+    Ok(Json(json!({ "deleted": name })))
+}
+
+fn not_found_as(e: ApiError, detail: String) -> ApiError {
+    if e.status == StatusCode::NOT_FOUND {
+        ApiError::not_found(detail)
+    } else {
+        e
+    }
+}
+
+// ---- plans ----
+
+async fn list_plans(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "plans": read(&state, |g| g.plans.values().map(plan_view).collect::<Vec<_>>()) }))
+}
+
+async fn get_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    read(&state, |g| g.plans.get(&name).map(plan_view))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no plan `{name}`")))
+}
+
+async fn put_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(raw): JsonBody<rules::RawPlan>,
+) -> Result<Response, ApiError> {
+    path_name("name", &name)?;
+    let rate = |field: &str, r: &Option<rules::RawRate>| {
+        r.as_ref()
+            .map(|r| rules::rate(r.count, r.per))
+            .transpose()
+            .map_err(|e| ApiError::invalid_field(field, e))
+    };
+    let plan = Plan {
+        name: name.clone(),
+        description: raw.description.clone(),
+        publish: rate("publish", &raw.publish)?,
+        deliveries: rate("deliveries", &raw.deliveries)?,
+        max_connections: raw.max_connections,
+        max_subscriptions: raw.max_subscriptions,
+        on_delivery_limit: rules::parse_over_limit(raw.on_delivery_limit.as_deref())
+            .map_err(|e| ApiError::invalid_field("on_delivery_limit", e))?,
+        approval_required: raw.approval_required,
+        origin: Origin::Admin,
+        updated_at_ms: now_ms(),
+    };
+    let existed = read(&state, |g| g.plans.contains_key(&name));
+    let view = plan_view(&plan);
+    commit(&state, Command::PutPlan(plan)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+async fn delete_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    commit(&state, Command::DeletePlan { name: name.clone() })
+        .await
+        .map_err(|e| not_found_as(e, format!("no plan `{name}`")))?;
+    Ok(Json(json!({ "deleted": name })))
+}
+
+// ---- applications ----
+
+/// `PUT /admin/applications/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    permissions: Vec<rules::RawPermission>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+async fn list_apps(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "applications": read(&state, |g| g.applications.values().map(app_view).collect::<Vec<_>>())
+    }))
+}
+
+async fn get_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    read(&state, |g| {
+        g.applications.get(&id).map(|a| {
+            let mut view = app_view(a);
+            view["keys"] = g
+                .keys
+                .values()
+                .filter(|k| k.app == id)
+                .map(key_view)
+                .collect();
+            view["subscriptions"] = g
+                .access
+                .values()
+                .filter(|s| s.app == id)
+                .map(access_view)
+                .collect();
+            view
+        })
+    })
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("no application `{id}`")))
+}
+
+async fn put_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AppBody>,
+) -> Result<Response, ApiError> {
+    path_name("id", &id)?;
+    let mut permissions = Vec::new();
+    for (i, p) in body.permissions.iter().enumerate() {
+        rules::valid_pattern(&p.topics)
+            .map_err(|e| ApiError::invalid_field(format!("permissions[{i}].topics"), e))?;
+        permissions.push(Permission {
+            pattern: p.topics.clone(),
+            publish: p.publish,
+            subscribe: p.subscribe,
+        });
+    }
+    let app = Application {
+        id: id.clone(),
+        description: body.description,
+        permissions,
+        disabled: body.disabled,
+        origin: Origin::Admin,
+        updated_at_ms: now_ms(),
+    };
+    let existed = read(&state, |g| g.applications.contains_key(&id));
+    let view = app_view(&app);
+    commit(&state, Command::PutApplication(app)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    commit(&state, Command::DeleteApplication { id: id.clone() })
+        .await
+        .map_err(|e| not_found_as(e, format!("no application `{id}`")))?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
+// ---- keys ----
+
+/// `POST /admin/applications/{id}/keys` (the body is optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    /// How long the key is valid (`"90d"`); forever when absent.
+    #[serde(default, with = "humantime_serde")]
+    expires_in: Option<Duration>,
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    read(&state, |g| {
+        g.applications.contains_key(&id).then(|| {
+            json!({ "keys": g.keys.values().filter(|k| k.app == id).map(key_view).collect::<Vec<_>>() })
+        })
+    })
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("no application `{id}`")))
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyBody::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    if !read(&state, |g| g.applications.contains_key(&id)) {
+        return Err(ApiError::not_found(format!("no application `{id}`")));
+    }
+    let (key, sha256) = crate::auth::generate_key();
+    let now = now_ms();
+    let stored = ApiKey {
+        id: sha256[..16].to_owned(),
+        app: id.clone(),
+        sha256,
+        created_at_ms: now,
+        expires_at_ms: body
+            .expires_in
+            .map(|d| now.saturating_add(d.as_millis() as u64)),
+        revoked_at_ms: None,
+        origin: Origin::Admin,
+    };
+    let mut view = key_view(&stored);
+    commit(&state, Command::AddApiKey(stored))
+        .await
+        .map_err(|e| not_found_as(e, format!("no application `{id}`")))?;
+    view["key"] = json!(key);
+    view["note"] = json!("the key is shown only this once; eventgate stores its SHA-256");
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let owned = read(&state, |g| g.keys.get(&key).map(|k| k.app == id));
+    if owned != Some(true) {
+        return Err(ApiError::not_found(format!(
+            "application `{id}` has no key `{key}`"
+        )));
+    }
+    commit(
+        &state,
+        Command::RevokeApiKey {
+            id: key.clone(),
+            at_ms: now_ms(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "revoked": key })))
+}
+
+// ---- subscriptions to APIs ----
+
+/// `PUT /admin/applications/{id}/subscriptions/{api}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessBody {
+    plan: String,
+}
+
+async fn list_access(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    read(&state, |g| {
+        g.applications.contains_key(&id).then(|| {
+            let subs: BTreeMap<_, _> = g
+                .access
+                .values()
+                .filter(|a| a.app == id)
+                .map(|a| (a.api.clone(), access_view(a)))
+                .collect();
+            json!({ "subscriptions": subs.into_values().collect::<Vec<_>>() })
+        })
+    })
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("no application `{id}`")))
+}
+
+/// Subscribes an application to an API under a plan: approved at once, or pending when the
+/// plan requires approval.
+async fn put_access(
+    State(state): State<AppState>,
+    Path((id, api)): Path<(String, String)>,
+    JsonBody(body): JsonBody<AccessBody>,
+) -> Result<Response, ApiError> {
+    let (app_known, api_known, plan) = read(&state, |g| {
+        (
+            g.applications.contains_key(&id),
+            g.apis.contains_key(&api),
+            g.plans.get(&body.plan).cloned(),
+        )
+    });
+    if !app_known {
+        return Err(ApiError::not_found(format!("no application `{id}`")));
+    }
+    if !api_known {
+        return Err(ApiError::not_found(format!("no API `{api}`")));
+    }
+    let Some(plan) = plan else {
+        return Err(ApiError::invalid_field(
+            "plan",
+            format!("no plan `{}`", body.plan),
+        ));
+    };
+    let access = Access {
+        app: id,
+        api,
+        plan: plan.name,
+        state: if plan.approval_required {
+            AccessState::Pending
+        } else {
+            AccessState::Approved
+        },
+        origin: Origin::Admin,
+        updated_at_ms: now_ms(),
+    };
+    let view = access_view(&access);
+    commit(&state, Command::PutAccess(access)).await?;
+    Ok((StatusCode::OK, Json(view)).into_response())
+}
+
+async fn set_access_state(
+    state: &AppState,
+    id: String,
+    api: String,
+    to: AccessState,
+) -> Result<Json<Value>, ApiError> {
+    let Some(mut access) = read(state, |g| g.access.get(&(id.clone(), api.clone())).cloned())
+    else {
+        return Err(ApiError::not_found(format!(
+            "application `{id}` has no subscription to API `{api}`"
+        )));
+    };
+    access.state = to;
+    access.updated_at_ms = now_ms();
+    let view = access_view(&access);
+    commit(state, Command::PutAccess(access)).await?;
+    Ok(Json(view))
+}
+
+async fn approve_access(
+    State(state): State<AppState>,
+    Path((id, api)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_access_state(&state, id, api, AccessState::Approved).await
+}
+
+async fn reject_access(
+    State(state): State<AppState>,
+    Path((id, api)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_access_state(&state, id, api, AccessState::Rejected).await
+}
+
+async fn delete_access(
+    State(state): State<AppState>,
+    Path((id, api)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    commit(
+        &state,
+        Command::DeleteAccess {
+            app: id.clone(),
+            api: api.clone(),
+        },
+    )
+    .await
+    .map_err(|e| {
+        not_found_as(
+            e,
+            format!("application `{id}` has no subscription to API `{api}`"),
+        )
+    })?;
+    Ok(Json(
+        json!({ "deleted": { "application": id, "api": api } }),
+    ))
+}

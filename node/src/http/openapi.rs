@@ -1,0 +1,353 @@
+//! `GET /admin/openapi.json`: the OpenAPI 3.1 document of the admin API, generated from one
+//! table of its routes (method, path, summary, request body schema, success status). A test
+//! calls every route of the table against a running node, so the table cannot drift from the
+//! router without failing.
+
+use serde_json::{json, Map, Value};
+
+/// One documented admin route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: &'static str,
+    /// Under `/admin`, with `{parameters}`.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Schema name in `components.schemas` of the JSON body, if any.
+    pub body: Option<&'static str>,
+    pub ok: u16,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+    ok: u16,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        body,
+        ok,
+    }
+}
+
+/// Every route of the admin API.
+pub const ROUTES: &[Route] = &[
+    route(
+        "get",
+        "/cluster/status",
+        "Leader, term and every member's state",
+        None,
+        200,
+    ),
+    route(
+        "get",
+        "/cluster/node",
+        "This node's own Raft view",
+        None,
+        200,
+    ),
+    route(
+        "post",
+        "/cluster/leave",
+        "Remove a member (this node when the body is empty)",
+        Some("Leave"),
+        200,
+    ),
+    route(
+        "get",
+        "/subscriptions",
+        "Every WebSub subscription",
+        None,
+        200,
+    ),
+    route(
+        "get",
+        "/subscriptions/{id}",
+        "One WebSub subscription with cursor and retries",
+        None,
+        200,
+    ),
+    route(
+        "put",
+        "/subscriptions/{id}",
+        "Create or replace a WebSub subscription record",
+        Some("SubscriptionRecord"),
+        200,
+    ),
+    route(
+        "delete",
+        "/subscriptions/{id}",
+        "Remove a WebSub subscription",
+        None,
+        204,
+    ),
+    route(
+        "get",
+        "/dead-letters",
+        "Messages that exhausted their attempts",
+        None,
+        200,
+    ),
+    route(
+        "delete",
+        "/dead-letters/{id}/{partition}/{offset}",
+        "Discard a dead letter",
+        None,
+        204,
+    ),
+    route(
+        "post",
+        "/dead-letters/{id}/{partition}/{offset}/redrive",
+        "Deliver a dead letter once more",
+        None,
+        200,
+    ),
+    route("get", "/apis", "Every API", None, 200),
+    route("get", "/apis/{name}", "One API", None, 200),
+    route(
+        "put",
+        "/apis/{name}",
+        "Create (201) or replace (200) an API",
+        Some("Api"),
+        201,
+    ),
+    route(
+        "delete",
+        "/apis/{name}",
+        "Delete an API and the subscriptions to it",
+        None,
+        200,
+    ),
+    route("get", "/plans", "Every plan", None, 200),
+    route("get", "/plans/{name}", "One plan", None, 200),
+    route(
+        "put",
+        "/plans/{name}",
+        "Create (201) or replace (200) a plan",
+        Some("Plan"),
+        201,
+    ),
+    route(
+        "delete",
+        "/plans/{name}",
+        "Delete a plan no subscription uses",
+        None,
+        200,
+    ),
+    route("get", "/applications", "Every application", None, 200),
+    route(
+        "get",
+        "/applications/{id}",
+        "One application with its keys and subscriptions",
+        None,
+        200,
+    ),
+    route(
+        "put",
+        "/applications/{id}",
+        "Create (201) or replace (200) an application",
+        Some("Application"),
+        201,
+    ),
+    route(
+        "delete",
+        "/applications/{id}",
+        "Delete an application with its keys and subscriptions",
+        None,
+        200,
+    ),
+    route(
+        "get",
+        "/applications/{id}/keys",
+        "An application's keys (never the secret)",
+        None,
+        200,
+    ),
+    route(
+        "post",
+        "/applications/{id}/keys",
+        "Issue a key: shown once in the answer",
+        Some("NewKey"),
+        201,
+    ),
+    route(
+        "delete",
+        "/applications/{id}/keys/{key}",
+        "Revoke a key on every node",
+        None,
+        200,
+    ),
+    route(
+        "get",
+        "/applications/{id}/subscriptions",
+        "An application's subscriptions to APIs",
+        None,
+        200,
+    ),
+    route(
+        "put",
+        "/applications/{id}/subscriptions/{api}",
+        "Subscribe an application to an API under a plan",
+        Some("Access"),
+        200,
+    ),
+    route(
+        "delete",
+        "/applications/{id}/subscriptions/{api}",
+        "End an application's subscription to an API",
+        None,
+        200,
+    ),
+    route(
+        "post",
+        "/applications/{id}/subscriptions/{api}/approve",
+        "Approve a pending subscription",
+        None,
+        200,
+    ),
+    route(
+        "post",
+        "/applications/{id}/subscriptions/{api}/reject",
+        "Reject a subscription",
+        None,
+        200,
+    ),
+    route("get", "/openapi.json", "This document", None, 200),
+];
+
+fn schemas() -> Value {
+    let rate = json!({
+        "type": "object", "required": ["count", "per"], "additionalProperties": false,
+        "properties": {
+            "count": { "type": "integer", "minimum": 1 },
+            "per": { "type": "string", "description": "A duration: `1s`, `1m`, `1h`, 100ms to 24h" },
+        },
+    });
+    json!({
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details; `field` names the request field at fault.",
+            "properties": {
+                "type": { "type": "string", "format": "uri" },
+                "title": { "type": "string" },
+                "status": { "type": "integer" },
+                "detail": { "type": "string" },
+                "field": { "type": "string" },
+            },
+        },
+        "Leave": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "node_id": { "type": "integer", "minimum": 1 } },
+        },
+        "SubscriptionRecord": {
+            "type": "object", "required": ["topic", "callback", "lease_seconds"], "additionalProperties": false,
+            "properties": {
+                "topic": { "type": "string" },
+                "callback": { "type": "string", "format": "uri" },
+                "lease_seconds": { "type": "integer", "minimum": 1, "maximum": 31_536_000 },
+                "secret": { "type": "string", "maxLength": 199 },
+                "state": { "enum": ["pending_verification", "active", "pending_unsubscribe"] },
+            },
+        },
+        "Api": {
+            "type": "object", "required": ["channels"], "additionalProperties": false,
+            "properties": {
+                "version": { "type": "string" },
+                "description": { "type": "string" },
+                "channels": { "type": "object", "minProperties": 1, "additionalProperties": { "type": "string" }, "description": "channel name → gateway topic" },
+                "entrypoints": { "type": "array", "items": { "enum": ["websub", "websocket", "sse", "webhook"] } },
+                "security": { "type": "array", "items": { "enum": ["api_key", "jwt"] }, "description": "empty: keyless" },
+                "max_message_bytes": { "type": "integer", "minimum": 1 },
+            },
+        },
+        "Plan": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "description": { "type": "string" },
+                "publish": rate,
+                "deliveries": rate,
+                "max_connections": { "type": "integer", "minimum": 0 },
+                "max_subscriptions": { "type": "integer", "minimum": 0 },
+                "on_delivery_limit": { "enum": ["pause", "drop"] },
+                "approval_required": { "type": "boolean" },
+            },
+        },
+        "Application": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "description": { "type": "string" },
+                "disabled": { "type": "boolean" },
+                "permissions": { "type": "array", "items": {
+                    "type": "object", "required": ["topics"], "additionalProperties": false,
+                    "properties": {
+                        "topics": { "type": "string", "description": "topic name pattern; `*` matches any run of characters" },
+                        "publish": { "type": "boolean" },
+                        "subscribe": { "type": "boolean" },
+                    },
+                } },
+            },
+        },
+        "NewKey": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "expires_in": { "type": "string", "description": "validity, e.g. `90d`" } },
+        },
+        "Access": {
+            "type": "object", "required": ["plan"], "additionalProperties": false,
+            "properties": { "plan": { "type": "string" } },
+        },
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let parameters: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let problem = json!({ "description": "problem details", "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } });
+        let mut responses = Map::new();
+        responses.insert(r.ok.to_string(), json!({ "description": "success" }));
+        for status in ["400", "401", "403", "404", "409", "503"] {
+            responses.insert(status.to_owned(), problem.clone());
+        }
+        let mut op = json!({
+            "summary": r.summary,
+            "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '-', '.'], "_")),
+            "responses": responses,
+        });
+        if !parameters.is_empty() {
+            op["parameters"] = json!(parameters);
+        }
+        if let Some(body) = r.body {
+            op["requestBody"] = json!({
+                "required": false,
+                "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{body}") } } },
+            });
+        }
+        let item = paths
+            .entry(format!("/admin{}", r.path))
+            .or_insert_with(|| json!({}));
+        item[r.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "eventgate admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Cluster, WebSub records, dead letters, and API management (APIs, plans, applications, keys, subscriptions). `Authorization: Bearer <admin.token>`.",
+        },
+        "security": [{ "adminToken": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "adminToken": { "type": "http", "scheme": "bearer" } },
+        },
+    })
+}

@@ -1,0 +1,824 @@
+//! API management in the replicated state: APIs, plans, applications, their API keys and
+//! subscriptions to APIs, and the quota they consume.
+//!
+//! Everything here is replicated so that every node admits the same clients: a revoked key is
+//! refused by every node as soon as it has applied the revocation. Rate-limit quota is
+//! *reserved* through the log before a node spends it ([`Command::ReserveQuota`]), so a node
+//! that dies takes nothing with it: what it reserved stays consumed for the rest of the window,
+//! on every node.
+//!
+//! [`Command::ReserveQuota`]: crate::Command::ReserveQuota
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Response;
+use crate::NodeId;
+
+/// Where an entity was declared. Entities of the configuration file are replaced as a whole
+/// whenever a node starts with that file; the admin API's are left alone by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    Config,
+    Admin,
+}
+
+/// A way into the gateway that an API may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Entrypoint {
+    /// WebSub subscriptions at `/hub`.
+    Websub,
+    /// `GET /ws/{topic}`.
+    Websocket,
+    /// `GET /sse/{topic}`.
+    Sse,
+    /// `POST /webhook-receiver?topic=`.
+    Webhook,
+}
+
+impl Entrypoint {
+    pub const ALL: [Entrypoint; 4] = [
+        Entrypoint::Websub,
+        Entrypoint::Websocket,
+        Entrypoint::Sse,
+        Entrypoint::Webhook,
+    ];
+
+    /// The name used in configuration and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entrypoint::Websub => "websub",
+            Entrypoint::Websocket => "websocket",
+            Entrypoint::Sse => "sse",
+            Entrypoint::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == text)
+    }
+}
+
+/// How a client proves who it is to an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Security {
+    ApiKey,
+    Jwt,
+}
+
+impl Security {
+    pub fn name(self) -> &'static str {
+        match self {
+            Security::ApiKey => "api_key",
+            Security::Jwt => "jwt",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Security::ApiKey, Security::Jwt]
+            .into_iter()
+            .find(|s| s.name() == text)
+    }
+}
+
+/// A set of broker topics exposed as one product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Api {
+    /// Identifier: lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    /// Channel name → gateway topic.
+    pub channels: BTreeMap<String, String>,
+    pub entrypoints: Vec<Entrypoint>,
+    /// Accepted credentials; empty: the API is open to anonymous clients (keyless).
+    pub security: Vec<Security>,
+    /// Largest message published through this API, in bytes.
+    pub max_message_bytes: Option<u64>,
+    pub origin: Origin,
+    pub updated_at_ms: u64,
+}
+
+/// A budget: at most `count` per fixed window of `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub count: u64,
+    pub window_ms: u64,
+}
+
+/// What a stream does when its deliveries budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverLimit {
+    /// Hold deliveries until the next window (the client falls behind; the ring may drop).
+    Pause,
+    /// Skip messages until the next window; the client sees a gap marker with the count.
+    Drop,
+}
+
+/// Limits an application subscribes under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    /// Messages published (webhook, WebSocket).
+    pub publish: Option<RateLimit>,
+    /// Messages delivered to streams.
+    pub deliveries: Option<RateLimit>,
+    /// Concurrent WebSocket and SSE connections, across the cluster.
+    pub max_connections: Option<u32>,
+    /// Live WebSub subscriptions.
+    pub max_subscriptions: Option<u32>,
+    pub on_delivery_limit: OverLimit,
+    /// Subscriptions to APIs under this plan wait for an administrator's approval.
+    pub approval_required: bool,
+    pub origin: Origin,
+    pub updated_at_ms: u64,
+}
+
+/// Publish and subscribe rights on topics whose names match `pattern` (`*` matches any run of
+/// characters, so `orders.*` covers `orders.eu`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub pattern: String,
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+/// A client of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    /// Identifier; also what a JWT's application claim names.
+    pub id: String,
+    pub description: Option<String>,
+    pub permissions: Vec<Permission>,
+    pub disabled: bool,
+    pub origin: Origin,
+    pub updated_at_ms: u64,
+}
+
+/// An API key, stored as the SHA-256 of the key; the key itself is shown once at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The first 16 hex digits of `sha256`: what operators and logs name.
+    pub id: String,
+    pub app: String,
+    /// Lowercase hex SHA-256 of the whole key.
+    pub sha256: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+    pub origin: Origin,
+}
+
+/// State of an application's subscription to an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessState {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// An application's subscription to an API, under a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    pub app: String,
+    pub api: String,
+    pub plan: String,
+    pub state: AccessState,
+    pub origin: Origin,
+    pub updated_at_ms: u64,
+}
+
+/// What a quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum QuotaKind {
+    Publish,
+    Deliveries,
+}
+
+/// Quota consumed (reserved) in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub window_start_ms: u64,
+    pub used: u64,
+}
+
+/// (application, API, kind).
+pub type UsageKey = (String, String, QuotaKind);
+
+/// Everything the configuration file declares, applied as one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declared {
+    pub apis: Vec<Api>,
+    pub plans: Vec<Plan>,
+    pub applications: Vec<Application>,
+    pub keys: Vec<ApiKey>,
+    pub access: Vec<Access>,
+}
+
+/// The API-management part of the replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governance {
+    pub apis: BTreeMap<String, Api>,
+    pub plans: BTreeMap<String, Plan>,
+    pub applications: BTreeMap<String, Application>,
+    /// Key id → key.
+    pub keys: BTreeMap<String, ApiKey>,
+    /// (application, API) → subscription.
+    pub access: BTreeMap<(String, String), Access>,
+    pub usage: BTreeMap<UsageKey, Usage>,
+    /// (application, API) → node → live stream connections it reported.
+    pub connections: BTreeMap<(String, String), BTreeMap<NodeId, u32>>,
+    /// WebSub subscription id → (application, API) it was made by.
+    pub websub_owners: BTreeMap<String, (String, String)>,
+    /// Bumped by every change of who may do what (not by quota or connection counts), so that
+    /// readers can notice cheaply. Not persisted: it only orders changes within one process.
+    #[serde(skip)]
+    pub version: u64,
+}
+
+/// An entity of [`Governance`] touched by a command.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GovTouched {
+    Api(String),
+    Plan(String),
+    Application(String),
+    Key(String),
+    Access(String, String),
+    Usage(UsageKey),
+    Connections(String, String),
+    WebsubOwner(String),
+}
+
+fn refused(reason: impl Into<String>) -> Response {
+    Response::Refused {
+        reason: reason.into(),
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Governance {
+    /// The APIs that expose `topic`, with the channel name.
+    pub fn apis_of_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> impl Iterator<Item = (&'a Api, &'a str)> + 'a {
+        self.apis.values().filter_map(move |api| {
+            api.channels
+                .iter()
+                .find(|(_, t)| t.as_str() == topic)
+                .map(|(channel, _)| (api, channel.as_str()))
+        })
+    }
+
+    /// The key whose SHA-256 (lowercase hex) is `sha256`, if any (revoked or not).
+    pub fn key_by_hash(&self, sha256: &str) -> Option<&ApiKey> {
+        let key = self.keys.get(sha256.get(..16)?)?;
+        (key.sha256 == sha256).then_some(key)
+    }
+
+    /// Live connections of `(app, api)` reported by every node but `except`, counting only
+    /// nodes for which `alive` holds.
+    pub fn connections_elsewhere(
+        &self,
+        app: &str,
+        api: &str,
+        except: NodeId,
+        alive: impl Fn(NodeId) -> bool,
+    ) -> u64 {
+        self.connections
+            .get(&(app.to_owned(), api.to_owned()))
+            .map_or(0, |per_node| {
+                per_node
+                    .iter()
+                    .filter(|(n, _)| **n != except && alive(**n))
+                    .map(|(_, c)| u64::from(*c))
+                    .sum()
+            })
+    }
+
+    /// Live WebSub subscriptions made by `(app, api)`.
+    pub fn websub_count(&self, app: &str, api: &str) -> usize {
+        self.websub_owners
+            .values()
+            .filter(|(a, p)| a == app && p == api)
+            .count()
+    }
+
+    pub(crate) fn put_api(&mut self, api: &Api, t: &mut Vec<GovTouched>) -> Response {
+        t.push(GovTouched::Api(api.name.clone()));
+        self.apis.insert(api.name.clone(), api.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn delete_api(&mut self, name: &str, t: &mut Vec<GovTouched>) -> Response {
+        if self.apis.remove(name).is_none() {
+            return Response::NotFound;
+        }
+        t.push(GovTouched::Api(name.to_owned()));
+        self.access.retain(|(app, api), _| {
+            let keep = api != name;
+            if !keep {
+                t.push(GovTouched::Access(app.clone(), api.clone()));
+            }
+            keep
+        });
+        self.usage.retain(|key, _| {
+            let keep = key.1 != name;
+            if !keep {
+                t.push(GovTouched::Usage(key.clone()));
+            }
+            keep
+        });
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn put_plan(&mut self, plan: &Plan, t: &mut Vec<GovTouched>) -> Response {
+        t.push(GovTouched::Plan(plan.name.clone()));
+        self.plans.insert(plan.name.clone(), plan.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn delete_plan(&mut self, name: &str, t: &mut Vec<GovTouched>) -> Response {
+        if !self.plans.contains_key(name) {
+            return Response::NotFound;
+        }
+        if let Some(a) = self.access.values().find(|a| a.plan == name) {
+            return refused(format!(
+                "plan `{name}` is in use by application `{}` on API `{}`",
+                a.app, a.api
+            ));
+        }
+        self.plans.remove(name);
+        t.push(GovTouched::Plan(name.to_owned()));
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn put_application(
+        &mut self,
+        app: &Application,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        t.push(GovTouched::Application(app.id.clone()));
+        self.applications.insert(app.id.clone(), app.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn delete_application(&mut self, id: &str, t: &mut Vec<GovTouched>) -> Response {
+        if self.applications.remove(id).is_none() {
+            return Response::NotFound;
+        }
+        t.push(GovTouched::Application(id.to_owned()));
+        self.keys.retain(|kid, key| {
+            let keep = key.app != id;
+            if !keep {
+                t.push(GovTouched::Key(kid.clone()));
+            }
+            keep
+        });
+        self.access.retain(|(app, api), _| {
+            let keep = app != id;
+            if !keep {
+                t.push(GovTouched::Access(app.clone(), api.clone()));
+            }
+            keep
+        });
+        self.usage.retain(|key, _| {
+            let keep = key.0 != id;
+            if !keep {
+                t.push(GovTouched::Usage(key.clone()));
+            }
+            keep
+        });
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn add_key(&mut self, key: &ApiKey, t: &mut Vec<GovTouched>) -> Response {
+        if !self.applications.contains_key(&key.app) {
+            return Response::NotFound;
+        }
+        if key.sha256.len() != 64 || key.id != key.sha256[..16] {
+            return refused("a key's id is the first 16 hex digits of its 64-digit SHA-256");
+        }
+        if let Some(existing) = self.keys.get(&key.id) {
+            if existing.app != key.app {
+                return refused(format!("key `{}` belongs to another application", key.id));
+            }
+        }
+        t.push(GovTouched::Key(key.id.clone()));
+        self.keys.insert(key.id.clone(), key.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn revoke_key(&mut self, id: &str, at_ms: u64, t: &mut Vec<GovTouched>) -> Response {
+        match self.keys.get_mut(id) {
+            None => Response::NotFound,
+            Some(key) => {
+                if key.revoked_at_ms.is_none() {
+                    key.revoked_at_ms = Some(at_ms);
+                    t.push(GovTouched::Key(id.to_owned()));
+                    self.version += 1;
+                }
+                Response::Applied
+            }
+        }
+    }
+
+    pub(crate) fn put_access(&mut self, access: &Access, t: &mut Vec<GovTouched>) -> Response {
+        if !self.applications.contains_key(&access.app) {
+            return refused(format!("no application `{}`", access.app));
+        }
+        if !self.apis.contains_key(&access.api) {
+            return refused(format!("no API `{}`", access.api));
+        }
+        if !self.plans.contains_key(&access.plan) {
+            return refused(format!("no plan `{}`", access.plan));
+        }
+        let key = (access.app.clone(), access.api.clone());
+        t.push(GovTouched::Access(key.0.clone(), key.1.clone()));
+        self.access.insert(key, access.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    pub(crate) fn delete_access(
+        &mut self,
+        app: &str,
+        api: &str,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        if self
+            .access
+            .remove(&(app.to_owned(), api.to_owned()))
+            .is_none()
+        {
+            return Response::NotFound;
+        }
+        t.push(GovTouched::Access(app.to_owned(), api.to_owned()));
+        self.version += 1;
+        Response::Applied
+    }
+
+    /// Replaces every entity of configuration origin by `declared`. Admin-made entities are
+    /// kept unless `declared` names the same one, which then becomes the configuration's.
+    pub(crate) fn declare(&mut self, declared: &Declared, t: &mut Vec<GovTouched>) -> Response {
+        // Remove what an earlier configuration declared and this one no longer does.
+        let apis: Vec<String> = self
+            .apis
+            .values()
+            .filter(|a| {
+                a.origin == Origin::Config && !declared.apis.iter().any(|d| d.name == a.name)
+            })
+            .map(|a| a.name.clone())
+            .collect();
+        for name in apis {
+            self.delete_api(&name, t);
+        }
+        let apps: Vec<String> = self
+            .applications
+            .values()
+            .filter(|a| {
+                a.origin == Origin::Config && !declared.applications.iter().any(|d| d.id == a.id)
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        for id in apps {
+            self.delete_application(&id, t);
+        }
+        let keys: Vec<String> = self
+            .keys
+            .values()
+            .filter(|k| k.origin == Origin::Config && !declared.keys.iter().any(|d| d.id == k.id))
+            .map(|k| k.id.clone())
+            .collect();
+        for id in keys {
+            self.keys.remove(&id);
+            t.push(GovTouched::Key(id));
+        }
+        let access: Vec<(String, String)> = self
+            .access
+            .values()
+            .filter(|a| {
+                a.origin == Origin::Config
+                    && !declared
+                        .access
+                        .iter()
+                        .any(|d| d.app == a.app && d.api == a.api)
+            })
+            .map(|a| (a.app.clone(), a.api.clone()))
+            .collect();
+        for (app, api) in access {
+            self.delete_access(&app, &api, t);
+        }
+        for api in &declared.apis {
+            self.put_api(api, t);
+        }
+        for plan in &declared.plans {
+            self.put_plan(plan, t);
+        }
+        for app in &declared.applications {
+            self.put_application(app, t);
+        }
+        let mut problems = Vec::new();
+        for key in &declared.keys {
+            // A key revoked at runtime stays revoked when the file is applied again.
+            let mut key = key.clone();
+            if let Some(existing) = self.keys.get(&key.id) {
+                key.revoked_at_ms = key.revoked_at_ms.or(existing.revoked_at_ms);
+            }
+            if let Response::Refused { reason } = self.add_key(&key, t) {
+                problems.push(reason);
+            }
+        }
+        for access in &declared.access {
+            if let Response::Refused { reason } = self.put_access(access, t) {
+                problems.push(reason);
+            }
+        }
+        // Plans no longer declared go last, once nothing of the configuration uses them.
+        let plans: Vec<String> = self
+            .plans
+            .values()
+            .filter(|p| {
+                p.origin == Origin::Config && !declared.plans.iter().any(|d| d.name == p.name)
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        for name in plans {
+            if let Response::Refused { reason } = self.delete_plan(&name, t) {
+                problems.push(reason);
+            }
+        }
+        if problems.is_empty() {
+            Response::Applied
+        } else {
+            refused(problems.join("; "))
+        }
+    }
+
+    /// Grants up to `want` of the quota of `key` in the window starting at `window_start_ms`,
+    /// within `limit`; a newer window starts from zero, an older one gets nothing.
+    pub(crate) fn reserve(
+        &mut self,
+        key: &UsageKey,
+        window_start_ms: u64,
+        limit: u64,
+        want: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let usage = self.usage.entry(key.clone()).or_insert(Usage {
+            window_start_ms,
+            used: 0,
+        });
+        if window_start_ms < usage.window_start_ms {
+            return Response::Count(0);
+        }
+        if window_start_ms > usage.window_start_ms {
+            *usage = Usage {
+                window_start_ms,
+                used: 0,
+            };
+        }
+        let granted = want.min(limit.saturating_sub(usage.used));
+        usage.used += granted;
+        t.push(GovTouched::Usage(key.clone()));
+        Response::Count(granted)
+    }
+
+    /// Replaces what `node` reported of its live connections.
+    pub(crate) fn report_connections(
+        &mut self,
+        node: NodeId,
+        counts: &[((String, String), u32)],
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        for (key, per_node) in self.connections.iter_mut() {
+            if per_node.remove(&node).is_some() {
+                t.push(GovTouched::Connections(key.0.clone(), key.1.clone()));
+            }
+        }
+        for (key, count) in counts {
+            if *count > 0 {
+                self.connections
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(node, *count);
+                t.push(GovTouched::Connections(key.0.clone(), key.1.clone()));
+            }
+        }
+        self.connections.retain(|_, per_node| !per_node.is_empty());
+        Response::Applied
+    }
+
+    /// A node left: its connections are gone.
+    pub(crate) fn forget_node(&mut self, node: NodeId, t: &mut Vec<GovTouched>) {
+        self.report_connections(node, &[], t);
+    }
+
+    pub(crate) fn set_websub_owner(
+        &mut self,
+        subscription: &str,
+        owner: Option<(String, String)>,
+        t: &mut Vec<GovTouched>,
+    ) {
+        let changed = match owner {
+            Some(owner) => {
+                self.websub_owners
+                    .insert(subscription.to_owned(), owner.clone())
+                    != Some(owner)
+            }
+            None => self.websub_owners.remove(subscription).is_some(),
+        };
+        if changed {
+            t.push(GovTouched::WebsubOwner(subscription.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(name: &str) -> Plan {
+        Plan {
+            name: name.to_owned(),
+            description: None,
+            publish: Some(RateLimit {
+                count: 10,
+                window_ms: 1000,
+            }),
+            deliveries: None,
+            max_connections: None,
+            max_subscriptions: None,
+            on_delivery_limit: OverLimit::Pause,
+            approval_required: false,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn api(name: &str) -> Api {
+        Api {
+            name: name.to_owned(),
+            version: "1".to_owned(),
+            description: None,
+            channels: [("orders".to_owned(), "orders".to_owned())].into(),
+            entrypoints: Entrypoint::ALL.to_vec(),
+            security: vec![Security::ApiKey],
+            max_message_bytes: None,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn app(id: &str) -> Application {
+        Application {
+            id: id.to_owned(),
+            description: None,
+            permissions: vec![],
+            disabled: false,
+            origin: Origin::Config,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*", "orders"));
+        assert!(pattern_matches("orders.*", "orders.eu"));
+        assert!(!pattern_matches("orders.*", "order"));
+        assert!(pattern_matches("a*b*c", "axxbyyc"));
+        assert!(!pattern_matches("a*b*c", "axxc"));
+        assert!(pattern_matches("orders", "orders"));
+        assert!(!pattern_matches("orders", "orders2"));
+        assert!(pattern_matches("*.eu", "orders.eu"));
+    }
+
+    #[test]
+    fn quota_is_granted_within_the_window_and_resets_with_the_next() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let key = ("app".to_owned(), "api".to_owned(), QuotaKind::Publish);
+        assert_eq!(g.reserve(&key, 1000, 10, 4, &mut t), Response::Count(4));
+        assert_eq!(g.reserve(&key, 1000, 10, 4, &mut t), Response::Count(4));
+        assert_eq!(g.reserve(&key, 1000, 10, 4, &mut t), Response::Count(2));
+        assert_eq!(g.reserve(&key, 1000, 10, 4, &mut t), Response::Count(0));
+        assert_eq!(
+            g.reserve(&key, 0, 10, 4, &mut t),
+            Response::Count(0),
+            "an older window"
+        );
+        assert_eq!(g.reserve(&key, 2000, 10, 4, &mut t), Response::Count(4));
+    }
+
+    #[test]
+    fn declaring_replaces_config_entities_and_keeps_admin_ones_and_revocations() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let key = ApiKey {
+            id: "0123456789abcdef".to_owned(),
+            app: "a".to_owned(),
+            sha256: format!("0123456789abcdef{}", "0".repeat(48)),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            origin: Origin::Config,
+        };
+        let declared = Declared {
+            apis: vec![api("orders")],
+            plans: vec![plan("gold")],
+            applications: vec![app("a")],
+            keys: vec![key.clone()],
+            access: vec![Access {
+                app: "a".to_owned(),
+                api: "orders".to_owned(),
+                plan: "gold".to_owned(),
+                state: AccessState::Approved,
+                origin: Origin::Config,
+                updated_at_ms: 0,
+            }],
+        };
+        assert_eq!(g.declare(&declared, &mut t), Response::Applied);
+        let mut admin_app = app("b");
+        admin_app.origin = Origin::Admin;
+        g.put_application(&admin_app, &mut t);
+        g.revoke_key(&key.id, 5, &mut t);
+        assert_eq!(g.declare(&declared, &mut t), Response::Applied);
+        assert_eq!(g.keys[&key.id].revoked_at_ms, Some(5));
+        assert!(g.applications.contains_key("b"));
+
+        // A configuration without them removes the declared ones, and what hangs on them.
+        assert_eq!(g.declare(&Declared::default(), &mut t), Response::Applied);
+        assert!(g.apis.is_empty() && g.plans.is_empty() && g.keys.is_empty());
+        assert!(g.access.is_empty());
+        assert_eq!(g.applications.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_plan_in_use_is_not_deleted() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        g.put_api(&api("orders"), &mut t);
+        g.put_plan(&plan("gold"), &mut t);
+        g.put_application(&app("a"), &mut t);
+        let access = Access {
+            app: "a".to_owned(),
+            api: "orders".to_owned(),
+            plan: "gold".to_owned(),
+            state: AccessState::Pending,
+            origin: Origin::Admin,
+            updated_at_ms: 0,
+        };
+        assert_eq!(g.put_access(&access, &mut t), Response::Applied);
+        assert!(matches!(
+            g.delete_plan("gold", &mut t),
+            Response::Refused { .. }
+        ));
+        g.delete_application("a", &mut t);
+        assert!(g.access.is_empty());
+        assert_eq!(g.delete_plan("gold", &mut t), Response::Applied);
+    }
+
+    #[test]
+    fn connections_reports_replace_a_nodes_counts() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let key = ("a".to_owned(), "orders".to_owned());
+        g.report_connections(1, &[(key.clone(), 3)], &mut t);
+        g.report_connections(2, &[(key.clone(), 2)], &mut t);
+        assert_eq!(g.connections_elsewhere("a", "orders", 1, |_| true), 2);
+        assert_eq!(g.connections_elsewhere("a", "orders", 3, |_| true), 5);
+        assert_eq!(g.connections_elsewhere("a", "orders", 3, |n| n != 2), 3);
+        g.report_connections(1, &[], &mut t);
+        assert_eq!(g.connections_elsewhere("a", "orders", 3, |_| true), 2);
+        g.forget_node(2, &mut t);
+        assert!(g.connections.is_empty());
+    }
+}
