@@ -747,3 +747,109 @@ async fn the_admin_openapi_document_matches_the_routes() {
     assert!(calls >= 25, "{calls}");
     node.stop().await;
 }
+
+/// ES256 tokens verified against a JWK set served over HTTP: a key rotated in later (new
+/// `kid`) is fetched when a token names it; a `kid` the set does not hold is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_verify_against_a_rotating_jwks_url() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use std::sync::{Arc, Mutex};
+
+    let signer = |kid: &str| {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        (key, jwk)
+    };
+    let (key1, jwk1) = signer("k1");
+    let (key2, jwk2) = signer("k2");
+    let (key3, _) = signer("k3");
+    let served = Arc::new(Mutex::new(JwkSet { keys: vec![jwk1] }));
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            axum::routing::get(
+                |axum::extract::State(set): axum::extract::State<Arc<Mutex<JwkSet>>>| async move {
+                    axum::Json(set.lock().unwrap().clone())
+                },
+            ),
+        )
+        .with_state(served.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let node = start(&format!(
+        r#"[topics]
+names = ["orders"]
+[auth.jwt]
+issuer = ["https://idp.test"]
+audience = ["eventgate"]
+algorithms = ["ES256"]
+jwks_url = "{jwks_url}"
+[apis.shop]
+channels = {{ orders = "orders" }}
+security = ["jwt"]
+[plans.free]
+[applications.alice]
+permissions = [{{ topics = "orders", subscribe = true }}]
+subscriptions = {{ shop = "free" }}
+"#
+    ))
+    .await;
+    let token = |key: &jsonwebtoken::EncodingKey, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        jsonwebtoken::encode(
+            &header,
+            &json!({ "sub": "alice", "iss": "https://idp.test", "aud": "eventgate", "exp": now + 60 }),
+            key,
+        )
+        .unwrap()
+    };
+    let status = |token: String| {
+        let node = &node;
+        async move {
+            let r = node
+                .client
+                .get(format!("{}/sse/orders", node.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let detail = if status == 200 {
+                String::new()
+            } else {
+                r.json::<Value>().await.unwrap()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            (status, detail)
+        }
+    };
+    assert_eq!(status(token(&key1, "k1")).await.0, 200);
+    // An HS256 token is refused: only ES256 is accepted.
+    let (code, detail) = status(jwt("alice", 60, "eventgate")).await;
+    assert_eq!(code, 401);
+    assert!(detail.contains("not accepted"), "{detail}");
+    // Rotation: the identity provider publishes k2; a token naming it triggers a reload.
+    served.lock().unwrap().keys.push(jwk2);
+    assert_eq!(status(token(&key2, "k2")).await.0, 200);
+    let (code, detail) = status(token(&key3, "k3")).await;
+    assert_eq!(code, 401);
+    assert!(detail.contains("no verification key"), "{detail}");
+    // A token signed by another key under a known kid fails its signature.
+    let (code, detail) = status(token(&key3, "k1")).await;
+    assert_eq!(
+        (code, detail.as_str()),
+        (401, "the token's signature does not verify")
+    );
+    node.stop().await;
+}
