@@ -853,3 +853,61 @@ subscriptions = {{ shop = "free" }}
     );
     node.stop().await;
 }
+
+/// RS256 tokens verified with a PEM public key file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_verify_with_a_pem_public_key() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let node = start(&format!(
+        r#"[topics]
+names = ["orders"]
+[auth.jwt]
+issuer = ["https://idp.test"]
+audience = ["eventgate"]
+algorithms = ["RS256"]
+public_key_file = "{fixtures}/rs256-public.pem"
+[apis.shop]
+channels = {{ orders = "orders" }}
+security = ["jwt"]
+[plans.free]
+[applications.alice]
+permissions = [{{ topics = "orders", publish = true }}]
+subscriptions = {{ shop = "free" }}
+"#
+    ))
+    .await;
+    let private = std::fs::read(format!("{fixtures}/rs256-private.pem")).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&private).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |app: &str, nbf: u64| json!({ "sub": app, "iss": "https://idp.test", "aud": "eventgate", "exp": now + 60, "nbf": nbf });
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    let publish = |token: String| {
+        let node = &node;
+        async move {
+            node.client
+                .post(format!("{}/webhook-receiver?topic=orders", node.base))
+                .bearer_auth(token)
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(publish(sign(claims("alice", now))).await.status(), 202);
+    let (status, p) = problem(publish(sign(claims("alice", now + 3600))).await).await;
+    assert_eq!(
+        (status, p["detail"].as_str().unwrap()),
+        (401, "the token is not valid yet (nbf)")
+    );
+    node.stop().await;
+}
