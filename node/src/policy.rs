@@ -237,17 +237,30 @@ impl Gatekeeper {
             Some(c) => Some(self.authenticate(c).await?),
             None => None,
         };
+        self.authorize(principal, credential.is_some(), topic, action, entrypoint)
+    }
+
+    /// Admits an already authenticated `principal` (or an anonymous client; `presented`: it
+    /// gave credentials) to `action` on `topic` through `entrypoint`, or refuses.
+    pub fn authorize(
+        &self,
+        principal: Option<Principal>,
+        presented: bool,
+        topic: &str,
+        action: Action,
+        entrypoint: Entrypoint,
+    ) -> Result<Admission, ApiError> {
         self.reader.read(|s| {
             self.decide(
                 &s.governance,
                 principal.as_ref(),
-                credential.is_some(),
+                presented,
                 topic,
                 action,
                 entrypoint,
             )
             .map(|(grant, max_message_bytes)| Admission {
-                principal: principal.clone(),
+                principal,
                 grant,
                 max_message_bytes,
             })
@@ -373,8 +386,8 @@ impl Gatekeeper {
                         api.max_message_bytes,
                     ));
                 }
-                Some(access) if api.security.is_empty() => {
-                    let _ = access;
+                // A keyless API: rights as the application's permissions say, no plan.
+                Some(_) | None if api.security.is_empty() => {
                     permitted(g, p, topic, action)?;
                     return Ok((None, api.max_message_bytes));
                 }
@@ -390,10 +403,6 @@ impl Gatekeeper {
                             }
                         ))
                     });
-                }
-                None if api.security.is_empty() => {
-                    permitted(g, p, topic, action)?;
-                    return Ok((None, api.max_message_bytes));
                 }
                 None => {
                     refusal.get_or_insert_with(|| {

@@ -322,33 +322,23 @@ pub fn entity(kind: &'static str, command: crate::cli::EntityCommand) -> ExitCod
     use crate::cli::EntityCommand as E;
     use reqwest::Method;
     admin_command(async move {
-        match command {
-            E::List { target } => {
-                admin_call(&target, Method::GET, &format!("/admin/{kind}"), None).await
-            }
-            E::Get { name, target } => {
-                admin_call(&target, Method::GET, &format!("/admin/{kind}/{name}"), None).await
-            }
-            E::Put { name, file, target } => {
-                let body = read_document(&file)?;
-                admin_call(
-                    &target,
-                    Method::PUT,
-                    &format!("/admin/{kind}/{name}"),
-                    Some(body),
-                )
-                .await
-            }
-            E::Delete { name, target } => {
-                admin_call(
-                    &target,
-                    Method::DELETE,
-                    &format!("/admin/{kind}/{name}"),
-                    None,
-                )
-                .await
-            }
-        }
+        let (target, method, path, body) = match command {
+            E::List { target } => (target, Method::GET, format!("/admin/{kind}"), None),
+            E::Get { name, target } => (target, Method::GET, format!("/admin/{kind}/{name}"), None),
+            E::Put { name, file, target } => (
+                target,
+                Method::PUT,
+                format!("/admin/{kind}/{name}"),
+                Some(read_document(&file)?),
+            ),
+            E::Delete { name, target } => (
+                target,
+                Method::DELETE,
+                format!("/admin/{kind}/{name}"),
+                None,
+            ),
+        };
+        admin_call(&target, method, &path, body).await
     })
 }
 
@@ -356,106 +346,80 @@ pub fn entity(kind: &'static str, command: crate::cli::EntityCommand) -> ExitCod
 pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
     use crate::cli::KeysCommand as K;
     use reqwest::Method;
-    if let K::Generate = command {
-        let (key, hash) = crate::auth::generate_key();
-        println!("key:    {key}");
-        println!("sha256: {hash}");
-        println!("(give the key to the application; put the sha256 in its api_key_hashes)");
-        return ExitCode::SUCCESS;
-    }
-    admin_command(async move {
-        match command {
-            K::Generate => Ok(serde_json::Value::Null),
-            K::Create {
-                app,
-                expires_in,
-                target,
-            } => {
-                let body = serde_json::json!({ "expires_in": expires_in });
-                admin_call(
-                    &target,
-                    Method::POST,
-                    &format!("/admin/applications/{app}/keys"),
-                    Some(body),
-                )
-                .await
-            }
-            K::List { app, target } => {
-                admin_call(
-                    &target,
-                    Method::GET,
-                    &format!("/admin/applications/{app}/keys"),
-                    None,
-                )
-                .await
-            }
-            K::Revoke {
-                app,
-                key_id,
-                target,
-            } => {
-                admin_call(
-                    &target,
-                    Method::DELETE,
-                    &format!("/admin/applications/{app}/keys/{key_id}"),
-                    None,
-                )
-                .await
-            }
+    let (target, method, path, body) = match command {
+        K::Generate => {
+            let (key, hash) = crate::auth::generate_key();
+            println!("key:    {key}");
+            println!("sha256: {hash}");
+            println!("(give the key to the application; put the sha256 in its api_key_hashes)");
+            return ExitCode::SUCCESS;
         }
-    })
+        K::Create {
+            app,
+            expires_in,
+            target,
+        } => (
+            target,
+            Method::POST,
+            format!("/admin/applications/{app}/keys"),
+            Some(serde_json::json!({ "expires_in": expires_in })),
+        ),
+        K::List { app, target } => (
+            target,
+            Method::GET,
+            format!("/admin/applications/{app}/keys"),
+            None,
+        ),
+        K::Revoke {
+            app,
+            key_id,
+            target,
+        } => (
+            target,
+            Method::DELETE,
+            format!("/admin/applications/{app}/keys/{key_id}"),
+            None,
+        ),
+    };
+    admin_command(async move { admin_call(&target, method, &path, body).await })
 }
 
 /// `eventgate subscriptions …`.
 pub fn access(command: crate::cli::AccessCommand) -> ExitCode {
     use crate::cli::AccessCommand as A;
     use reqwest::Method;
-    admin_command(async move {
-        let base = |app: &str| format!("/admin/applications/{app}/subscriptions");
-        match command {
-            A::List { app, target } => admin_call(&target, Method::GET, &base(&app), None).await,
-            A::Add {
-                app,
-                api,
-                plan,
-                target,
-            } => {
-                let body = serde_json::json!({ "plan": plan });
-                admin_call(
-                    &target,
-                    Method::PUT,
-                    &format!("{}/{api}", base(&app)),
-                    Some(body),
-                )
-                .await
-            }
-            A::Approve { app, api, target } => {
-                admin_call(
-                    &target,
-                    Method::POST,
-                    &format!("{}/{api}/approve", base(&app)),
-                    None,
-                )
-                .await
-            }
-            A::Reject { app, api, target } => {
-                admin_call(
-                    &target,
-                    Method::POST,
-                    &format!("{}/{api}/reject", base(&app)),
-                    None,
-                )
-                .await
-            }
-            A::Remove { app, api, target } => {
-                admin_call(
-                    &target,
-                    Method::DELETE,
-                    &format!("{}/{api}", base(&app)),
-                    None,
-                )
-                .await
-            }
-        }
-    })
+    let base = |app: &str| format!("/admin/applications/{app}/subscriptions");
+    let (target, method, path, body) = match command {
+        A::List { app, target } => (target, Method::GET, base(&app), None),
+        A::Add {
+            app,
+            api,
+            plan,
+            target,
+        } => (
+            target,
+            Method::PUT,
+            format!("{}/{api}", base(&app)),
+            Some(serde_json::json!({ "plan": plan })),
+        ),
+        A::Approve { app, api, target } => (
+            target,
+            Method::POST,
+            format!("{}/{api}/approve", base(&app)),
+            None,
+        ),
+        A::Reject { app, api, target } => (
+            target,
+            Method::POST,
+            format!("{}/{api}/reject", base(&app)),
+            None,
+        ),
+        A::Remove { app, api, target } => (
+            target,
+            Method::DELETE,
+            format!("{}/{api}", base(&app)),
+            None,
+        ),
+    };
+    admin_command(async move { admin_call(&target, method, &path, body).await })
 }

@@ -240,6 +240,89 @@ pub fn valid_sha256(text: &str) -> Result<String, String> {
     }
 }
 
+/// An API from its description (the name already checked). Errors name the field within the
+/// description; the configuration and the admin API both build APIs here.
+pub fn api_from_raw(
+    name: &str,
+    raw: &RawApi,
+    origin: Origin,
+    updated_at_ms: u64,
+) -> Result<Api, (String, String)> {
+    check_channels(&raw.channels)?;
+    let entrypoints = match &raw.entrypoints {
+        None => Entrypoint::ALL.to_vec(),
+        Some(given) => parse_entrypoints(given).map_err(|e| ("entrypoints".to_owned(), e))?,
+    };
+    let security = match &raw.security {
+        None => vec![Security::ApiKey, Security::Jwt],
+        Some(given) => parse_security(given).map_err(|e| ("security".to_owned(), e))?,
+    };
+    if raw.max_message_bytes == Some(0) {
+        return Err((
+            "max_message_bytes".to_owned(),
+            "must be 1 or more".to_owned(),
+        ));
+    }
+    Ok(Api {
+        name: name.to_owned(),
+        version: if raw.version.is_empty() {
+            "1.0.0".to_owned()
+        } else {
+            raw.version.clone()
+        },
+        description: raw.description.clone(),
+        channels: raw.channels.clone(),
+        entrypoints,
+        security,
+        max_message_bytes: raw.max_message_bytes,
+        origin,
+        updated_at_ms,
+    })
+}
+
+/// A plan from its description (the name already checked); errors name the field.
+pub fn plan_from_raw(
+    name: &str,
+    raw: &RawPlan,
+    origin: Origin,
+    updated_at_ms: u64,
+) -> Result<Plan, (String, String)> {
+    let to_rate = |field: &str, r: &Option<RawRate>| {
+        r.as_ref()
+            .map(|r| rate(r.count, r.per))
+            .transpose()
+            .map_err(|e| (field.to_owned(), e))
+    };
+    Ok(Plan {
+        name: name.to_owned(),
+        description: raw.description.clone(),
+        publish: to_rate("publish", &raw.publish)?,
+        deliveries: to_rate("deliveries", &raw.deliveries)?,
+        max_connections: raw.max_connections,
+        max_subscriptions: raw.max_subscriptions,
+        on_delivery_limit: parse_over_limit(raw.on_delivery_limit.as_deref())
+            .map_err(|e| ("on_delivery_limit".to_owned(), e))?,
+        approval_required: raw.approval_required,
+        origin,
+        updated_at_ms,
+    })
+}
+
+/// An application's permissions; errors name the entry (`permissions[i].topics`).
+pub fn permissions_from_raw(raw: &[RawPermission]) -> Result<Vec<Permission>, (String, String)> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            valid_pattern(&p.topics).map_err(|e| (format!("permissions[{i}].topics"), e))?;
+            Ok(Permission {
+                pattern: p.topics.clone(),
+                publish: p.publish,
+                subscribe: p.subscribe,
+            })
+        })
+        .collect()
+}
+
 /// Validates the API-management tables and builds what they declare.
 pub fn build(
     apis: &BTreeMap<String, RawApi>,
@@ -252,84 +335,28 @@ pub fn build(
     for (name, raw) in apis {
         let key = format!("apis.{name}");
         valid_name(name).map_err(|e| invalid(&key, e))?;
-        check_channels(&raw.channels)
+        let api = api_from_raw(name, raw, Origin::Config, 0)
             .map_err(|(field, e)| invalid(&format!("{key}.{field}"), e))?;
-        let entrypoints = match &raw.entrypoints {
-            None => Entrypoint::ALL.to_vec(),
-            Some(given) => {
-                parse_entrypoints(given).map_err(|e| invalid(&format!("{key}.entrypoints"), e))?
-            }
-        };
-        let security = match &raw.security {
-            None => vec![Security::ApiKey, Security::Jwt],
-            Some(given) => {
-                parse_security(given).map_err(|e| invalid(&format!("{key}.security"), e))?
-            }
-        };
-        if security.contains(&Security::Jwt) && auth.jwt.is_none() && raw.security.is_some() {
+        if api.security.contains(&Security::Jwt) && auth.jwt.is_none() && raw.security.is_some() {
             return Err(invalid(
                 &format!("{key}.security"),
                 "`jwt` needs an [auth.jwt] table".to_owned(),
             ));
         }
-        if raw.max_message_bytes == Some(0) {
-            return Err(invalid(
-                &format!("{key}.max_message_bytes"),
-                "must be 1 or more".to_owned(),
-            ));
-        }
-        declared.apis.push(Api {
-            name: name.clone(),
-            version: if raw.version.is_empty() {
-                "1.0.0".to_owned()
-            } else {
-                raw.version.clone()
-            },
-            description: raw.description.clone(),
-            channels: raw.channels.clone(),
-            entrypoints,
-            security,
-            max_message_bytes: raw.max_message_bytes,
-            origin: Origin::Config,
-            updated_at_ms: 0,
-        });
+        declared.apis.push(api);
     }
     for (name, raw) in plans {
         let key = format!("plans.{name}");
         valid_name(name).map_err(|e| invalid(&key, e))?;
-        let to_rate = |field: &str, r: &Option<RawRate>| {
-            r.as_ref()
-                .map(|r| rate(r.count, r.per))
-                .transpose()
-                .map_err(|e| invalid(&format!("{key}.{field}"), e))
-        };
-        declared.plans.push(Plan {
-            name: name.clone(),
-            description: raw.description.clone(),
-            publish: to_rate("publish", &raw.publish)?,
-            deliveries: to_rate("deliveries", &raw.deliveries)?,
-            max_connections: raw.max_connections,
-            max_subscriptions: raw.max_subscriptions,
-            on_delivery_limit: parse_over_limit(raw.on_delivery_limit.as_deref())
-                .map_err(|e| invalid(&format!("{key}.on_delivery_limit"), e))?,
-            approval_required: raw.approval_required,
-            origin: Origin::Config,
-            updated_at_ms: 0,
-        });
+        let plan = plan_from_raw(name, raw, Origin::Config, 0)
+            .map_err(|(field, e)| invalid(&format!("{key}.{field}"), e))?;
+        declared.plans.push(plan);
     }
     for (id, raw) in applications {
         let key = format!("applications.{id}");
         valid_name(id).map_err(|e| invalid(&key, e))?;
-        let mut permissions = Vec::new();
-        for (i, p) in raw.permissions.iter().enumerate() {
-            valid_pattern(&p.topics)
-                .map_err(|e| invalid(&format!("{key}.permissions[{i}].topics"), e))?;
-            permissions.push(Permission {
-                pattern: p.topics.clone(),
-                publish: p.publish,
-                subscribe: p.subscribe,
-            });
-        }
+        let permissions = permissions_from_raw(&raw.permissions)
+            .map_err(|(field, e)| invalid(&format!("{key}.{field}"), e))?;
         for (i, hash) in raw.api_key_hashes.iter().enumerate() {
             let sha256 = valid_sha256(hash)
                 .map_err(|e| invalid(&format!("{key}.api_key_hashes[{i}]"), e))?;

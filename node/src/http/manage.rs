@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, Entrypoint, Origin, Permission, Plan, Security,
+    Access, AccessState, Api, ApiKey, Application, Origin, Plan,
 };
 use eventgate_raft_store::{Command, Response as Applied};
 use serde::Deserialize;
@@ -192,40 +192,9 @@ async fn put_api(
     JsonBody(raw): JsonBody<rules::RawApi>,
 ) -> Result<Response, ApiError> {
     path_name("name", &name)?;
-    rules::check_channels(&raw.channels).map_err(|(field, e)| ApiError::invalid_field(field, e))?;
-    let entrypoints = match &raw.entrypoints {
-        None => Entrypoint::ALL.to_vec(),
-        Some(given) => rules::parse_entrypoints(given)
-            .map_err(|e| ApiError::invalid_field("entrypoints", e))?,
-    };
-    let security = match &raw.security {
-        None => vec![Security::ApiKey, Security::Jwt],
-        Some(given) => {
-            rules::parse_security(given).map_err(|e| ApiError::invalid_field("security", e))?
-        }
-    };
-    if raw.max_message_bytes == Some(0) {
-        return Err(ApiError::invalid_field(
-            "max_message_bytes",
-            "must be 1 or more",
-        ));
-    }
+    let api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
+        .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
     let existed = read(&state, |g| g.apis.contains_key(&name));
-    let api = Api {
-        name: name.clone(),
-        version: if raw.version.is_empty() {
-            "1.0.0".to_owned()
-        } else {
-            raw.version
-        },
-        description: raw.description,
-        channels: raw.channels,
-        entrypoints,
-        security,
-        max_message_bytes: raw.max_message_bytes,
-        origin: Origin::Admin,
-        updated_at_ms: now_ms(),
-    };
     let view = api_view(&api);
     commit(&state, Command::PutApi(api)).await?;
     let status = if existed {
@@ -275,25 +244,8 @@ async fn put_plan(
     JsonBody(raw): JsonBody<rules::RawPlan>,
 ) -> Result<Response, ApiError> {
     path_name("name", &name)?;
-    let rate = |field: &str, r: &Option<rules::RawRate>| {
-        r.as_ref()
-            .map(|r| rules::rate(r.count, r.per))
-            .transpose()
-            .map_err(|e| ApiError::invalid_field(field, e))
-    };
-    let plan = Plan {
-        name: name.clone(),
-        description: raw.description.clone(),
-        publish: rate("publish", &raw.publish)?,
-        deliveries: rate("deliveries", &raw.deliveries)?,
-        max_connections: raw.max_connections,
-        max_subscriptions: raw.max_subscriptions,
-        on_delivery_limit: rules::parse_over_limit(raw.on_delivery_limit.as_deref())
-            .map_err(|e| ApiError::invalid_field("on_delivery_limit", e))?,
-        approval_required: raw.approval_required,
-        origin: Origin::Admin,
-        updated_at_ms: now_ms(),
-    };
+    let plan = rules::plan_from_raw(&name, &raw, Origin::Admin, now_ms())
+        .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
     let existed = read(&state, |g| g.plans.contains_key(&name));
     let view = plan_view(&plan);
     commit(&state, Command::PutPlan(plan)).await?;
@@ -367,16 +319,8 @@ async fn put_app(
     JsonBody(body): JsonBody<AppBody>,
 ) -> Result<Response, ApiError> {
     path_name("id", &id)?;
-    let mut permissions = Vec::new();
-    for (i, p) in body.permissions.iter().enumerate() {
-        rules::valid_pattern(&p.topics)
-            .map_err(|e| ApiError::invalid_field(format!("permissions[{i}].topics"), e))?;
-        permissions.push(Permission {
-            pattern: p.topics.clone(),
-            publish: p.publish,
-            subscribe: p.subscribe,
-        });
-    }
+    let permissions = rules::permissions_from_raw(&body.permissions)
+        .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
     let app = Application {
         id: id.clone(),
         description: body.description,

@@ -233,10 +233,16 @@ async fn prepare(
         .admit(credential.as_ref(), &topic, Action::Subscribe, entrypoint)
         .await
         .map_err(|e| state.refused(entrypoint.name(), e))?;
+    // The same principal, once authenticated, asked about publishing too.
     let publish = if entrypoint == Entrypoint::Websocket && state.inner.ws_allow_publish {
-        gate.admit(credential.as_ref(), &topic, Action::Publish, entrypoint)
-            .await
-            .ok()
+        gate.authorize(
+            admission.principal.clone(),
+            credential.is_some(),
+            &topic,
+            Action::Publish,
+            entrypoint,
+        )
+        .ok()
     } else {
         None
     };
