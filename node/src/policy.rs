@@ -297,6 +297,11 @@ impl Gatekeeper {
         })
     }
 
+    /// Whether JWTs can be verified (`[auth.jwt]` is configured).
+    pub fn verifies_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
     /// The replicated state's reader.
     pub fn reader(&self) -> &StateReader {
         &self.reader

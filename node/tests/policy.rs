@@ -581,6 +581,17 @@ async fn the_admin_api_manages_the_flow_and_refuses_bad_documents_whole() {
     );
     let (status, p) = admin(Method::PUT, "/applications/Shop!", Some(json!({}))).await;
     assert_eq!((status, p["field"].as_str()), (400, Some("id")), "{p}");
+    let (status, p) = admin(
+        Method::PUT,
+        "/apis/pay",
+        Some(json!({ "channels": { "payments": "payments" }, "security": ["jwt"] })),
+    )
+    .await;
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("security")),
+        "no [auth.jwt] here: {p}"
+    );
     assert_eq!(admin(Method::GET, "/apis/pay", None).await.0, 404);
     assert_eq!(admin(Method::GET, "/applications/shop", None).await.0, 404);
 

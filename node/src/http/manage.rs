@@ -194,6 +194,16 @@ async fn put_api(
     path_name("name", &name)?;
     let api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
         .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
+    let jwt_named = raw
+        .security
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|s| s == "jwt"));
+    if jwt_named && !state.gate().verifies_jwt() {
+        return Err(ApiError::invalid_field(
+            "security",
+            "`jwt` needs [auth.jwt] in the nodes' configuration",
+        ));
+    }
     let existed = read(&state, |g| g.apis.contains_key(&name));
     let view = api_view(&api);
     commit(&state, Command::PutApi(api)).await?;
