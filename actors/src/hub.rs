@@ -494,6 +494,10 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                 owner: None,
                 created_at_ms: now,
                 updated_at_ms: now,
+                topic_url: intent
+                    .topic_as_given
+                    .contains("://")
+                    .then(|| intent.topic_as_given.clone()),
             };
             match ctx
                 .control

@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use eventgate_raft_store::control::ControlPlane;
 use eventgate_raft_store::{Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Subscription};
+use futures_util::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +139,40 @@ impl CursorCommitter {
     }
 }
 
+/// What a subscription's plan says about its next delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// Deliver it (no plan, no limit, or within the limit).
+    Deliver,
+    /// Over the limit, and the plan drops: skip it (the cursor moves past it).
+    Drop,
+    /// Over the limit, and the plan pauses: ask again after this long.
+    Wait(Duration),
+}
+
+/// The delivery quota of WebSub subscriptions (plans' `deliveries`), kept by the node.
+pub trait DeliveryQuota: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether subscription `id` may deliver one more message now.
+    fn allow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Allowance>;
+}
+
+/// Counters of WebSub deliveries, registered by the node (`eventgate_websub_*`).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryMetrics {
+    /// Requests made to callbacks (first attempts and retries).
+    pub attempts: Counter,
+    /// Messages a callback accepted (2xx).
+    pub delivered: Counter,
+    /// Attempts that failed (an answer other than 2xx or 410, or no answer).
+    pub failures: Counter,
+    /// Attempts that were retries of an earlier failure.
+    pub retries: Counter,
+    /// Messages given up on and recorded as dead letters.
+    pub dead_letters: Counter,
+    /// Messages skipped over a plan's delivery limit (`on_delivery_limit = "drop"`).
+    pub dropped: Counter,
+}
+
 /// What deliveries need from the node.
 #[derive(Clone)]
 pub struct DeliveryContext {
@@ -148,6 +184,9 @@ pub struct DeliveryContext {
     pub settings: DeliverySettings,
     /// Base URL of the gateway as subscribers see it (hub and topic URLs derive from it).
     pub public_url: String,
+    /// Plans' delivery limits; none: unlimited.
+    pub quota: Option<Arc<dyn DeliveryQuota>>,
+    pub metrics: DeliveryMetrics,
 }
 
 impl std::fmt::Debug for DeliveryContext {
@@ -311,6 +350,8 @@ enum PartitionEnd {
 
 enum Outcome {
     Delivered,
+    /// Skipped: over the plan's delivery limit, which drops.
+    Dropped,
     DeadLettered,
     Gone,
     Cancelled,
@@ -375,12 +416,43 @@ async fn deliver_partition(
                 break;
             };
             let prior = book.lock().await.get(&(partition, message.offset)).cloned();
+            // A first attempt spends the plan's delivery quota (a retry was paid for).
+            let mut dropped = false;
+            if let (Some(quota), None) = (&ctx.quota, &prior) {
+                let id = record.borrow().id.clone();
+                loop {
+                    match quota.allow(&id).await {
+                        Allowance::Deliver => break,
+                        Allowance::Drop => {
+                            dropped = true;
+                            break;
+                        }
+                        Allowance::Wait(d) => {
+                            tokio::select! {
+                                () = cancel.cancelled() => break,
+                                () = tokio::time::sleep(d) => {}
+                            }
+                        }
+                    }
+                }
+                if cancel.is_cancelled() {
+                    buffered.push_front(message);
+                    break;
+                }
+            }
             dispatched.push_back(message.offset);
+            if dropped {
+                ctx.metrics.dropped.inc();
+                tracing::debug!(subscription = %sub.id, offset = message.offset, "over the plan's delivery limit: dropped");
+                in_flight.push(Box::pin(async move { (message.offset, Outcome::Dropped) })
+                    as BoxFuture<'_, (u64, Outcome)>);
+                continue;
+            }
             let (ctx, record, cancel, book) = (&ctx, &record, &cancel, &book);
-            in_flight.push(async move {
+            in_flight.push(Box::pin(async move {
                 let outcome = deliver_one(ctx, record, &message, prior, cancel, book).await;
                 (message.offset, outcome)
-            });
+            }));
         }
         let need_more = buffered.is_empty() && in_flight.len() < window;
         tokio::select! {
@@ -391,7 +463,7 @@ async fn deliver_partition(
             }
             Some((offset, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 match outcome {
-                    Outcome::Delivered | Outcome::DeadLettered => {
+                    Outcome::Delivered | Outcome::DeadLettered | Outcome::Dropped => {
                         done.insert(offset);
                         let mut next = None;
                         while let Some(front) = dispatched.front().copied() {
@@ -444,7 +516,12 @@ fn delivery_request(
         ),
         (
             "link".to_owned(),
-            link_header(&ctx.hub_url(), &ctx.topic_url(&sub.topic)),
+            link_header(
+                &ctx.hub_url(),
+                &sub.topic_url
+                    .clone()
+                    .unwrap_or_else(|| ctx.topic_url(&sub.topic)),
+            ),
         ),
         (
             DELIVERY_HEADER.to_owned(),
@@ -494,6 +571,10 @@ async fn deliver_one(
     loop {
         let sub = record.borrow().clone();
         attempt += 1;
+        ctx.metrics.attempts.inc();
+        if attempt > 1 {
+            ctx.metrics.retries.inc();
+        }
         let request = delivery_request(ctx, &sub, message, attempt);
         let result = tokio::select! {
             r = ctx.client.send(request) => r,
@@ -501,6 +582,7 @@ async fn deliver_one(
         };
         let error = match result {
             Ok(response) if (200..300).contains(&response.status) => {
+                ctx.metrics.delivered.inc();
                 if attempt > 1 {
                     forget_retry(ctx, &sub.id, book, message).await;
                 }
@@ -510,6 +592,7 @@ async fn deliver_one(
             Ok(response) => format!("callback answered {}", response.status),
             Err(e) => e.to_string(),
         };
+        ctx.metrics.failures.inc();
         let age = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
         if attempt >= settings.max_attempts || age >= settings.max_age {
             tracing::warn!(subscription = %sub.id, offset = message.offset, attempt, %error, "DeliveryDeadLettered");
@@ -526,6 +609,7 @@ async fn deliver_one(
                 // Without the record the message would be skipped silently: keep retrying.
                 tracing::warn!(subscription = %sub.id, error = %e, "dead letter not recorded; retrying the delivery");
             } else {
+                ctx.metrics.dead_letters.inc();
                 forget_retry(ctx, &sub.id, book, message).await;
                 return Outcome::DeadLettered;
             }

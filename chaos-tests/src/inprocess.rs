@@ -128,5 +128,6 @@ pub fn subscription(id: &str) -> Subscription {
         owner: None,
         created_at_ms: 0,
         updated_at_ms: 0,
+        topic_url: None,
     }
 }

@@ -117,6 +117,9 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
         .map_or(String::new(), |(_, path)| {
             format!("/{}", path.trim_end_matches('/'))
         });
+    // One API's document with a base path: its own routes, channels by channel name.
+    let api_base = scope.and_then(|a| a.base_path.clone());
+    let prefix = api_base.clone().unwrap_or_default();
     let server = |protocol: &str, path: &str, title: &str, description: &str| {
         json!({
             "host": host,
@@ -126,11 +129,20 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
             "description": description,
         })
     };
+    let websub_description = match &api_base {
+        Some(b) => format!("W3C WebSub: POST hub.mode=subscribe, hub.topic={public_url}{b}/topics/<channel>, hub.callback=<url> (form-encoded); signed, ordered, at-least-once deliveries to the callback."),
+        None => "W3C WebSub: POST hub.mode=subscribe, hub.topic=<topic>, hub.callback=<url> (form-encoded); signed, ordered, at-least-once deliveries to the callback.".to_owned(),
+    };
+    let webhook_description = if api_base.is_some() {
+        format!("POST {prefix}/webhook-receiver?topic=<channel>: the body is published byte for byte with its content type; 202 once the broker holds it.")
+    } else {
+        "POST /webhook-receiver?topic=<topic>: the body is published byte for byte with its content type; 202 once the broker holds it.".to_owned()
+    };
     let servers = json!({
-        "websocket": server(ws, "/ws", "WebSocket", "One frame per message (text for text content types, else binary); `?envelope=json` wraps each in a JSON envelope with its resume token; `?from=` / `lastEventId` resume."),
-        "sse": server(http, "/sse", "Server-Sent Events", "One event per message; `id:` is the resume token (`Last-Event-ID`); control events `gap` and `close`."),
-        "websub": server(http, "/hub", "WebSub hub", "W3C WebSub: POST hub.mode=subscribe, hub.topic=<topic>, hub.callback=<url> (form-encoded); signed, ordered, at-least-once deliveries to the callback."),
-        "webhook": server(http, "/webhook-receiver", "Webhook receiver", "POST /webhook-receiver?topic=<topic>: the body is published byte for byte with its content type; 202 once the broker holds it."),
+        "websocket": server(ws, &format!("{prefix}/ws"), "WebSocket", "One frame per message (text for text content types, else binary); `?envelope=json` wraps each in a JSON envelope with its resume token; `?from=` / `lastEventId` resume."),
+        "sse": server(http, &format!("{prefix}/sse"), "Server-Sent Events", "One event per message; `id:` is the resume token (`Last-Event-ID`); control events `gap` and `close`."),
+        "websub": server(http, "/hub", "WebSub hub", &websub_description),
+        "webhook": server(http, &format!("{prefix}/webhook-receiver"), "Webhook receiver", &webhook_description),
     });
 
     let mut channels = Map::new();
@@ -143,11 +155,12 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
             exposed.entry(topic.as_str()).or_default().push(api);
         }
     }
-    let mut add = |id: &str, address: &str, title: String, parameters: Option<Value>| {
-        let of = exposed
-            .get(address.trim_start_matches('/'))
-            .cloned()
-            .unwrap_or_default();
+    let mut add = |id: &str,
+                   address: &str,
+                   topic: &str,
+                   title: String,
+                   parameters: Option<Value>| {
+        let of = exposed.get(topic).cloned().unwrap_or_default();
         let entrypoints: BTreeSet<Entrypoint> = if of.is_empty() {
             Entrypoint::ALL.into_iter().collect()
         } else {
@@ -238,6 +251,18 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
         }
     };
     let topics: BTreeSet<String> = match scope {
+        Some(api) if api.base_path.is_some() => {
+            for (channel, topic) in &api.channels {
+                add(
+                    channel,
+                    &format!("/{channel}"),
+                    topic,
+                    format!("channel `{channel}` (topic `{topic}`)"),
+                    None,
+                );
+            }
+            BTreeSet::new()
+        }
         Some(api) => api.channels.values().cloned().collect(),
         None => {
             let mut all = declared_topics(config);
@@ -249,6 +274,7 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
         add(
             &topic,
             &format!("/{topic}"),
+            &topic,
             format!("topic `{topic}`"),
             None,
         );
@@ -257,6 +283,7 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
         add(
             ANY_TOPIC,
             "/{topic}",
+            "",
             "any topic (created on first use)".to_owned(),
             Some(json!({
                 "topic": { "description": "Topic name: 1 to 249 characters of A-Z a-z 0-9 . _ -" }

@@ -60,6 +60,18 @@ pub enum Commands {
         #[command(subcommand)]
         command: AccessCommand,
     },
+    /// Exit 0 when a URL answers 2xx (a container health check needing no curl).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// What to ask.
+    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// List, show, create or replace, and delete one kind of entity.

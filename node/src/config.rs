@@ -1317,6 +1317,38 @@ mod tests {
     }
 
     #[test]
+    fn api_base_paths_are_checked_and_unique() {
+        let ok =
+            load_str("[apis.a]\nbase_path = \"/a/v1\"\nchannels = { c = \"t\" }\nsecurity = []\n")
+                .unwrap();
+        assert_eq!(ok.declared.apis[0].base_path.as_deref(), Some("/a/v1"));
+        for (path, needle) in [
+            ("a/v1", "starts with `/`"),
+            ("/a/", "trailing"),
+            ("/a b", "segment `a b`"),
+            ("/sse/x", "gateway's own routes"),
+            ("/a/../b", "`..`"),
+        ] {
+            let err = load_str(&format!(
+                "[apis.a]\nbase_path = \"{path}\"\nchannels = {{ c = \"t\" }}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("apis.a.base_path") && err.contains(needle),
+                "{path}: {err}"
+            );
+        }
+        let err = load_str("[apis.a]\nbase_path = \"/x\"\nchannels = { c = \"t\" }\n[apis.b]\nbase_path = \"/x\"\nchannels = { c = \"t\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apis.b.base_path") && err.contains("API `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_are_a_dev_single_node_on_loopback() {
         let c = load(None, &[], &CliOverrides::default()).unwrap();
         assert!(c.dev_profile);

@@ -143,7 +143,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(openapi::document()) }),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
@@ -157,7 +157,107 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{topic}", get(stream::ws))
         .route("/sse/{topic}", get(stream::sse))
         .nest("/admin", admin)
-        .with_state(state)
+        .with_state(state.clone());
+    let inner = routes.clone();
+    routes.fallback(move |req: Request| by_base_path(state.clone(), inner.clone(), req))
+}
+
+/// An API reached through its base path: its name, base path and the channel named.
+#[derive(Debug, Clone)]
+pub struct ViaApi {
+    pub api: String,
+    pub base_path: String,
+    pub channel: String,
+}
+
+impl ViaApi {
+    /// The extension as handlers take it: what the gatekeeper restricts a request to.
+    pub fn api_of(via: &Option<axum::Extension<ViaApi>>) -> Option<&str> {
+        via.as_ref().map(|v| v.0.api.as_str())
+    }
+}
+
+/// Requests under an API's base path, addressed by channel (`/shop/ws/orders`,
+/// `/shop/sse/orders`, `/shop/topics/orders`, `POST /shop/webhook-receiver?topic=orders`,
+/// `/shop/asyncapi.json`), rewritten to the gateway's own route of the channel's topic with a
+/// [`ViaApi`] extension, and answered by `routes`. Anything else: 404 problem+json.
+async fn by_base_path(state: AppState, routes: Router, mut req: Request) -> Response {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let resolved = state.control().reader().read(|s| {
+        let (api, rest) = s.governance.api_of_path(&path)?;
+        let via = |channel: &str| ViaApi {
+            api: api.name.clone(),
+            base_path: api.base_path.clone().unwrap_or_default(),
+            channel: channel.to_owned(),
+        };
+        let topic_of = |channel: &str| {
+            api.channels.get(channel).cloned().ok_or_else(|| {
+                ApiError::not_found(format!("API `{}` has no channel `{channel}`", api.name))
+            })
+        };
+        let with_query = |p: String| match &query {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        };
+        let mut parts = rest.trim_start_matches('/').splitn(2, '/');
+        Some(match (parts.next().unwrap_or_default(), parts.next()) {
+            (kind @ ("ws" | "sse" | "topics"), Some(channel)) if !channel.contains('/') => {
+                topic_of(channel).map(|topic| (with_query(format!("/{kind}/{topic}")), via(channel)))
+            }
+            ("webhook-receiver", None) => {
+                match webhook::query_param(query.as_deref(), "topic") {
+                    None => Err(ApiError::invalid_field(
+                        "topic",
+                        "the query parameter `topic` (a channel of the API) is required",
+                    )),
+                    Some(channel) => topic_of(&channel).map(|topic| {
+                        // The channel's topic in place of the channel, the rest as given.
+                        let rewritten: Vec<String> = query
+                            .as_deref()
+                            .unwrap_or_default()
+                            .split('&')
+                            .filter(|pair| !pair.is_empty())
+                            .map(|pair| match pair.split_once('=') {
+                                Some(("topic", _)) => format!("topic={topic}"),
+                                _ => pair.to_owned(),
+                            })
+                            .collect();
+                        (
+                            format!("/webhook-receiver?{}", rewritten.join("&")),
+                            via(&channel),
+                        )
+                    }),
+                }
+            }
+            (file @ ("asyncapi.json" | "asyncapi.yaml"), None) => {
+                Ok((format!("/apis/{}/{file}", api.name), via("")))
+            }
+            _ => Err(ApiError::not_found(format!(
+                "API `{}` (base path `{}`) routes ws/{{channel}}, sse/{{channel}}, topics/{{channel}}, webhook-receiver?topic={{channel}} and asyncapi.json|yaml",
+                api.name,
+                api.base_path.as_deref().unwrap_or_default()
+            ))),
+        })
+    });
+    let (target, via) = match resolved {
+        None => {
+            return ApiError::not_found(format!("no route for `{path}`")).into_response();
+        }
+        Some(Err(e)) => return e.into_response(),
+        Some(Ok(found)) => found,
+    };
+    match target.parse::<axum::http::Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => return ApiError::invalid_field("path", e.to_string()).into_response(),
+    }
+    req.extensions_mut().insert(via);
+    match routes.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 impl AppState {
@@ -260,6 +360,21 @@ async fn metrics(State(state): State<AppState>) -> Response {
     m.raft_term.set(status.term as i64);
     m.raft_applied_index
         .set(status.applied_index.unwrap_or(0) as i64);
+    m.raft_leader_id.set(status.leader.unwrap_or(0) as i64);
+    m.raft_last_log_index
+        .set(status.last_log_index.unwrap_or(0) as i64);
+    let (mut ws, mut sse) = (0i64, 0i64);
+    for c in state.inner.connections.list() {
+        match c.protocol {
+            "sse" => sse += 1,
+            _ => ws += 1,
+        }
+    }
+    for (entrypoint, n) in [("websocket", ws), ("sse", sse)] {
+        m.connections
+            .get_or_create(&crate::metrics::EntrypointLabel { entrypoint })
+            .set(n);
+    }
     let mut response = Response::new(axum::body::Body::from(m.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

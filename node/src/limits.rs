@@ -342,3 +342,66 @@ impl Drop for ConnectionSlot {
         self.limiter.close_connection(&self.key);
     }
 }
+
+/// Plans' delivery limits for WebSub subscriptions: a subscription made by an application
+/// under an API spends the application's `deliveries` quota on that API, as its streams do.
+#[derive(Debug, Clone)]
+pub struct WebsubQuota {
+    limiter: Limiter,
+}
+
+impl WebsubQuota {
+    pub fn new(limiter: Limiter) -> Self {
+        Self { limiter }
+    }
+
+    async fn decide(&self, id: &str) -> eventgate_actors::subscription::Allowance {
+        use eventgate_actors::subscription::Allowance;
+        use eventgate_raft_store::governance::{AccessState, OverLimit};
+        let plan = self.limiter.inner.control.reader().read(|s| {
+            let g = &s.governance;
+            let (app, api) = g.websub_owners.get(id)?;
+            let access = g.access.get(&(app.clone(), api.clone()))?;
+            if access.state != AccessState::Approved {
+                return None;
+            }
+            let plan = g.plans.get(&access.plan)?;
+            Some((
+                app.clone(),
+                api.clone(),
+                plan.deliveries?,
+                plan.on_delivery_limit,
+            ))
+        });
+        let Some((app, api, rate, mode)) = plan else {
+            return Allowance::Deliver;
+        };
+        match self
+            .limiter
+            .take_up_to(&app, &api, QuotaKind::Deliveries, rate, 1)
+            .await
+        {
+            Ok((1, _)) => Allowance::Deliver,
+            Ok((_, status)) => {
+                self.limiter.note_limited("deliveries");
+                match mode {
+                    OverLimit::Drop => Allowance::Drop,
+                    OverLimit::Pause => {
+                        Allowance::Wait(Duration::from_millis(status.reset_ms.max(10)))
+                    }
+                }
+            }
+            // No quorum to reserve quota: hold deliveries rather than exceed the plan.
+            Err(_) => Allowance::Wait(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl eventgate_actors::subscription::DeliveryQuota for WebsubQuota {
+    fn allow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, eventgate_actors::subscription::Allowance> {
+        Box::pin(self.decide(id))
+    }
+}

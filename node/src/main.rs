@@ -23,5 +23,6 @@ fn main() -> ExitCode {
         Commands::Apps { command } => eventgate::run::entity("applications", command),
         Commands::Keys { command } => eventgate::run::keys(command),
         Commands::Subscriptions { command } => eventgate::run::access(command),
+        Commands::Probe(args) => eventgate::run::probe(args),
     }
 }

@@ -2,6 +2,10 @@
 //! the broker answers, how many streams and topic consumptions the node holds, and its Raft
 //! role and progress.
 //!
+//! Also: stream connections and messages in and out per entrypoint, WebSub delivery attempts,
+//! failures, retries, dead letters and drops, rate-limit and credential refusals, and Raft
+//! term, leader, log and applied indexes and write (commit) latency.
+//!
 //! The broker is probed every `broker.probe_interval` (`BrokerDriver::ping`: a metadata
 //! request on Kafka); `eventgate_broker_up` is 1 while the last probe answered.
 
@@ -14,6 +18,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +43,13 @@ pub struct AuthLabels {
     pub entrypoint: &'static str,
 }
 
+/// Label of per-entrypoint metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntrypointLabel {
+    /// `webhook`, `websocket`, `sse` (and `websub` where it applies).
+    pub entrypoint: &'static str,
+}
+
 /// The node's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -53,6 +65,18 @@ pub struct Metrics {
     pub raft_applied_index: Gauge,
     pub rate_limited: Family<RateLimitLabels, Counter>,
     pub auth_rejections: Family<AuthLabels, Counter>,
+    /// Open stream connections by entrypoint (set when scraped).
+    pub connections: Family<EntrypointLabel, Gauge>,
+    /// Messages published into topics, by entrypoint.
+    pub messages_in: Family<EntrypointLabel, Counter>,
+    /// Messages written to stream clients, by entrypoint.
+    pub messages_out: Family<EntrypointLabel, Counter>,
+    /// WebSub deliveries (counted by the subscription actors).
+    pub delivery: eventgate_actors::subscription::DeliveryMetrics,
+    /// Latency of control-plane writes: commit by a quorum and apply on this node.
+    pub raft_write_latency: Histogram,
+    pub raft_leader_id: Gauge,
+    pub raft_last_log_index: Gauge,
 }
 
 impl Metrics {
@@ -121,6 +145,87 @@ impl Metrics {
             "Requests refused for missing or wrong credentials (401) or permissions (403)",
             auth_rejections.clone(),
         );
+        let connections = Family::<EntrypointLabel, Gauge>::default();
+        registry.register(
+            "connections",
+            "Stream connections open on this node, by entrypoint",
+            connections.clone(),
+        );
+        let messages_in = Family::<EntrypointLabel, Counter>::default();
+        registry.register(
+            "messages_in",
+            "Messages published into topics through this node, by entrypoint",
+            messages_in.clone(),
+        );
+        let messages_out = Family::<EntrypointLabel, Counter>::default();
+        registry.register(
+            "messages_out",
+            "Messages written to stream clients by this node, by entrypoint (WebSub: eventgate_websub_deliveries)",
+            messages_out.clone(),
+        );
+        for entrypoint in ["websocket", "sse"] {
+            connections
+                .get_or_create(&EntrypointLabel { entrypoint })
+                .set(0);
+            let _ = messages_out.get_or_create(&EntrypointLabel { entrypoint });
+        }
+        for entrypoint in ["webhook", "websocket"] {
+            let _ = messages_in.get_or_create(&EntrypointLabel { entrypoint });
+        }
+        let delivery = eventgate_actors::subscription::DeliveryMetrics::default();
+        for (name, help, counter) in [
+            (
+                "websub_delivery_attempts",
+                "Requests made to WebSub callbacks (first attempts and retries)",
+                &delivery.attempts,
+            ),
+            (
+                "websub_deliveries",
+                "Messages a WebSub callback accepted (2xx)",
+                &delivery.delivered,
+            ),
+            (
+                "websub_delivery_failures",
+                "WebSub delivery attempts that failed (no answer, or not 2xx/410)",
+                &delivery.failures,
+            ),
+            (
+                "websub_delivery_retries",
+                "WebSub delivery attempts that retried an earlier failure",
+                &delivery.retries,
+            ),
+            (
+                "websub_dead_letters",
+                "Messages given up on and recorded as dead letters",
+                &delivery.dead_letters,
+            ),
+            (
+                "websub_dropped",
+                "WebSub messages skipped over a plan's delivery limit (drop)",
+                &delivery.dropped,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        // 1 ms to about 16 s.
+        let raft_write_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "raft_write_latency_seconds",
+            "Control-plane writes from submission to commit by a quorum and apply on this node",
+            raft_write_latency.clone(),
+        );
+        let raft_leader_id = Gauge::default();
+        registry.register(
+            "raft_leader_id",
+            "The leader this node knows of (0: none)",
+            raft_leader_id.clone(),
+        );
+        let raft_last_log_index = Gauge::default();
+        registry.register(
+            "raft_last_log_index",
+            "Last Raft log index on this node",
+            raft_last_log_index.clone(),
+        );
         for broker in brokers {
             let label = BrokerLabel {
                 broker: broker.clone(),
@@ -140,7 +245,21 @@ impl Metrics {
             raft_applied_index,
             rate_limited,
             auth_rejections,
+            connections,
+            messages_in,
+            messages_out,
+            delivery,
+            raft_write_latency,
+            raft_leader_id,
+            raft_last_log_index,
         }
+    }
+
+    /// The counter of `family` for `entrypoint`, to keep and increment without a lookup.
+    pub fn counter(family: &Family<EntrypointLabel, Counter>, entrypoint: &'static str) -> Counter {
+        family
+            .get_or_create(&EntrypointLabel { entrypoint })
+            .clone()
     }
 
     fn probed(&self, broker: &str, ok: bool) {

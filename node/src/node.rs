@@ -293,6 +293,13 @@ pub async fn start_with_broker(
     if config.websub.outbound.allow_private {
         tracing::warn!("websub.allow_private_callbacks is on: callbacks may reach loopback and private addresses");
     }
+    let labels: Vec<String> = probed.iter().map(|(label, _, _)| label.clone()).collect();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&labels));
+    let limiter = crate::limits::Limiter::new(
+        control.clone(),
+        std::time::Duration::from_secs(3),
+        metrics.clone(),
+    );
     let delivery = DeliveryContext {
         node_id,
         control: control.clone(),
@@ -304,7 +311,10 @@ pub async fn start_with_broker(
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", info.http_addr)),
+        quota: Some(Arc::new(crate::limits::WebsubQuota::new(limiter.clone()))),
+        metrics: metrics.delivery.clone(),
     };
+    control.observe_writes(metrics.raft_write_latency.clone());
     let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())
         .await
         .map_err(|e| Error::Internal(format!("hub supervisor: {e}")))?;
@@ -321,8 +331,6 @@ pub async fn start_with_broker(
         .await
         .map_err(|e| Error::Internal(format!("topic supervisor: {e}")))?;
     let connections = Connections::new(config.streams.max_connections);
-    let labels: Vec<String> = probed.iter().map(|(label, _, _)| label.clone()).collect();
-    let metrics = Arc::new(crate::metrics::Metrics::new(&labels));
     let probe_stop = CancellationToken::new();
     let probes: Vec<_> = probed
         .into_iter()
@@ -347,11 +355,6 @@ pub async fn start_with_broker(
         None => None,
     };
     let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
-    let limiter = crate::limits::Limiter::new(
-        control.clone(),
-        std::time::Duration::from_secs(3),
-        metrics.clone(),
-    );
     limiter.spawn_reporter(shutdown.clone(), std::time::Duration::from_secs(30));
     tokio::spawn(declare_config(
         control.clone(),

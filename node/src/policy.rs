@@ -67,6 +67,21 @@ impl Credential {
     }
 }
 
+/// The topic a request is about, and the API it came through when it used an API's base path
+/// (then only that API decides, not every API the topic belongs to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub topic: &'a str,
+    pub api: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// `topic` as reached through the gateway's own routes.
+    pub fn topic(topic: &'a str) -> Self {
+        Self { topic, api: None }
+    }
+}
+
 /// What a client asks to do with a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -229,7 +244,7 @@ impl Gatekeeper {
     pub async fn admit(
         &self,
         credential: Option<&Credential>,
-        topic: &str,
+        target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<Admission, ApiError> {
@@ -237,7 +252,7 @@ impl Gatekeeper {
             Some(c) => Some(self.authenticate(c).await?),
             None => None,
         };
-        self.authorize(principal, credential.is_some(), topic, action, entrypoint)
+        self.authorize(principal, credential.is_some(), target, action, entrypoint)
     }
 
     /// Admits an already authenticated `principal` (or an anonymous client; `presented`: it
@@ -246,7 +261,7 @@ impl Gatekeeper {
         &self,
         principal: Option<Principal>,
         presented: bool,
-        topic: &str,
+        target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<Admission, ApiError> {
@@ -255,7 +270,7 @@ impl Gatekeeper {
                 &s.governance,
                 principal.as_ref(),
                 presented,
-                topic,
+                target,
                 action,
                 entrypoint,
             )
@@ -272,7 +287,7 @@ impl Gatekeeper {
     pub fn recheck(
         &self,
         principal: &Principal,
-        topic: &str,
+        target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<(), ApiError> {
@@ -292,7 +307,7 @@ impl Gatekeeper {
                 }
             }
             app_usable(g, &principal.app)?;
-            self.decide(g, Some(principal), true, topic, action, entrypoint)
+            self.decide(g, Some(principal), true, target, action, entrypoint)
                 .map(|_| ())
         })
     }
@@ -312,11 +327,22 @@ impl Gatekeeper {
         g: &Governance,
         principal: Option<&Principal>,
         presented: bool,
-        topic: &str,
+        target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<(Option<Grant>, Option<u64>), ApiError> {
-        let apis: Vec<_> = g.apis_of_topic(topic).map(|(api, _)| api).collect();
+        let topic = target.topic;
+        let apis: Vec<_> = g
+            .apis_of_topic(topic)
+            .map(|(api, _)| api)
+            .filter(|api| target.api.is_none_or(|name| api.name == name))
+            .collect();
+        if let (Some(name), true) = (target.api, apis.is_empty()) {
+            // Deleted, or its channel moved, since the request was routed.
+            return Err(ApiError::not_found(format!(
+                "API `{name}` no longer offers topic `{topic}`"
+            )));
+        }
         if apis.is_empty() {
             return match principal {
                 None if self.anonymous => Ok((None, None)),

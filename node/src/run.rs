@@ -147,6 +147,11 @@ fn print_status(status: &ClusterStatus) {
             .map_or("-".to_owned(), |i| i.to_string()),
         status.node_id
     );
+    let voters = status.members.iter().filter(|m| m.role == "voter").count();
+    println!(
+        "voters: {voters}   learners: {}",
+        status.members.len() - voters
+    );
     println!(
         "{:<6} {:<8} {:<10} {:<22} {:<22} {:>9} {:>7}  REACHABLE",
         "ID", "ROLE", "STATE", "CLUSTER ADDR", "HTTP ADDR", "APPLIED", "LAG"
@@ -168,6 +173,40 @@ fn print_status(status: &ClusterStatus) {
 }
 
 /// `eventgate cluster …`.
+/// `eventgate probe`: 0 when the URL answers 2xx, else 1 with the reason on stderr.
+pub fn probe(args: crate::cli::ProbeArgs) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = rt.map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(args.timeout)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let response = client
+                .get(&args.url)
+                .send()
+                .await
+                .map_err(|e| format!("{}: {e}", args.url))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                let body = response.text().await.unwrap_or_default();
+                Err(format!("{}: {status} {}", args.url, body.trim()))
+            }
+        })
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eventgate probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn cluster(command: ClusterCommand) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

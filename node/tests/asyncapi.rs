@@ -127,7 +127,8 @@ channels = { ticks = "ticks" }
 entrypoints = ["websocket", "sse"]
 security = ["jwt"]
 [apis.public]
-channels = { open = "open" }
+base_path = "/public/v1"
+channels = { feed = "open" }
 security = []
 "#,
     )
@@ -220,6 +221,17 @@ security = []
         ["webhook", "websub"]
     );
     assert_eq!(shop["channels"].as_object().unwrap().len(), 1);
+    // An API with a base path is described on its own routes, by channel name, and its
+    // document is also under its base path.
+    let public = get("/apis/public/asyncapi.json").await;
+    assert_eq!(public["servers"]["websocket"]["pathname"], "/public/v1/ws");
+    assert_eq!(public["servers"]["sse"]["pathname"], "/public/v1/sse");
+    assert_eq!(
+        public["servers"]["webhook"]["pathname"],
+        "/public/v1/webhook-receiver"
+    );
+    assert_eq!(public["channels"]["feed"]["address"], "/feed");
+    assert_eq!(get("/public/v1/asyncapi.json").await, public);
     let r = node
         .client
         .get(format!("{}/apis/nope/asyncapi.json", node.base))

@@ -922,3 +922,304 @@ subscriptions = {{ shop = "free" }}
     );
     node.stop().await;
 }
+
+/// An API's base path routes its channels on every entrypoint, and only that API decides
+/// there: the same topic, open through a keyless API, needs a key under the keyed API's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_base_paths_route_channels_and_decide_alone() {
+    let (key, key_hash) = eventgate::auth::generate_key();
+    let config = format!(
+        r#"
+[topics]
+names = ["orders"]
+[websub]
+allow_private_callbacks = true
+[apis.shop]
+base_path = "/shop/v2"
+channels = {{ purchases = "orders" }}
+security = ["api_key"]
+[apis.open]
+base_path = "/open"
+channels = {{ feed = "orders" }}
+entrypoints = ["sse"]
+security = []
+[plans.free]
+[applications.alice]
+permissions = [{{ topics = "orders", publish = true, subscribe = true }}]
+api_key_hashes = ["{key_hash}"]
+subscriptions = {{ shop = "free" }}
+"#
+    );
+    let node = start(&config).await;
+    let url = |path: &str| format!("{}{path}", node.base);
+    let get = |path: &str| node.client.get(url(path)).send();
+
+    // Unknown routes and channels: 404 problem+json naming what exists.
+    let (status, p) = problem(get("/nothing/here").await.unwrap()).await;
+    assert_eq!(status, 404, "{p}");
+    let (status, p) = problem(get("/shop/v2/sse/nope").await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert!(
+        p["detail"].as_str().unwrap().contains("no channel `nope`"),
+        "{p}"
+    );
+    assert_eq!(
+        problem(get("/shop/v2/elsewhere").await.unwrap()).await.0,
+        404
+    );
+
+    // The topic through the keyless API's path is open; through the shop's it needs a key.
+    let r = get("/open/sse/feed").await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r);
+    assert_eq!(
+        problem(get("/shop/v2/sse/purchases").await.unwrap())
+            .await
+            .0,
+        401
+    );
+    // The keyless API offers SSE only.
+    let r = node
+        .client
+        .post(url("/open/webhook-receiver?topic=feed"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let (status, p) = problem(r).await;
+    assert_eq!(status, 403);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not offered over webhook"),
+        "{p}"
+    );
+
+    // Happy path: SSE and WebSocket by channel name, publishing by channel name.
+    let mut sse = Sse::open(
+        &url(&format!("/shop/v2/sse/purchases?access_token={key}")),
+        None,
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/shop/v2/ws/purchases?access_token={key}",
+        node.base.replacen("http://", "ws://", 1)
+    ))
+    .await
+    .unwrap();
+    let r = node
+        .client
+        .post(url("/shop/v2/webhook-receiver?topic=purchases"))
+        .header("x-api-key", &key)
+        .header("content-type", "text/plain")
+        .body("via the API")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(sse.expect(WAIT, "the message").await.data, "via the API");
+    assert_eq!(
+        ws_next(&mut ws, WAIT).await.unwrap(),
+        Message::Text("via the API".into())
+    );
+    let r = node
+        .client
+        .post(url("/shop/v2/webhook-receiver"))
+        .header("x-api-key", &key)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let (status, p) = problem(r).await;
+    assert_eq!((status, p["field"].as_str()), (400, Some("topic")), "{p}");
+
+    // WebSub: discovery under the API names the API's topic URL, which the hub accepts.
+    let r = get("/shop/v2/topics/purchases").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let topic_url = url("/shop/v2/topics/purchases");
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.contains(&format!("<{topic_url}>; rel=\"self\"")),
+        "{link}"
+    );
+    let cb = CallbackServer::start().await;
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic_url.as_str()),
+            ("hub.callback", cb.url("/shop").as_str()),
+        ])
+        .finish();
+    let r = node
+        .client
+        .post(url("/hub"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", &key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_active(&node, &cb.url("/shop")).await;
+    let r = node
+        .client
+        .post(url("/shop/v2/webhook-receiver?topic=purchases"))
+        .header("x-api-key", &key)
+        .header("content-type", "text/plain")
+        .body("to the callback")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let delivered = &cb.wait_for(&Method::POST, "/shop", 1, T).await[0];
+    assert_eq!(&delivered.body[..], b"to the callback");
+    let link = delivered.headers["link"].to_str().unwrap();
+    assert!(link.contains(&topic_url), "{link}");
+
+    // The admin API refuses base paths that are taken or the gateway's own.
+    for (base_path, needle) in [
+        ("/ws/x", "own routes"),
+        ("/open", "API `open`"),
+        ("shop", "starts with"),
+    ] {
+        let r = node
+            .client
+            .put(url("/admin/apis/other"))
+            .json(&json!({ "channels": { "c": "orders" }, "base_path": base_path }))
+            .send()
+            .await
+            .unwrap();
+        let (status, p) = problem(r).await;
+        assert_eq!(
+            (status, p["field"].as_str()),
+            (400, Some("base_path")),
+            "{p}"
+        );
+        assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
+    }
+    node.stop().await;
+}
+
+/// A WebSub subscription made under a plan spends the plan's delivery quota: over it, the
+/// plan drops (counted in `eventgate_rate_limited_total{kind="deliveries"}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websub_deliveries_spend_the_plans_quota() {
+    let (key, key_hash) = eventgate::auth::generate_key();
+    let config = format!(
+        r#"
+[topics]
+names = ["news"]
+[websub]
+allow_private_callbacks = true
+[apis.news]
+channels = {{ news = "news" }}
+entrypoints = ["websub", "webhook"]
+[plans.two]
+deliveries = {{ count = 2, per = "1h" }}
+on_delivery_limit = "drop"
+[applications.alice]
+permissions = [{{ topics = "news", publish = true, subscribe = true }}]
+api_key_hashes = ["{key_hash}"]
+subscriptions = {{ news = "two" }}
+"#
+    );
+    let node = start(&config).await;
+    let cb = CallbackServer::start().await;
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "news"),
+            ("hub.callback", cb.url("/news").as_str()),
+        ])
+        .finish();
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", &key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_active(&node, &cb.url("/news")).await;
+    // The owner is recorded just after activation; wait for it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let subs: Value = node
+            .client
+            .get(format!(
+                "{}/admin/applications/alice/subscriptions",
+                node.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if subs.to_string().contains("\"websub_subscriptions\":1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "owner never recorded: {subs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..5 {
+        let r = publish_as(&node, "news", Some(&key), format!("n{i}").as_bytes()).await;
+        assert_eq!(r.status(), 202);
+    }
+    // Every message is decided once three have been dropped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = node
+            .client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("eventgate_rate_limited_total{kind=\"deliveries\"} 3") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drops never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = cb.wait_for(&Method::POST, "/news", 2, T).await;
+    let bodies: Vec<&[u8]> = delivered.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(bodies, [&b"n0"[..], &b"n1"[..]]);
+    // What an operator sees of it.
+    let text = node
+        .client
+        .get(format!("{}/metrics", node.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "eventgate_messages_in_total{entrypoint=\"webhook\"} 5",
+        "eventgate_websub_deliveries_total 2",
+        "eventgate_websub_dropped_total 3",
+        "eventgate_websub_dead_letters_total 0",
+        "eventgate_connections{entrypoint=\"sse\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    let commits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("eventgate_raft_write_latency_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(commits > 0, "{text}");
+    node.stop().await;
+}

@@ -80,6 +80,8 @@ pub struct ControlPlane {
     reader: StateReader,
     transport: Arc<dyn ClusterRpc>,
     timeout: Duration,
+    /// Seconds from a write's submission to its application here (successful writes).
+    write_latency: Arc<std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -117,7 +119,14 @@ impl ControlPlane {
             reader,
             transport,
             timeout,
+            write_latency: Arc::default(),
         }
+    }
+
+    /// Observes every successful [`ControlPlane::write`]'s latency (commit and local apply)
+    /// in `histogram` from now on; the first histogram given stays.
+    pub fn observe_writes(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        let _ = self.write_latency.set(histogram);
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -144,6 +153,9 @@ impl ControlPlane {
                 let remaining = self.timeout.saturating_sub(started.elapsed());
                 self.wait_applied(resp.log_id.index, remaining.max(Duration::from_millis(100)))
                     .await;
+                if let Some(h) = self.write_latency.get() {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
                 Ok(resp.data)
             }
             LeaderOut::Done => Ok(Response::Applied),

@@ -89,6 +89,10 @@ pub struct Api {
     pub name: String,
     pub version: String,
     pub description: Option<String>,
+    /// Where the API's own routes live (`/shop` → `/shop/ws/{channel}`, `/shop/sse/{channel}`,
+    /// `/shop/webhook-receiver?topic={channel}`, WebSub topic URLs `/shop/topics/{channel}`),
+    /// addressed by channel name. None: only the gateway's routes, by topic name.
+    pub base_path: Option<String>,
     /// Channel name → gateway topic.
     pub channels: BTreeMap<String, String>,
     pub entrypoints: Vec<Entrypoint>,
@@ -289,6 +293,20 @@ impl Governance {
                 .find(|(_, t)| t.as_str() == topic)
                 .map(|(channel, _)| (api, channel.as_str()))
         })
+    }
+
+    /// The API whose base path is the longest leading part of `path` (whole segments), with
+    /// the rest of the path (`/ws/orders`, empty when `path` is the base path itself).
+    pub fn api_of_path<'a>(&'a self, path: &'a str) -> Option<(&'a Api, &'a str)> {
+        self.apis
+            .values()
+            .filter_map(|api| {
+                let base = api.base_path.as_deref()?;
+                let rest = path.strip_prefix(base)?;
+                (rest.is_empty() || rest.starts_with('/')).then_some((api, rest, base.len()))
+            })
+            .max_by_key(|(_, _, len)| *len)
+            .map(|(api, rest, _)| (api, rest))
     }
 
     /// The key whose SHA-256 (lowercase hex) is `sha256`, if any (revoked or not).
@@ -689,6 +707,7 @@ mod tests {
             name: name.to_owned(),
             version: "1".to_owned(),
             description: None,
+            base_path: None,
             channels: [("orders".to_owned(), "orders".to_owned())].into(),
             entrypoints: Entrypoint::ALL.to_vec(),
             security: vec![Security::ApiKey],
@@ -707,6 +726,35 @@ mod tests {
             origin: Origin::Config,
             updated_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn base_paths_match_whole_segments_longest_first() {
+        let mut g = Governance::default();
+        for (name, base) in [
+            ("shop", Some("/shop")),
+            ("shop2", Some("/shop/v2")),
+            ("bare", None),
+        ] {
+            let mut a = api(name);
+            a.base_path = base.map(str::to_owned);
+            g.apis.insert(name.to_owned(), a);
+        }
+        let found = |path: &str| {
+            g.api_of_path(path)
+                .map(|(a, rest)| (a.name.clone(), rest.to_owned()))
+        };
+        assert_eq!(
+            found("/shop/ws/orders"),
+            Some(("shop".into(), "/ws/orders".into()))
+        );
+        assert_eq!(
+            found("/shop/v2/sse/orders"),
+            Some(("shop2".into(), "/sse/orders".into()))
+        );
+        assert_eq!(found("/shop"), Some(("shop".into(), String::new())));
+        assert_eq!(found("/shopping/ws/orders"), None);
+        assert_eq!(found("/ws/orders"), None);
     }
 
     #[test]

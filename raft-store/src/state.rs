@@ -36,6 +36,9 @@ pub struct Subscription {
     pub owner: Option<NodeId>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The topic URL the subscriber named (an API's, under its base path), announced in every
+    /// delivery's `Link: rel="self"`; none: `<public_url>/topics/<topic>`.
+    pub topic_url: Option<String>,
 }
 
 /// One cursor move: the next offset to deliver on a partition of a subscription's topic.
@@ -376,6 +379,7 @@ mod tests {
             owner,
             created_at_ms: 1,
             updated_at_ms: 1,
+            topic_url: None,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct RawJwt {
 pub struct RawApi {
     pub version: String,
     pub description: Option<String>,
+    /// `/shop`: the API's own routes, addressed by channel name.
+    pub base_path: Option<String>,
     /// Channel → gateway topic.
     pub channels: BTreeMap<String, String>,
     pub entrypoints: Option<Vec<String>>,
@@ -240,6 +242,77 @@ pub fn valid_sha256(text: &str) -> Result<String, String> {
     }
 }
 
+/// First path segments the gateway's own routes use; no API's base path may start with one.
+const RESERVED_SEGMENTS: &[&str] = &[
+    "admin",
+    "apis",
+    "asyncapi.json",
+    "asyncapi.yaml",
+    "healthz",
+    "hub",
+    "metrics",
+    "readyz",
+    "sse",
+    "topics",
+    "webhook-receiver",
+    "ws",
+];
+
+/// Checks an API's base path: `/` and one to eight segments of letters, digits, `-`, `_`,
+/// `.` and `~`, without a trailing `/`, not starting with a segment the gateway routes itself.
+pub fn valid_base_path(path: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("a base path starts with `/` (`/shop`)".to_owned());
+    };
+    if path.len() > 200 {
+        return Err("longer than 200 characters".to_owned());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.len() > 8 {
+        return Err("at most 8 segments".to_owned());
+    }
+    for segment in &segments {
+        if segment.is_empty() || *segment == "." || *segment == ".." {
+            return Err(
+                "empty, `.` and `..` segments (and a trailing `/`) are not allowed".to_owned(),
+            );
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        {
+            return Err(format!(
+                "segment `{segment}`: only letters, digits, `-`, `_`, `.` and `~`"
+            ));
+        }
+    }
+    if RESERVED_SEGMENTS.contains(&segments[0]) {
+        return Err(format!(
+            "`/{}` is one of the gateway's own routes",
+            segments[0]
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a base path another API already has (`apis`: name and base path of the others).
+pub fn base_path_free<'a>(
+    name: &str,
+    path: Option<&str>,
+    apis: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(), (String, String)> {
+    let Some(path) = path else { return Ok(()) };
+    for (other, theirs) in apis {
+        if other != name && theirs == Some(path) {
+            return Err((
+                "base_path".to_owned(),
+                format!("`{path}` is API `{other}`'s base path"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An API from its description (the name already checked). Errors name the field within the
 /// description; the configuration and the admin API both build APIs here.
 pub fn api_from_raw(
@@ -249,6 +322,9 @@ pub fn api_from_raw(
     updated_at_ms: u64,
 ) -> Result<Api, (String, String)> {
     check_channels(&raw.channels)?;
+    if let Some(path) = &raw.base_path {
+        valid_base_path(path).map_err(|e| ("base_path".to_owned(), e))?;
+    }
     let entrypoints = match &raw.entrypoints {
         None => Entrypoint::ALL.to_vec(),
         Some(given) => parse_entrypoints(given).map_err(|e| ("entrypoints".to_owned(), e))?,
@@ -271,6 +347,7 @@ pub fn api_from_raw(
             raw.version.clone()
         },
         description: raw.description.clone(),
+        base_path: raw.base_path.clone(),
         channels: raw.channels.clone(),
         entrypoints,
         security,
@@ -343,6 +420,15 @@ pub fn build(
                 "`jwt` needs an [auth.jwt] table".to_owned(),
             ));
         }
+        base_path_free(
+            name,
+            api.base_path.as_deref(),
+            declared
+                .apis
+                .iter()
+                .map(|a| (a.name.as_str(), a.base_path.as_deref())),
+        )
+        .map_err(|(field, e)| invalid(&format!("{key}.{field}"), e))?;
         declared.apis.push(api);
     }
     for (name, raw) in plans {

@@ -122,6 +122,8 @@ struct SubscriptionView {
     pending_retries: usize,
     created_at_ms: u64,
     updated_at_ms: u64,
+    /// The topic URL deliveries announce (`Link: rel="self"`), when the subscriber named one.
+    topic_url: Option<String>,
 }
 
 fn state_name(state: SubscriptionState) -> &'static str {
@@ -148,6 +150,7 @@ fn view(state: &AppState, id: &str) -> Option<SubscriptionView> {
             pending_retries: s.retries.get(id).map_or(0, Vec::len),
             created_at_ms: sub.created_at_ms,
             updated_at_ms: sub.updated_at_ms,
+            topic_url: sub.topic_url.clone(),
         })
     })
 }
@@ -257,6 +260,7 @@ async fn put_subscription(
         owner: None,
         created_at_ms: now,
         updated_at_ms: now,
+        topic_url: None,
     };
     state
         .control()

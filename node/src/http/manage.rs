@@ -82,6 +82,7 @@ fn api_view(api: &Api) -> Value {
         "name": api.name,
         "version": api.version,
         "description": api.description,
+        "base_path": api.base_path,
         "channels": api.channels,
         "entrypoints": api.entrypoints.iter().map(|e| e.name()).collect::<Vec<_>>(),
         "security": api.security.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -204,6 +205,16 @@ async fn put_api(
             "`jwt` needs [auth.jwt] in the nodes' configuration",
         ));
     }
+    read(&state, |g| {
+        rules::base_path_free(
+            &name,
+            api.base_path.as_deref(),
+            g.apis
+                .values()
+                .map(|a| (a.name.as_str(), a.base_path.as_deref())),
+        )
+    })
+    .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
     let existed = read(&state, |g| g.apis.contains_key(&name));
     let view = api_view(&api);
     commit(&state, Command::PutApi(api)).await?;
@@ -459,7 +470,12 @@ async fn list_access(
                 .access
                 .values()
                 .filter(|a| a.app == id)
-                .map(|a| (a.api.clone(), access_view(a)))
+                .map(|a| {
+                    let mut view = access_view(a);
+                    // Usage under the plan's `max_subscriptions`.
+                    view["websub_subscriptions"] = json!(g.websub_count(&a.app, &a.api));
+                    (a.api.clone(), view)
+                })
                 .collect();
             json!({ "subscriptions": subs.into_values().collect::<Vec<_>>() })
         })

@@ -40,7 +40,7 @@ use super::webhook::query_param;
 use super::AppState;
 use crate::limits::{ConnectionSlot, Limiter};
 use crate::listener::Peer;
-use crate::policy::{Action, Admission, Credential, Principal};
+use crate::policy::{Action, Admission, Credential, Principal, Target};
 use eventgate_raft_store::governance::{Entrypoint, OverLimit, QuotaKind, RateLimit};
 
 /// Frame extension slots (see `Frame::ext`).
@@ -70,6 +70,8 @@ struct Prepared {
     publish: Option<Admission>,
     /// Who is reading, when known.
     principal: Option<Principal>,
+    /// The API the client came through (its base path), if any.
+    api: Option<String>,
     entrypoint: Entrypoint,
     slot: Option<ConnectionSlot>,
     budget: Option<DeliveryBudget>,
@@ -122,6 +124,7 @@ fn watch_credentials(
     state: &AppState,
     principal: Principal,
     topic: String,
+    api: Option<String>,
     entrypoint: Entrypoint,
     session: Session,
 ) {
@@ -142,7 +145,15 @@ fn watch_credentials(
                     }
                 } => {}
             }
-            if let Err(e) = gate.recheck(&principal, &topic, Action::Subscribe, entrypoint) {
+            if let Err(e) = gate.recheck(
+                &principal,
+                Target {
+                    topic: &topic,
+                    api: api.as_deref(),
+                },
+                Action::Subscribe,
+                entrypoint,
+            ) {
                 let expired = principal.expires_at_ms.is_some_and(|t| t <= now_ms());
                 let reason = if expired {
                     CloseReason::CredentialExpired
@@ -192,6 +203,7 @@ async fn prepare(
     headers: &HeaderMap,
     peer: &Peer,
     protocol: &'static str,
+    api: Option<String>,
 ) -> Result<Prepared, ApiError> {
     validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
     let origin = headers.get(header::ORIGIN);
@@ -230,7 +242,15 @@ async fn prepare(
     };
     let gate = state.gate();
     let admission = gate
-        .admit(credential.as_ref(), &topic, Action::Subscribe, entrypoint)
+        .admit(
+            credential.as_ref(),
+            Target {
+                topic: &topic,
+                api: api.as_deref(),
+            },
+            Action::Subscribe,
+            entrypoint,
+        )
         .await
         .map_err(|e| state.refused(entrypoint.name(), e))?;
     // The same principal, once authenticated, asked about publishing too.
@@ -238,7 +258,10 @@ async fn prepare(
         gate.authorize(
             admission.principal.clone(),
             credential.is_some(),
-            &topic,
+            Target {
+                topic: &topic,
+                api: api.as_deref(),
+            },
             Action::Publish,
             entrypoint,
         )
@@ -324,6 +347,7 @@ async fn prepare(
         envelope,
         publish,
         principal: admission.principal,
+        api,
         entrypoint,
         slot,
         budget,
@@ -336,6 +360,7 @@ pub async fn ws(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    via: Option<axum::Extension<super::ViaApi>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -347,15 +372,20 @@ pub async fn ws(
         &headers,
         &peer,
         "websocket",
+        super::ViaApi::api_of(&via).map(str::to_owned),
     )
     .await?;
     let settings = &state.inner.streams;
     let connections = state.inner.connections.clone();
     let on_failure = connections.clone();
-    let watch = prepared
-        .principal
-        .clone()
-        .map(|p| (p, prepared.info.topic.clone(), prepared.entrypoint));
+    let watch = prepared.principal.clone().map(|p| {
+        (
+            p,
+            prepared.info.topic.clone(),
+            prepared.api.clone(),
+            prepared.entrypoint,
+        )
+    });
     let ctx = WsContext {
         state: state.clone(),
         topic: prepared.info.topic.clone(),
@@ -365,6 +395,8 @@ pub async fn ws(
         heartbeat: settings.heartbeat,
         budget: prepared.budget,
         session: Session::default(),
+        out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "websocket"),
+        into: crate::metrics::Metrics::counter(&state.inner.metrics.messages_in, "websocket"),
         _slot: prepared.slot,
     };
     let feed = prepared.feed;
@@ -380,8 +412,15 @@ pub async fn ws(
         })
         .on_upgrade(move |socket| async move {
             let session = ctx.session.clone();
-            if let Some((principal, topic, entrypoint)) = watch {
-                watch_credentials(&ctx.state, principal, topic, entrypoint, session.clone());
+            if let Some((principal, topic, api, entrypoint)) = watch {
+                watch_credentials(
+                    &ctx.state,
+                    principal,
+                    topic,
+                    api,
+                    entrypoint,
+                    session.clone(),
+                );
             }
             let io = run_ws(socket, feed, session.clone(), ctx);
             connections.open(info, session, Box::pin(io));
@@ -398,6 +437,10 @@ struct WsContext {
     heartbeat: Duration,
     budget: Option<DeliveryBudget>,
     session: Session,
+    /// `eventgate_messages_out_total{entrypoint="websocket"}`.
+    out: prometheus_client::metrics::counter::Counter,
+    /// `eventgate_messages_in_total{entrypoint="websocket"}`.
+    into: prometheus_client::metrics::counter::Counter,
     /// Held while the connection lives.
     _slot: Option<ConnectionSlot>,
 }
@@ -574,6 +617,7 @@ async fn on_incoming(
         .await;
     match published {
         Ok(position) => {
+            ctx.into.inc();
             if ctx.envelope {
                 let ack = match position {
                     Some(position) => serde_json::json!({
@@ -679,6 +723,7 @@ async fn write_ready(
             fed += frame.payload.len();
             any = true;
         }
+        ctx.out.inc_by(allowed as u64);
         if allowed < frames.len() {
             let missed = (frames.len() - allowed) as u64;
             feed_one(socket, gap_message(Some(missed)), deadline).await?;
@@ -715,9 +760,19 @@ pub async fn sse(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    via: Option<axum::Extension<super::ViaApi>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let prepared = prepare(&state, topic, query.as_deref(), &headers, &peer, "sse").await?;
+    let prepared = prepare(
+        &state,
+        topic,
+        query.as_deref(),
+        &headers,
+        &peer,
+        "sse",
+        super::ViaApi::api_of(&via).map(str::to_owned),
+    )
+    .await?;
     let allow_origin = prepared.allow_origin.clone();
     let settings = state.inner.streams.clone();
     let session = Session::default();
@@ -726,6 +781,7 @@ pub async fn sse(
             &state,
             principal,
             prepared.info.topic.clone(),
+            prepared.api.clone(),
             prepared.entrypoint,
             session.clone(),
         );
@@ -768,6 +824,7 @@ pub async fn sse(
         closed: Box::pin(session_closed),
         budget: prepared.budget,
         dropped: None,
+        out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "sse"),
         _slot: prepared.slot,
         _alive: alive,
     };
@@ -840,6 +897,8 @@ struct SseBody {
     budget: Option<DeliveryBudget>,
     /// Messages skipped by the plan's delivery limit, told after the pending chunk.
     dropped: Option<u64>,
+    /// `eventgate_messages_out_total{entrypoint="sse"}`.
+    out: prometheus_client::metrics::counter::Counter,
     /// Held while the stream lives.
     _slot: Option<ConnectionSlot>,
     /// Dropped with the body: tells the connection's actor the stream is over.
@@ -941,6 +1000,9 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
                     }
                     (_, chunk) => chunk,
                 };
+                if let Chunk::Frames { start, end, .. } = &chunk {
+                    body.out.inc_by((end - start) as u64);
+                }
                 body.pending = Some((chunk, 0));
                 continue;
             }

@@ -15,7 +15,7 @@ use eventgate_raft_store::governance::{Entrypoint, QuotaKind};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::policy::{Action, Credential};
+use crate::policy::{Action, Credential, Target};
 
 /// Header carrying the message key (also accepted as the `key` query parameter).
 pub const KEY_HEADER: &str = "x-message-key";
@@ -51,6 +51,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 pub async fn receive(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    via: Option<axum::Extension<super::ViaApi>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -64,7 +65,10 @@ pub async fn receive(
         .gate()
         .admit(
             credential.as_ref(),
-            &topic,
+            Target {
+                topic: &topic,
+                api: super::ViaApi::api_of(&via),
+            },
             Action::Publish,
             Entrypoint::Webhook,
         )
@@ -130,6 +134,14 @@ pub async fn receive(
         }),
         None => json!({ "topic": topic }),
     };
+    state
+        .inner
+        .metrics
+        .messages_in
+        .get_or_create(&crate::metrics::EntrypointLabel {
+            entrypoint: "webhook",
+        })
+        .inc();
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Some(rate) = rate {
         for (name, value) in rate.headers() {

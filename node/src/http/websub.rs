@@ -16,7 +16,7 @@ use eventgate_raft_store::governance::Entrypoint;
 use super::error::ApiError;
 use super::webhook::{query_param, read_body};
 use super::AppState;
-use crate::policy::{Action, Credential};
+use crate::policy::{Action, Credential, Target};
 
 /// Largest `/hub` request body.
 const MAX_HUB_BODY: usize = 64 * 1024;
@@ -58,6 +58,39 @@ fn topic_name(given: &str) -> Result<String, ApiError> {
     };
     validate_topic_name(&name).map_err(|e| ApiError::invalid_field("hub.topic", e.to_string()))?;
     Ok(name)
+}
+
+/// The topic named by `hub.topic`, and the API it was named through: a topic URL under an
+/// API's base path (`…/shop/topics/<channel>`) names the channel's topic of that API; anything
+/// else is read by [`topic_name`].
+fn resolve_topic(state: &AppState, given: &str) -> Result<(String, Option<String>), ApiError> {
+    if let Ok(url) = reqwest::Url::parse(given) {
+        let public_path = reqwest::Url::parse(&state.inner.delivery.public_url)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let path = url.path();
+        let path = path.strip_prefix(public_path.as_str()).unwrap_or(path);
+        let found = state.control().reader().read(|s| {
+            let (api, rest) = s.governance.api_of_path(path)?;
+            let channel = rest.strip_prefix("/topics/").filter(|c| !c.contains('/'));
+            Some(match channel.and_then(|c| api.channels.get(c)) {
+                Some(topic) => Ok((topic.clone(), Some(api.name.clone()))),
+                None => Err(ApiError::invalid_field(
+                    "hub.topic",
+                    format!(
+                        "API `{}`'s topic URLs are {}/topics/<channel>, channels: {}",
+                        api.name,
+                        api.base_path.as_deref().unwrap_or_default(),
+                        api.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            })
+        });
+        if let Some(found) = found {
+            return found;
+        }
+    }
+    topic_name(given).map(|t| (t, None))
 }
 
 fn check_callback(state: &AppState, callback: &str) -> Result<(), ApiError> {
@@ -114,7 +147,7 @@ pub async fn hub(
     let callback = required(&form, "hub.callback")?.to_owned();
     let topic_as_given = required(&form, "hub.topic")?.to_owned();
     check_callback(&state, &callback)?;
-    let topic = topic_name(&topic_as_given)?;
+    let (topic, via_api) = resolve_topic(&state, &topic_as_given)?;
     let settings = &state.inner.websub;
 
     // Credentials: `Authorization` / `X-API-Key`, or `access_token` in the hub URL's query.
@@ -126,7 +159,10 @@ pub async fn hub(
         .gate()
         .admit(
             credential.as_ref(),
-            &topic,
+            Target {
+                topic: &topic,
+                api: via_api.as_deref(),
+            },
             Action::Subscribe,
             Entrypoint::Websub,
         )
@@ -231,6 +267,7 @@ pub async fn hub(
 pub async fn topic(
     State(state): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
+    via: Option<axum::Extension<super::ViaApi>>,
 ) -> Result<Response, ApiError> {
     validate_topic_name(&name).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
     let broker = state.broker();
@@ -239,7 +276,17 @@ pub async fn topic(
     }
     let latest = broker.latest_offsets(&name).await?;
     let ctx = &state.inner.delivery;
-    let (hub_url, topic_url) = (ctx.hub_url(), ctx.topic_url(&name));
+    // Under an API's base path the topic URL is the API's, by channel.
+    let topic_url = match &via {
+        Some(axum::Extension(v)) => format!(
+            "{}{}/topics/{}",
+            ctx.public_url.trim_end_matches('/'),
+            v.base_path,
+            v.channel
+        ),
+        None => ctx.topic_url(&name),
+    };
+    let hub_url = ctx.hub_url();
     let body = serde_json::json!({
         "topic": name,
         "hub": hub_url,
