@@ -61,6 +61,9 @@ impl std::fmt::Debug for HubState {
     }
 }
 
+/// Bound on each attempt of the start-up barrier write (a heartbeat).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Supervises this node's subscription actors.
 #[derive(Debug, Default)]
 pub struct HubSupervisor;
@@ -81,8 +84,25 @@ impl Actor for HubSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut applied = ctx.control.reader().watch_applied();
         let me = myself.clone();
+        let control = ctx.control.clone();
+        let node = ctx.node_id;
         // Reconcile on every applied change, and every second for backoffs that ended.
         let watcher = tokio::spawn(async move {
+            // A node restarting on its data directory holds the state it had when it stopped,
+            // in which it may still own subscriptions that have moved since. Deliver nothing
+            // until one write of ours has gone through the leader and been applied here: the
+            // state then holds every reassignment committed before it.
+            loop {
+                let barrier = Command::NodeHeartbeat {
+                    node,
+                    at_ms: now_ms(),
+                };
+                match tokio::time::timeout(BARRIER_TIMEOUT, control.write(barrier)).await {
+                    Ok(Ok(_)) => break,
+                    _ if me.get_status() != ractor::ActorStatus::Running => return,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
             loop {
                 if me.cast(HubMsg::Reconcile).is_err() {
                     return;
