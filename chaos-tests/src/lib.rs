@@ -8,7 +8,11 @@
 //! Every node of a [`ProcessCluster`] gets its own loopback address (127.0.0.x) and free ports,
 //! its own data directory in a temporary directory, and a certificate from a cluster CA made with
 //! `eventgate certs`. Waits poll with deadlines ([`wait::until`]).
+//!
+//! [`compose::Compose`] drives the docker-compose cluster of `docker/` (containers behind a
+//! load balancer) for `tests/containers.rs`, which `.ci/run` runs when Docker is available.
 
+pub mod compose;
 pub mod inprocess;
 pub mod mosquitto;
 pub mod sse;

@@ -1,0 +1,623 @@
+//! The docker-compose cluster (`docker/`: three nodes, HAProxy, a Kafka-protocol broker)
+//! under container faults, with real clients through the load balancer: a webhook provider
+//! publishing steadily, a WebSub subscriber on the host, an SSE and a WebSocket client that
+//! reconnect and resume. Scenarios, one after the other under load: `docker kill` of the
+//! leader, `docker kill` of the subscription's owner, `docker network disconnect` of a node
+//! (and reconnect), a rolling restart of every node, a full stop and start.
+//!
+//! Then: no accepted message is missing at the WebSub callback, the SSE client or the
+//! WebSocket client, the subscription is still there, and the figures (time to recover,
+//! duplicates) are printed.
+//!
+//! Needs Docker; builds the images on first use (docker/local.sh). Ignored by a plain `cargo
+//! test`; `.ci/run` runs it when `docker info` answers:
+//! `cargo test -p eventgate-chaos-tests --test containers -- --ignored --nocapture`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::Method;
+use axum::routing::any;
+use axum::Router;
+use eventgate_chaos_tests::compose::{docker_available, Compose};
+use eventgate_chaos_tests::sse::Sse;
+use eventgate_chaos_tests::{init_logging, wait};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::info;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// Messages received by one client: sequence number and when.
+type Received = Arc<Mutex<Vec<(u32, Instant)>>>;
+
+#[derive(Default)]
+struct Published {
+    /// Accepted (202) sequence numbers and when.
+    accepted: BTreeMap<u32, Instant>,
+    /// When a publish failed (refused or no answer).
+    failures: Vec<Instant>,
+}
+
+async fn callback(
+    State(log): State<Received>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> String {
+    if method == Method::GET {
+        return eventgate_chaos_tests::websub_challenge(query.as_deref());
+    }
+    if let Ok(n) = String::from_utf8_lossy(&body).parse() {
+        log.lock().unwrap().push((n, Instant::now()));
+    }
+    String::new()
+}
+
+/// Publishes `seq` numbers to the load balancer every 20 ms until `stop`.
+fn publisher(
+    lb: String,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Published>>, tokio::task::JoinHandle<()>) {
+    let published: Arc<Mutex<Published>> = Arc::default();
+    let log = published.clone();
+    let task = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .expect("client");
+        let mut seq = 0u32;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let r = client
+                .post(format!("{lb}/webhook-receiver?topic=orders"))
+                .header("content-type", "text/plain")
+                .body(seq.to_string())
+                .send()
+                .await;
+            let mut log = log.lock().unwrap();
+            match r {
+                Ok(r) if r.status() == 202 => {
+                    log.accepted.insert(seq, Instant::now());
+                }
+                _ => log.failures.push(Instant::now()),
+            }
+            seq += 1;
+        }
+    });
+    (published, task)
+}
+
+/// An SSE client of the load balancer that reconnects with its last event id until `stop`.
+fn sse_client(
+    lb: String,
+    stop: Arc<AtomicBool>,
+) -> (Received, Arc<Mutex<u32>>, tokio::task::JoinHandle<()>) {
+    let got: Received = Arc::default();
+    let reconnects = Arc::new(Mutex::new(0u32));
+    let (log, count) = (got.clone(), reconnects.clone());
+    let task = tokio::spawn(async move {
+        let mut last: Option<String> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let url = match &last {
+                Some(_) => format!("{lb}/sse/orders"),
+                None => format!("{lb}/sse/orders?from=earliest"),
+            };
+            if let Ok(mut sse) = Sse::try_open(&url, last.as_deref()).await {
+                loop {
+                    let next = tokio::time::timeout(Duration::from_millis(500), sse.next()).await;
+                    match next {
+                        Ok(Some(event)) => {
+                            if event.event.is_none() {
+                                if let Ok(n) = event.data.parse() {
+                                    log.lock().unwrap().push((n, Instant::now()));
+                                }
+                            }
+                            last = sse.last_id.clone().or(last);
+                        }
+                        Ok(None) => break,
+                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+            *count.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (got, reconnects, task)
+}
+
+/// A WebSocket client of the load balancer (JSON envelopes) that reconnects with its last
+/// message id until `stop`.
+fn ws_client(
+    lb: String,
+    stop: Arc<AtomicBool>,
+) -> (Received, Arc<Mutex<u32>>, tokio::task::JoinHandle<()>) {
+    use tokio_tungstenite::tungstenite::Message;
+    let got: Received = Arc::default();
+    let reconnects = Arc::new(Mutex::new(0u32));
+    let (log, count) = (got.clone(), reconnects.clone());
+    let base = lb.replacen("http://", "ws://", 1);
+    let task = tokio::spawn(async move {
+        let mut last: Option<String> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let url = match &last {
+                Some(id) => format!("{base}/ws/orders?envelope=json&lastEventId={id}"),
+                None => format!("{base}/ws/orders?envelope=json&from=earliest"),
+            };
+            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await {
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(text)))) => {
+                            let doc: Value = serde_json::from_str(&text).unwrap_or_default();
+                            if doc["type"] == "message" {
+                                if let Some(n) =
+                                    doc["payload"].as_str().and_then(|p| p.parse().ok())
+                                {
+                                    log.lock().unwrap().push((n, Instant::now()));
+                                }
+                                last = doc["id"].as_str().map(str::to_owned).or(last);
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        Ok(Some(Err(_)) | None) => break,
+                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+            *count.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (got, reconnects, task)
+}
+
+/// The leader's service name and the term, as a node that answers sees it.
+async fn leader(compose: &Compose) -> Option<(String, u64)> {
+    for node in NODES {
+        if let Some(s) = compose.status(node).await {
+            if let Some(id) = s["leader"].as_u64() {
+                return Some((format!("node{id}"), s["term"].as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    None
+}
+
+/// Waits until every node is a reachable voter with no lag, as `via` sees it.
+async fn healthy(compose: &Compose, within: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    wait::until(
+        "three healthy voters",
+        within,
+        Duration::from_millis(250),
+        || async {
+            for via in NODES {
+                let Some(s) = compose.status(via).await else {
+                    continue;
+                };
+                let members = s["members"].as_array()?;
+                let ok = members.len() == 3
+                    && s["leader"].as_u64().is_some()
+                    && members.iter().all(|m| {
+                        m["role"] == "voter"
+                            && m["reachable"] == true
+                            && m["lag"].as_u64().is_some_and(|l| l < 50)
+                    });
+                if ok {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// How long after `since` publishing worked again: the first accepted message after the
+/// last failure that followed `since` (zero when none failed).
+fn publish_recovery(published: &Mutex<Published>, since: Instant) -> Option<Duration> {
+    let p = published.lock().unwrap();
+    let last_failure = p.failures.iter().filter(|t| **t >= since).max().copied();
+    match last_failure {
+        None => Some(Duration::ZERO),
+        Some(f) => p
+            .accepted
+            .values()
+            .filter(|t| **t > f)
+            .min()
+            .map(|t| t.duration_since(since)),
+    }
+}
+
+/// How long after `since` the client received a message published after `since`.
+fn delivery_resumed(
+    published: &Mutex<Published>,
+    got: &Received,
+    since: Instant,
+) -> Option<Duration> {
+    let after: BTreeSet<u32> = published
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .filter(|(_, t)| **t > since)
+        .map(|(n, _)| *n)
+        .collect();
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, t)| *t > since && after.contains(n))
+        .map(|(_, t)| t.duration_since(since))
+        .min()
+}
+
+/// Waits (bounded) until `got` holds a message published after `since`.
+async fn wait_resumed(
+    published: &Mutex<Published>,
+    got: &Received,
+    since: Instant,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    wait::until(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { delivery_resumed(published, got, since) },
+    )
+    .await
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".to_owned(), |d| format!("{} ms", d.as_millis()))
+}
+
+struct Purge<'a>(&'a Compose);
+
+impl Drop for Purge<'_> {
+    fn drop(&mut self) {
+        if std::env::var_os("EVENTGATE_KEEP_CONTAINERS").is_some() {
+            return;
+        }
+        let _ =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/local.sh"))
+                .arg("purge")
+                .env("COMPOSE_PROJECT_NAME", &self.0.project)
+                .env("EVENTGATE_PORT", self.0.port.to_string())
+                .env("EVENTGATE_ADMIN_TOKEN", &self.0.token)
+                .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker and builds images; .ci/run runs it when Docker is available"]
+async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
+    init_logging();
+    anyhow::ensure!(docker_available(), "docker is not available");
+    let compose = Compose::new("egchaos")?;
+    // A previous run's leftovers, then a fresh cluster.
+    compose.purge().await?;
+    let _purge = Purge(&compose);
+    let started = Instant::now();
+    compose.up().await?;
+    info!(elapsed = ?started.elapsed(), "--- cluster up (images built when missing)");
+    let status = compose
+        .compose(&["exec", "-T", "node1", "eventgate", "cluster", "status"])
+        .await?;
+    println!("{status}");
+    assert!(status.contains("voters: 3"), "{status}");
+    healthy(&compose, Duration::from_secs(60)).await?;
+    let lb = compose.lb();
+    wait::until(
+        "the load balancer to answer",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            reqwest::get(format!("{lb}/readyz"))
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    )
+    .await?;
+
+    // The WebSub subscriber on the host, at its address on the project's network.
+    let websub: Received = Arc::default();
+    let gateway = compose.gateway().await?;
+    let listener = tokio::net::TcpListener::bind((gateway.as_str(), 0)).await?;
+    let callback_url = format!("http://{}/websub", listener.local_addr()?);
+    let app = Router::new()
+        .route("/websub", any(callback))
+        .with_state(websub.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("hub.mode", "subscribe")
+        .append_pair("hub.topic", "orders")
+        .append_pair("hub.callback", &callback_url)
+        .append_pair("hub.secret", "container-chaos")
+        .finish();
+    let r = reqwest::Client::new()
+        .post(format!("{lb}/hub"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202, "{}", r.text().await?);
+    let owner_of = || async {
+        let list = compose.admin("node1", "/subscriptions").await.ok()?;
+        list.as_array()?
+            .iter()
+            .find(|s| s["callback"] == callback_url.as_str() && s["state"] == "active")
+            .and_then(|s| s["owner"].as_u64())
+            .map(|id| format!("node{id}"))
+    };
+    let owner = wait::until(
+        "the subscription to be active",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        owner_of,
+    )
+    .await?;
+    info!(%owner, "--- subscribed");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sse, sse_reconnects, sse_task) = sse_client(lb.clone(), stop.clone());
+    let (ws, ws_reconnects, ws_task) = ws_client(lb.clone(), stop.clone());
+    // Let the streams open before the first message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (published, publishing) = publisher(lb.clone(), stop.clone());
+    wait_resumed(&published, &websub, Instant::now(), "first deliveries").await?;
+
+    let mut report: Vec<(String, String)> = Vec::new();
+    // Each scenario's time span, to attribute duplicates.
+    let mut windows: Vec<(&str, Instant, Instant)> = Vec::new();
+
+    // 1. docker kill of the leader.
+    let (victim, term) = leader(&compose).await.expect("a leader");
+    let container = compose.container(&victim).await?;
+    let t = Instant::now();
+    compose.docker(&["kill", &container]).await?;
+    let elected = wait::until(
+        "a new leader",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (l, new_term) = leader(&compose).await?;
+            (l != victim && new_term > term).then(|| t.elapsed())
+        },
+    )
+    .await?;
+    let resumed =
+        wait_resumed(&published, &websub, t, "deliveries after the leader's loss").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let publish = publish_recovery(&published, t);
+    compose.docker(&["start", &container]).await?;
+    let rejoined = healthy(&compose, Duration::from_secs(90)).await?;
+    windows.push(("kill leader", t, Instant::now()));
+    report.push((
+        format!("kill leader ({victim})"),
+        format!(
+            "new leader {} · publishing back {} · WebSub resumed {} · restarted node healthy {}",
+            ms(Some(elected)),
+            ms(publish),
+            ms(Some(resumed)),
+            ms(Some(rejoined))
+        ),
+    ));
+
+    // 2. docker kill of the subscription's owner.
+    let owner = wait::until(
+        "an owner",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        owner_of,
+    )
+    .await?;
+    let container = compose.container(&owner).await?;
+    let t = Instant::now();
+    compose.docker(&["kill", &container]).await?;
+    let resumed = wait_resumed(&published, &websub, t, "deliveries after the owner's loss").await?;
+    let moved = wait::until(
+        "a new owner",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { owner_of().await.filter(|o| *o != owner) },
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let publish = publish_recovery(&published, t);
+    compose.docker(&["start", &container]).await?;
+    let rejoined = healthy(&compose, Duration::from_secs(90)).await?;
+    windows.push(("kill owner", t, Instant::now()));
+    report.push((
+        format!("kill owner ({owner})"),
+        format!(
+            "WebSub resumed {} (new owner {}) · publishing back {} · restarted node healthy {}",
+            ms(Some(resumed)),
+            moved.unwrap_or_default(),
+            ms(publish),
+            ms(Some(rejoined))
+        ),
+    ));
+
+    // 3. Partition: the leader's container off the network, then back.
+    let (victim, _) = leader(&compose).await.expect("a leader");
+    let container = compose.container(&victim).await?;
+    let network = compose.network();
+    let t = Instant::now();
+    compose
+        .docker(&["network", "disconnect", &network, &container])
+        .await?;
+    let elected = wait::until(
+        "a leader on the majority side",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            for node in NODES.iter().filter(|n| **n != victim) {
+                if let Some(s) = compose.status(node).await {
+                    if s["leader"]
+                        .as_u64()
+                        .is_some_and(|l| format!("node{l}") != victim)
+                    {
+                        return Some(t.elapsed());
+                    }
+                }
+            }
+            None
+        },
+    )
+    .await?;
+    let resumed = wait_resumed(&published, &websub, t, "deliveries during the partition").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let publish = publish_recovery(&published, t);
+    let healed = Instant::now();
+    compose
+        .docker(&[
+            "network", "connect", "--alias", &victim, &network, &container,
+        ])
+        .await?;
+    let rejoined = healthy(&compose, Duration::from_secs(90)).await?;
+    windows.push(("partition", t, Instant::now()));
+    report.push((
+        format!("partition ({victim}, the leader)"),
+        format!(
+            "majority leader {} · publishing back {} · WebSub {} · caught up after heal {}",
+            ms(Some(elected)),
+            ms(publish),
+            ms(Some(resumed)),
+            ms(Some(healed.elapsed().min(rejoined)))
+        ),
+    ));
+
+    // 4. Rolling restart, one node at a time, each healthy before the next.
+    let t = Instant::now();
+    let failures_before = published.lock().unwrap().failures.len();
+    for node in NODES {
+        let container = compose.container(node).await?;
+        compose.docker(&["restart", "-t", "20", &container]).await?;
+        healthy(&compose, Duration::from_secs(90)).await?;
+    }
+    let took = t.elapsed();
+    wait_resumed(
+        &published,
+        &websub,
+        Instant::now(),
+        "deliveries after the rolling restart",
+    )
+    .await?;
+    let failed = published.lock().unwrap().failures.len() - failures_before;
+    windows.push(("rolling restart", t, Instant::now()));
+    report.push((
+        "rolling restart".to_owned(),
+        format!(
+            "{} for three nodes · publishes refused meanwhile {failed}",
+            ms(Some(took))
+        ),
+    ));
+
+    // 5. Full stop and start of every node (broker and load balancer stay).
+    let t = Instant::now();
+    compose
+        .compose(&["stop", "-t", "20", "node1", "node2", "node3"])
+        .await?;
+    let stopped = Instant::now();
+    compose
+        .compose(&["start", "node1", "node2", "node3"])
+        .await?;
+    let back = healthy(&compose, Duration::from_secs(120)).await?;
+    let resumed = wait_resumed(
+        &published,
+        &websub,
+        stopped,
+        "deliveries after the full restart",
+    )
+    .await?;
+    windows.push(("full stop/start", t, Instant::now()));
+    report.push((
+        "full stop and start".to_owned(),
+        format!(
+            "stop took {} · healthy {} after start · WebSub resumed {} after stop",
+            ms(Some(stopped.duration_since(t))),
+            ms(Some(back)),
+            ms(Some(resumed))
+        ),
+    ));
+
+    // Stop publishing; everything accepted must arrive everywhere.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    publishing.await?;
+    let accepted: BTreeSet<u32> = published.lock().unwrap().accepted.keys().copied().collect();
+    let refused = published.lock().unwrap().failures.len();
+    for (name, got) in [("WebSub", &websub), ("SSE", &sse), ("WebSocket", &ws)] {
+        let seen = |got: &Received| -> BTreeSet<u32> {
+            got.lock().unwrap().iter().map(|(n, _)| *n).collect()
+        };
+        // Bounded: a failure below names what is missing.
+        let _ = wait::until(
+            &format!("{name} to have every accepted message"),
+            Duration::from_secs(90),
+            Duration::from_millis(250),
+            || async { accepted.is_subset(&seen(got)).then_some(()) },
+        )
+        .await;
+        let received = seen(got);
+        let missing: Vec<u32> = accepted.difference(&received).copied().collect();
+        assert!(
+            missing.is_empty(),
+            "{name} lost {} accepted messages: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        let total = got.lock().unwrap().len();
+        report.push((
+            format!("{name} client"),
+            format!(
+                "{} accepted, {total} received, {} duplicates, lost 0",
+                accepted.len(),
+                total - received.len()
+            ),
+        ));
+    }
+    for (name, got) in [("WebSub", &websub), ("SSE", &sse), ("WebSocket", &ws)] {
+        let mut seen = BTreeSet::new();
+        let mut by_window: BTreeMap<&str, usize> = BTreeMap::new();
+        for (n, at) in got.lock().unwrap().iter() {
+            if !seen.insert(*n) {
+                let window = windows
+                    .iter()
+                    .find(|(_, from, to)| *at >= *from && *at <= *to + Duration::from_secs(5))
+                    .map_or("between scenarios", |(w, _, _)| *w);
+                *by_window.entry(window).or_default() += 1;
+            }
+        }
+        report.push((
+            format!("{name} duplicates by scenario"),
+            format!("{by_window:?}"),
+        ));
+    }
+    let _ = (sse_task.await, ws_task.await);
+    report.push((
+        "clients".to_owned(),
+        format!("publishes refused during faults {refused} · SSE reconnects {} · WebSocket reconnects {}", sse_reconnects.lock().unwrap(), ws_reconnects.lock().unwrap()),
+    ));
+
+    // The subscription is still there, active.
+    let owner = owner_of().await;
+    assert!(owner.is_some(), "the subscription is gone");
+
+    println!("\ncontainer chaos (docker-compose, 3 nodes, HAProxy, tansu):");
+    for (scenario, figures) in &report {
+        println!("  {scenario:<34} {figures}");
+    }
+    Ok(())
+}
