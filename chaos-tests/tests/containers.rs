@@ -588,6 +588,31 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
             ),
         ));
     }
+    // The longest silence each client saw during each scenario (messages flow at 50/s, so
+    // anything well above 20 ms is the interruption the fault caused).
+    for (scenario, from, to) in &windows {
+        let gaps: Vec<String> = [("WebSub", &websub), ("SSE", &sse), ("WebSocket", &ws)]
+            .iter()
+            .map(|(name, got)| {
+                let mut times: Vec<Instant> = got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, at)| *at)
+                    .filter(|at| at >= from && at <= to)
+                    .collect();
+                times.sort();
+                let longest = std::iter::once(*from)
+                    .chain(times)
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .map(|w| w[1].duration_since(w[0]))
+                    .max();
+                format!("{name} {}", ms(longest))
+            })
+            .collect();
+        report.push((format!("longest silence: {scenario}"), gaps.join(" · ")));
+    }
     for (name, got) in [("WebSub", &websub), ("SSE", &sse), ("WebSocket", &ws)] {
         let mut seen = BTreeSet::new();
         let mut by_window: BTreeMap<&str, usize> = BTreeMap::new();
