@@ -120,6 +120,15 @@ impl Compose {
         Ok(id.to_owned())
     }
 
+    /// Docker's view of `service`'s health check (`healthy`, `starting`, `unhealthy`).
+    pub async fn health(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.container(service).await?;
+        let out = self
+            .docker(&["inspect", "-f", "{{.State.Health.Status}}", &id])
+            .await?;
+        Ok(out.trim().to_owned())
+    }
+
     /// The project's network.
     pub fn network(&self) -> String {
         format!("{}_default", self.project)

@@ -315,6 +315,16 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     println!("{status}");
     assert!(status.contains("voters: 3"), "{status}");
     healthy(&compose, Duration::from_secs(60)).await?;
+    // The image's own health check (`eventgate probe` on /readyz) agrees.
+    for node in NODES {
+        wait::until(
+            &format!("{node}'s container to be healthy"),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async { (compose.health(node).await.ok()? == "healthy").then_some(()) },
+        )
+        .await?;
+    }
     let lb = compose.lb();
     wait::until(
         "the load balancer to answer",

@@ -180,6 +180,7 @@ pub fn probe(args: crate::cli::ProbeArgs) -> ExitCode {
         .build();
     let outcome = rt.map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
+            eventgate_raft_store::install_crypto_provider();
             let client = reqwest::Client::builder()
                 .timeout(args.timeout)
                 .build()

@@ -169,3 +169,45 @@ fn management_commands_against_nothing_fail_clearly() {
         stderr(&out)
     );
 }
+
+/// `eventgate probe` (the container health check): 0 when the URL answers 2xx, 1 with the URL
+/// and the answer otherwise, against a real node.
+#[tokio::test]
+async fn probe_answers_by_exit_code() {
+    let out = eventgate(&["probe", "http://127.0.0.1:1/readyz"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, cluster) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_eventgate"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .args(["--cluster-listen", &format!("127.0.0.1:{cluster}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{http}/readyz");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while eventgate(&["probe", &ready], &[]).status.code() != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = eventgate(&["probe", &format!("http://127.0.0.1:{http}/nope")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let _ = node.kill();
+    let _ = node.wait();
+}
