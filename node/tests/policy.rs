@@ -1008,16 +1008,15 @@ subscriptions = {{ shop = "free" }}
     ))
     .await
     .unwrap();
-    let r = node
-        .client
-        .post(url("/shop/v2/webhook-receiver?topic=purchases"))
-        .header("x-api-key", &key)
-        .header("content-type", "text/plain")
-        .body("via the API")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let publish = |body: &'static str| {
+        node.client
+            .post(url("/shop/v2/webhook-receiver?topic=purchases"))
+            .header("x-api-key", &key)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+    };
+    assert_eq!(publish("via the API").await.unwrap().status(), 202);
     assert_eq!(sse.expect(WAIT, "the message").await.data, "via the API");
     assert_eq!(
         ws_next(&mut ws, WAIT).await.unwrap(),
@@ -1062,16 +1061,7 @@ subscriptions = {{ shop = "free" }}
         .unwrap();
     assert_eq!(r.status(), 202);
     wait_active(&node, &cb.url("/shop")).await;
-    let r = node
-        .client
-        .post(url("/shop/v2/webhook-receiver?topic=purchases"))
-        .header("x-api-key", &key)
-        .header("content-type", "text/plain")
-        .body("to the callback")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(publish("to the callback").await.unwrap().status(), 202);
     let delivered = &cb.wait_for(&Method::POST, "/shop", 1, T).await[0];
     assert_eq!(&delivered.body[..], b"to the callback");
     let link = delivered.headers["link"].to_str().unwrap();
@@ -1173,39 +1163,13 @@ subscriptions = {{ news = "two" }}
         assert_eq!(r.status(), 202);
     }
     // Every message is decided once three have been dropped.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let text = node
-            .client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("eventgate_rate_limited_total{kind=\"deliveries\"} 3") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "drops never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_metric("eventgate_rate_limited_total{kind=\"deliveries\"} 3")
+        .await;
     let delivered = cb.wait_for(&Method::POST, "/news", 2, T).await;
     let bodies: Vec<&[u8]> = delivered.iter().map(|r| &r.body[..]).collect();
     assert_eq!(bodies, [&b"n0"[..], &b"n1"[..]]);
     // What an operator sees of it.
-    let text = node
-        .client
-        .get(format!("{}/metrics", node.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics().await;
     for line in [
         "eventgate_messages_in_total{entrypoint=\"webhook\"} 5",
         "eventgate_websub_deliveries_total 2",

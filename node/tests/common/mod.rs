@@ -105,20 +105,23 @@ impl TestNode {
             .as_u16()
     }
 
-    /// Waits (bounded) until `/metrics` reports `eventgate_broker_up{broker}` = `value`.
-    pub async fn wait_broker_up(&self, broker: &str, value: u8) {
-        let want = format!("eventgate_broker_up{{broker=\"{broker}\"}} {value}");
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `/metrics` has the line `want`.
+    pub async fn wait_metric(&self, want: &str) {
         let deadline = tokio::time::Instant::now() + websub::T;
         loop {
-            let text = self
-                .client
-                .get(format!("{}/metrics", self.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = self.metrics().await;
             if text.lines().any(|l| l == want) {
                 return;
             }
@@ -128,6 +131,14 @@ impl TestNode {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits (bounded) until `/metrics` reports `eventgate_broker_up{broker}` = `value`.
+    pub async fn wait_broker_up(&self, broker: &str, value: u8) {
+        self.wait_metric(&format!(
+            "eventgate_broker_up{{broker=\"{broker}\"}} {value}"
+        ))
+        .await;
     }
 
     /// The node's handle (its control plane and broker).
