@@ -222,20 +222,42 @@ async fn healthy(compose: &Compose, within: Duration) -> anyhow::Result<Duration
     Ok(started.elapsed())
 }
 
-/// How long after `since` publishing worked again: the first accepted message after the
-/// last failure that followed `since` (zero when none failed).
-fn publish_recovery(published: &Mutex<Published>, since: Instant) -> Option<Duration> {
-    let p = published.lock().unwrap();
-    let last_failure = p.failures.iter().filter(|t| **t >= since).max().copied();
-    match last_failure {
-        None => Some(Duration::ZERO),
-        Some(f) => p
-            .accepted
-            .values()
-            .filter(|t| **t > f)
-            .min()
-            .map(|t| t.duration_since(since)),
-    }
+/// Waits (bounded) until publishing through the load balancer has worked steadily since the
+/// fault at `since` (25 publishes in a row accepted, half a second), and answers how long after
+/// `since` it worked again (zero when nothing was refused).
+async fn publishing_recovered(
+    published: &Mutex<Published>,
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    wait::until(
+        "publishing to work again",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let p = published.lock().unwrap();
+            let last_failure = p.failures.iter().filter(|t| **t >= since).max().copied();
+            let after: Vec<Instant> = p
+                .accepted
+                .values()
+                .copied()
+                .filter(|t| *t > last_failure.unwrap_or(since))
+                .collect();
+            if after.len() < 25 {
+                return None;
+            }
+            Some(match last_failure {
+                None => Duration::ZERO,
+                Some(_) => after.iter().min()?.duration_since(since),
+            })
+        },
+    )
+    .await
+}
+
+/// Starts `container` again and answers how long until the cluster was healthy.
+async fn bring_back(compose: &Compose, container: &str) -> anyhow::Result<Duration> {
+    compose.docker(&["start", container]).await?;
+    healthy(compose, Duration::from_secs(90)).await
 }
 
 /// How long after `since` the client received a message published after `since`.
@@ -381,9 +403,10 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (sse, sse_reconnects, sse_task) = sse_client(lb.clone(), stop.clone());
     let (ws, ws_reconnects, ws_task) = ws_client(lb.clone(), stop.clone());
-    // Let the streams open before the first message.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (published, publishing) = publisher(lb.clone(), stop.clone());
+    // They read from the earliest message: none is missed however long they take to open.
+    // The clients read until the end of the checks; the publisher stops before them.
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let (published, publishing) = publisher(lb.clone(), stop_publishing.clone());
     wait_resumed(&published, &websub, Instant::now(), "first deliveries").await?;
 
     let mut report: Vec<(String, String)> = Vec::new();
@@ -407,10 +430,8 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     .await?;
     let resumed =
         wait_resumed(&published, &websub, t, "deliveries after the leader's loss").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let publish = publish_recovery(&published, t);
-    compose.docker(&["start", &container]).await?;
-    let rejoined = healthy(&compose, Duration::from_secs(90)).await?;
+    let publish = Some(publishing_recovered(&published, t).await?);
+    let rejoined = bring_back(&compose, &container).await?;
     windows.push(("kill leader", t, Instant::now()));
     report.push((
         format!("kill leader ({victim})"),
@@ -443,10 +464,8 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     )
     .await
     .ok();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let publish = publish_recovery(&published, t);
-    compose.docker(&["start", &container]).await?;
-    let rejoined = healthy(&compose, Duration::from_secs(90)).await?;
+    let publish = Some(publishing_recovered(&published, t).await?);
+    let rejoined = bring_back(&compose, &container).await?;
     windows.push(("kill owner", t, Instant::now()));
     report.push((
         format!("kill owner ({owner})"),
@@ -487,8 +506,8 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     )
     .await?;
     let resumed = wait_resumed(&published, &websub, t, "deliveries during the partition").await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let publish = publish_recovery(&published, t);
+    // The partition lasts until the majority side serves steadily.
+    let publish = Some(publishing_recovered(&published, t).await?);
     let healed = Instant::now();
     compose
         .docker(&[
@@ -563,8 +582,7 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     ));
 
     // Stop publishing; everything accepted must arrive everywhere.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
+    stop_publishing.store(true, Ordering::Relaxed);
     publishing.await?;
     let accepted: BTreeSet<u32> = published.lock().unwrap().accepted.keys().copied().collect();
     let refused = published.lock().unwrap().failures.len();
@@ -640,6 +658,7 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
             format!("{by_window:?}"),
         ));
     }
+    stop.store(true, Ordering::Relaxed);
     let _ = (sse_task.await, ws_task.await);
     report.push((
         "clients".to_owned(),

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub messages_in: Family<EntrypointLabel, Counter>,
     /// Messages written to stream clients, by entrypoint.
     pub messages_out: Family<EntrypointLabel, Counter>,
+    /// `messages_in{entrypoint="webhook"}`, resolved once (it is counted per request).
+    pub webhook_in: Counter,
     /// WebSub deliveries (counted by the subscription actors).
     pub delivery: eventgate_actors::subscription::DeliveryMetrics,
     /// Latency of control-plane writes: commit by a quorum and apply on this node.
@@ -169,9 +171,10 @@ impl Metrics {
                 .set(0);
             let _ = messages_out.get_or_create(&EntrypointLabel { entrypoint });
         }
-        for entrypoint in ["webhook", "websocket"] {
-            let _ = messages_in.get_or_create(&EntrypointLabel { entrypoint });
-        }
+        let webhook_in = Self::counter(&messages_in, "webhook");
+        let _ = messages_in.get_or_create(&EntrypointLabel {
+            entrypoint: "websocket",
+        });
         let delivery = eventgate_actors::subscription::DeliveryMetrics::default();
         for (name, help, counter) in [
             (
@@ -248,6 +251,7 @@ impl Metrics {
             connections,
             messages_in,
             messages_out,
+            webhook_in,
             delivery,
             raft_write_latency,
             raft_leader_id,

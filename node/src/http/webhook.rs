@@ -134,14 +134,7 @@ pub async fn receive(
         }),
         None => json!({ "topic": topic }),
     };
-    state
-        .inner
-        .metrics
-        .messages_in
-        .get_or_create(&crate::metrics::EntrypointLabel {
-            entrypoint: "webhook",
-        })
-        .inc();
+    state.inner.metrics.webhook_in.inc();
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Some(rate) = rate {
         for (name, value) in rate.headers() {
