@@ -383,13 +383,23 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 202, "{}", r.text().await?);
+    // Asked of the leader (any node that answers, if none is known): a follower that just
+    // restarted, or the node just killed, would not say.
     let owner_of = || async {
-        let list = compose.admin("node1", "/subscriptions").await.ok()?;
-        list.as_array()?
-            .iter()
-            .find(|s| s["callback"] == callback_url.as_str() && s["state"] == "active")
-            .and_then(|s| s["owner"].as_u64())
-            .map(|id| format!("node{id}"))
+        let mut ask: Vec<String> = leader(&compose).await.map(|(l, _)| l).into_iter().collect();
+        ask.extend(NODES.iter().map(|n| (*n).to_owned()));
+        for node in ask {
+            let Ok(list) = compose.admin(&node, "/subscriptions").await else {
+                continue;
+            };
+            return list
+                .as_array()?
+                .iter()
+                .find(|s| s["callback"] == callback_url.as_str() && s["state"] == "active")
+                .and_then(|s| s["owner"].as_u64())
+                .map(|id| format!("node{id}"));
+        }
+        None
     };
     let owner = wait::until(
         "the subscription to be active",
