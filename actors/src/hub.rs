@@ -10,9 +10,10 @@
 //!   denial, as the WebSub Recommendation describes; state changes only after verification.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::{Command, NodeId, Subscription, SubscriptionState};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
@@ -22,12 +23,6 @@ use crate::callback::{CallbackMethod, CallbackRequest};
 use crate::ownership::owner_of;
 use crate::subscription::{DeliveryContext, SubscriptionActor, SubscriptionArgs, SubscriptionMsg};
 use crate::websub::{challenge, subscription_id, with_query};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// How long a failed subscription actor waits before it is started again.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
@@ -300,15 +295,14 @@ pub async fn run_coordinator(
                 Err(_) => tracing::debug!("heartbeat not written in time (no leader?)"),
             }
         }
-        let metrics = ctx.control.raft().metrics().borrow().clone();
-        if metrics.current_leader != Some(me) {
+        let leadership = ctx.control.leadership();
+        if leadership.leader != Some(me) {
             leader_since = None;
             seen.clear();
             continue;
         }
         let since = *leader_since.get_or_insert(now);
-        let members: BTreeSet<NodeId> =
-            metrics.membership_config.membership().voter_ids().collect();
+        let members: BTreeSet<NodeId> = leadership.voters;
         let (beats, leaving, subs, expired) = ctx.control.reader().read(|s| {
             let beats: Vec<(NodeId, u64)> =
                 s.nodes.iter().map(|(n, l)| (*n, l.last_seen_ms)).collect();
@@ -519,28 +513,14 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                     .contains("://")
                     .then(|| intent.topic_as_given.clone()),
             };
-            match ctx
-                .control
-                .write(Command::ActivateSubscription {
-                    subscription,
-                    start_offsets,
-                })
-                .await
-            {
+            let command = Command::ActivateSubscriptionFor {
+                subscription,
+                start_offsets,
+                application: intent.owner.clone(),
+            };
+            match ctx.control.write(command).await {
                 Ok(_) => {
                     tracing::info!(subscription = %id, topic = %intent.topic, lease_seconds, "SubscriptionVerified");
-                    if let Some(owner) = intent.owner.clone() {
-                        let recorded = ctx
-                            .control
-                            .write(Command::SetWebsubOwner {
-                                subscription: id.clone(),
-                                owner: Some(owner),
-                            })
-                            .await;
-                        if let Err(e) = recorded {
-                            tracing::warn!(subscription = %id, error = %e, "subscription's application not recorded");
-                        }
-                    }
                 }
                 Err(e) => {
                     tracing::warn!(subscription = %id, error = %e, "verified subscription not recorded")
@@ -573,3 +553,6 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

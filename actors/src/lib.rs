@@ -12,6 +12,9 @@
 //! - [`subscription`]: `SubscriptionActor`, ordered at-least-once delivery, cursor commits;
 //! - [`ownership`]: which live node delivers which subscription (rendezvous hashing);
 //! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node);
+//! - [`control`]: the seam through which the hub and the subscription actors reach the
+//!   replicated state ([`control::ControlPort`]: the node's Raft control plane, or an
+//!   in-memory one in unit tests);
 //! - [`stream`]: WebSocket/SSE without HTTP: resume tokens, shared frames, per-topic fan-out,
 //!   per-reader catch-up and slow-consumer policy, the connection registry.
 //!
@@ -32,8 +35,12 @@
 
 pub mod broker;
 pub mod callback;
+pub mod control;
 pub mod hub;
 pub mod ownership;
 pub mod stream;
 pub mod subscription;
 pub mod websub;
+
+#[cfg(test)]
+mod testing;

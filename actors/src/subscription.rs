@@ -17,10 +17,10 @@
 //! and its supervisor ([`crate::hub::HubSupervisor`]) restarts it with backoff.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use eventgate_raft_store::control::ControlPlane;
+use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::{Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Subscription};
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerDriver, Message, StartAt};
 use crate::callback::{CallbackMethod, CallbackRequest, WebhookClient};
+use crate::control::ControlPort;
 use crate::websub::{link_header, retry_delay, SignatureAlgorithm};
 
 /// Header naming the delivery (`<subscription>:<partition>:<offset>`), the same on every
@@ -67,7 +68,7 @@ pub struct CursorCommitter {
 
 struct CommitterInner {
     node_id: NodeId,
-    control: ControlPlane,
+    control: Arc<dyn ControlPort>,
     pending: std::sync::Mutex<std::collections::BTreeMap<(String, u32), u64>>,
 }
 
@@ -78,7 +79,7 @@ impl std::fmt::Debug for CursorCommitter {
 }
 
 impl CursorCommitter {
-    pub fn new(node_id: NodeId, control: ControlPlane) -> Self {
+    pub fn new(node_id: NodeId, control: Arc<dyn ControlPort>) -> Self {
         Self {
             inner: Arc::new(CommitterInner {
                 node_id,
@@ -177,7 +178,7 @@ pub struct DeliveryMetrics {
 #[derive(Clone)]
 pub struct DeliveryContext {
     pub node_id: NodeId,
-    pub control: ControlPlane,
+    pub control: Arc<dyn ControlPort>,
     pub broker: Arc<dyn BrokerDriver>,
     pub client: Arc<dyn WebhookClient>,
     pub cursors: CursorCommitter,
@@ -206,12 +207,6 @@ impl DeliveryContext {
     pub fn topic_url(&self, topic: &str) -> String {
         format!("{}/topics/{topic}", self.public_url)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Messages of [`SubscriptionActor`].
@@ -679,3 +674,6 @@ async fn forget_retry(ctx: &DeliveryContext, id: &str, book: &RetryBook, message
         tracing::debug!(subscription = %id, error = %e, "retry schedule not cleared");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -300,12 +300,13 @@ pub async fn start_with_broker(
         std::time::Duration::from_secs(3),
         metrics.clone(),
     );
+    let port: Arc<dyn eventgate_actors::control::ControlPort> = Arc::new(control.clone());
     let delivery = DeliveryContext {
         node_id,
-        control: control.clone(),
+        control: port.clone(),
         broker: broker.clone(),
         client: Arc::new(client),
-        cursors: CursorCommitter::new(node_id, control.clone()),
+        cursors: CursorCommitter::new(node_id, port),
         settings: config.websub.delivery.clone(),
         public_url: config
             .public_url

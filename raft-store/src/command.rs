@@ -138,6 +138,14 @@ pub enum Command {
         subscription: String,
         owner: Option<(String, String)>,
     },
+    /// [`Command::ActivateSubscription`] and, in the same entry, which (application, API)
+    /// made the subscription (`None` keeps what a renewal had): one atomic write, so a
+    /// subscription is never active without the plan it counts against.
+    ActivateSubscriptionFor {
+        subscription: Subscription,
+        start_offsets: Vec<(u32, u64)>,
+        application: Option<(String, String)>,
+    },
 }
 
 impl Command {
@@ -171,6 +179,7 @@ impl Command {
             Command::ReserveQuota { .. } => "reserve-quota",
             Command::ReportConnections { .. } => "report-connections",
             Command::SetWebsubOwner { .. } => "set-websub-owner",
+            Command::ActivateSubscriptionFor { .. } => "activate-subscription-for",
         }
     }
 }

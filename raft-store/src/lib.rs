@@ -15,6 +15,9 @@
 //! - [`ControlState`] — the replicated state itself: WebSub subscriptions, their delivery cursors,
 //!   retry schedules and dead letters, and node liveness. [`ControlState::apply`] is pure and
 //!   deterministic: every time it needs is carried in the command.
+//! - [`MemoryStateMachine`] — the same state and [`StateReader`] without a log, Raft or disk:
+//!   commands applied in order as they come, for tests of the layers above.
+//! - [`clock`] — the one wall clock (unix milliseconds) every crate reads.
 //!
 //! This crate knows nothing of HTTP or actors.
 
@@ -24,6 +27,7 @@
 
 use std::io::Cursor;
 
+pub mod clock;
 pub mod codec;
 pub mod command;
 pub mod control;
@@ -44,7 +48,7 @@ pub use state::{
     ControlState, CursorCommit, DeadLetter, NodeLiveness, RetryEntry, Subscription,
     SubscriptionState,
 };
-pub use state_machine::StateReader;
+pub use state_machine::{MemoryStateMachine, StateReader};
 
 /// A node's identifier within the cluster. Chosen by the operator, unique per cluster.
 pub type NodeId = u64;

@@ -244,6 +244,23 @@ impl ControlState {
                 subscription,
                 start_offsets,
             } => self.activate(subscription, start_offsets, touched),
+            Command::ActivateSubscriptionFor {
+                subscription,
+                start_offsets,
+                application,
+            } => {
+                let response = self.activate(subscription, start_offsets, touched);
+                if let Some(application) = application {
+                    let mut gov = Vec::new();
+                    self.governance.set_websub_owner(
+                        &subscription.id,
+                        Some(application.clone()),
+                        &mut gov,
+                    );
+                    touched.extend(gov.into_iter().map(Touched::Gov));
+                }
+                response
+            }
             Command::NodeLeaving { node, at_ms } => {
                 self.nodes.insert(
                     *node,
@@ -498,5 +515,38 @@ mod tests {
         assert_eq!(state.subscriptions["a"].owner, None);
         assert_eq!(state.subscriptions["b"].owner, Some(1));
         assert!(state.nodes[&2].leaving);
+    }
+
+    #[test]
+    fn activation_records_the_application_in_the_same_entry() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        let app = ("shop-app".to_owned(), "shop".to_owned());
+        state.apply(
+            &Command::ActivateSubscriptionFor {
+                subscription: sub("a", None, 10),
+                start_offsets: vec![(0, 7)],
+                application: Some(app.clone()),
+            },
+            &mut touched,
+        );
+        assert_eq!(state.cursors["a"][&0], 7);
+        assert_eq!(state.governance.websub_owners["a"], app);
+        // A renewal without credentials keeps the application; removal forgets it.
+        state.apply(
+            &Command::ActivateSubscriptionFor {
+                subscription: sub("a", None, 20),
+                start_offsets: vec![(0, 99)],
+                application: None,
+            },
+            &mut touched,
+        );
+        assert_eq!(state.cursors["a"][&0], 7, "a renewal keeps its cursor");
+        assert_eq!(state.governance.websub_owners["a"], app);
+        state.apply(
+            &Command::RemoveSubscription { id: "a".to_owned() },
+            &mut touched,
+        );
+        assert!(!state.governance.websub_owners.contains_key("a"));
     }
 }

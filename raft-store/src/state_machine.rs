@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec;
-use crate::command::{Response, FORMAT_VERSION};
+use crate::command::{Command, Response, FORMAT_VERSION};
 use crate::governance::{GovTouched, Governance};
 use crate::state::{ControlState, Touched};
 use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
@@ -529,5 +529,59 @@ impl SledStateMachine {
     pub async fn flush(&self) -> crate::Result<()> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// The replicated state without a log, Raft or disk: each command is applied as it comes, in
+/// the order of the calls, through the same [`ControlState::apply`] the sled state machine
+/// uses, and read through the same [`StateReader`] (whose watch fires on every apply). For
+/// tests of the layers above (the delivery actors' control-plane seam) and for benches.
+#[derive(Debug, Clone)]
+pub struct MemoryStateMachine {
+    shared: Arc<Shared>,
+}
+
+impl Default for MemoryStateMachine {
+    fn default() -> Self {
+        Self::new(ControlState::default())
+    }
+}
+
+impl MemoryStateMachine {
+    /// A state machine holding `state`, as if nothing had been applied yet.
+    pub fn new(state: ControlState) -> Self {
+        let (applied_tx, _) = watch::channel(None);
+        Self {
+            shared: Arc::new(Shared {
+                data: RwLock::new(StateMachineData {
+                    state,
+                    ..StateMachineData::default()
+                }),
+                applied_tx,
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A reader of the state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Applies `command` as the next log entry (term 1, leader 0) and answers what applying
+    /// it said.
+    pub fn apply(&self, command: &Command) -> Response {
+        let (response, applied) = {
+            let mut data = self.shared.data.write().unwrap_or_else(|p| p.into_inner());
+            let index = data.last_applied.map_or(1, |l| l.index + 1);
+            let log_id = LogId::new(openraft::CommittedLeaderId::new(1, 0), index);
+            data.last_applied = Some(log_id);
+            let mut touched = Vec::new();
+            (data.state.apply(command, &mut touched), data.last_applied)
+        };
+        self.shared.applied_tx.send_replace(applied);
+        response
     }
 }

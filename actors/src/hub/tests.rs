@@ -1,0 +1,328 @@
+//! Verification of intent, the hub's supervision and the coordinator against the in-memory
+//! control plane and a scripted callback: no Raft, no sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventgate_raft_store::Command;
+use ractor::Actor;
+
+use super::*;
+use crate::broker::BrokerDriver;
+use crate::callback::CallbackMethod;
+use crate::control::{ControlPort, MemoryControl};
+use crate::testing::{
+    context, settings, subscribe, wait_until, PartitionedBroker, Reply, ScriptedCallback,
+};
+
+const CALLBACK: &str = "http://subscriber.test/cb?user=7";
+
+fn intent(mode: IntentMode, owner: Option<(&str, &str)>) -> Intent {
+    Intent {
+        mode,
+        topic: "orders".to_owned(),
+        topic_as_given: "http://gateway.test/topics/orders".to_owned(),
+        callback: CALLBACK.to_owned(),
+        owner: owner.map(|(app, api)| (app.to_owned(), api.to_owned())),
+    }
+}
+
+fn subscribe_mode() -> IntentMode {
+    IntentMode::Subscribe {
+        lease_seconds: 600,
+        secret: Some("s3cret".to_owned()),
+    }
+}
+
+async fn setup(reply: Reply) -> (MemoryControl, Arc<ScriptedCallback>, DeliveryContext) {
+    let control = MemoryControl::new(1);
+    let broker = PartitionedBroker::new(1);
+    broker.ensure_topic("orders").await.unwrap();
+    broker.publish_to("orders", 0, "before".to_owned()).await;
+    let callback = ScriptedCallback::new(move |_| reply.clone());
+    let ctx = context(&control, 1, broker, callback.clone(), settings(1));
+    (control, callback, ctx)
+}
+
+fn subscription_writes(control: &MemoryControl) -> usize {
+    control
+        .written()
+        .iter()
+        .filter(|(_, c)| {
+            matches!(
+                c,
+                Command::ActivateSubscription { .. }
+                    | Command::ActivateSubscriptionFor { .. }
+                    | Command::SetWebsubOwner { .. }
+                    | Command::RemoveSubscription { .. }
+            )
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_verified_subscription_is_activated_with_its_application_in_one_write() {
+    let (control, callback, ctx) = setup(Reply::Echo).await;
+    process_intent(ctx, intent(subscribe_mode(), Some(("shop-app", "shop")))).await;
+
+    let seen = callback.seen();
+    assert_eq!(seen.len(), 1);
+    let check = &seen[0];
+    assert_eq!(check.method, CallbackMethod::Get);
+    assert!(
+        check.url.starts_with("http://subscriber.test/cb?user=7&"),
+        "{}",
+        check.url
+    );
+    assert_eq!(check.query("hub.mode").as_deref(), Some("subscribe"));
+    assert_eq!(
+        check.query("hub.topic").as_deref(),
+        Some("http://gateway.test/topics/orders"),
+        "hub.topic is echoed as the subscriber gave it"
+    );
+    assert_eq!(check.query("hub.lease_seconds").as_deref(), Some("600"));
+    assert!(check.query("hub.challenge").is_some_and(|c| c.len() >= 32));
+
+    let id = subscription_id("orders", CALLBACK);
+    let (sub, cursor, application) = control.reader().read(|s| {
+        (
+            s.subscriptions.get(&id).cloned(),
+            s.cursors.get(&id).cloned(),
+            s.governance.websub_owners.get(&id).cloned(),
+        )
+    });
+    let sub = sub.expect("subscription recorded");
+    assert_eq!(sub.state, SubscriptionState::Active);
+    assert_eq!(sub.secret.as_deref(), Some("s3cret"));
+    assert_eq!(
+        sub.topic_url.as_deref(),
+        Some("http://gateway.test/topics/orders")
+    );
+    assert_eq!(
+        cursor.unwrap()[&0],
+        1,
+        "what was published before is not delivered"
+    );
+    assert_eq!(
+        application,
+        Some(("shop-app".to_owned(), "shop".to_owned()))
+    );
+    let writes: Vec<_> = control
+        .written()
+        .into_iter()
+        .map(|(_, c)| c.name())
+        .collect();
+    assert_eq!(
+        writes,
+        vec!["activate-subscription-for"],
+        "one atomic write"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_that_does_not_confirm_is_not_subscribed() {
+    for (reply, why) in [
+        (Reply::Body(200, "not the challenge"), "wrong challenge"),
+        (Reply::Status(404), "404"),
+        (Reply::Status(302), "redirect"),
+        (Reply::Status(500), "server error"),
+        (Reply::Unreachable, "no answer"),
+    ] {
+        let (control, callback, ctx) = setup(reply).await;
+        process_intent(ctx, intent(subscribe_mode(), Some(("shop-app", "shop")))).await;
+        assert_eq!(callback.seen().len(), 1, "{why}: one verification request");
+        assert_eq!(subscription_writes(&control), 0, "{why}: nothing recorded");
+        assert!(
+            control.reader().read(|s| s.subscriptions.is_empty()),
+            "{why}: no subscription"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denial_tells_the_callback_why_and_records_nothing() {
+    let (control, callback, ctx) = setup(Reply::Status(200)).await;
+    let mode = IntentMode::Deny {
+        reason: "application `a` may not subscribe to `orders`".to_owned(),
+    };
+    process_intent(ctx, intent(mode, None)).await;
+    let seen = callback.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, CallbackMethod::Get);
+    assert_eq!(seen[0].query("hub.mode").as_deref(), Some("denied"));
+    assert_eq!(
+        seen[0].query("hub.topic").as_deref(),
+        Some("http://gateway.test/topics/orders")
+    );
+    assert_eq!(
+        seen[0].query("hub.reason").as_deref(),
+        Some("application `a` may not subscribe to `orders`")
+    );
+    assert!(control.written().is_empty());
+}
+
+#[tokio::test]
+async fn an_unsubscribe_is_verified_before_the_subscription_ends() {
+    // Unknown subscription: nothing to verify, nothing written.
+    let (control, callback, ctx) = setup(Reply::Echo).await;
+    process_intent(ctx.clone(), intent(IntentMode::Unsubscribe, None)).await;
+    assert!(callback.seen().is_empty());
+    assert!(control.written().is_empty());
+
+    // A subscriber that does not confirm keeps its subscription.
+    process_intent(ctx.clone(), intent(subscribe_mode(), None)).await;
+    let id = subscription_id("orders", CALLBACK);
+    assert!(control.reader().read(|s| s.subscriptions.contains_key(&id)));
+    let refusing = ScriptedCallback::new(|_| Reply::Status(404));
+    let ctx_refusing = DeliveryContext {
+        client: refusing.clone(),
+        ..ctx.clone()
+    };
+    process_intent(ctx_refusing, intent(IntentMode::Unsubscribe, None)).await;
+    assert_eq!(
+        refusing.seen()[0].query("hub.mode").as_deref(),
+        Some("unsubscribe")
+    );
+    assert!(control.reader().read(|s| s.subscriptions.contains_key(&id)));
+
+    // Confirmed: removed, with its cursor.
+    process_intent(ctx, intent(IntentMode::Unsubscribe, None)).await;
+    let last = callback.seen().pop().unwrap();
+    assert_eq!(last.query("hub.mode").as_deref(), Some("unsubscribe"));
+    assert!(last.query("hub.lease_seconds").is_none());
+    assert!(control
+        .reader()
+        .read(|s| !s.subscriptions.contains_key(&id) && !s.cursors.contains_key(&id)));
+}
+
+#[tokio::test]
+async fn the_hub_delivers_what_its_node_owns_and_lets_go_when_ownership_moves() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(1), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let one = ScriptedCallback::new(|_| Reply::Status(200));
+    let two = ScriptedCallback::new(|_| Reply::Status(200));
+    let ctx1 = context(&control, 1, broker.clone(), one.clone(), settings(1));
+    let ctx2 = context(&control, 2, broker.clone(), two.clone(), settings(1));
+    let (hub1, _) = Actor::spawn(None, HubSupervisor, ctx1.clone())
+        .await
+        .unwrap();
+    let (hub2, _) = Actor::spawn(None, HubSupervisor, ctx2.clone())
+        .await
+        .unwrap();
+    // Each hub's start-up barrier is a heartbeat of its own.
+    wait_until("both barriers written", || {
+        control
+            .reader()
+            .read(|s| s.nodes.contains_key(&1) && s.nodes.contains_key(&2))
+    })
+    .await;
+
+    subscribe(&control, broker.as_ref(), "s1", "orders", 1).await;
+    for i in 0..3 {
+        broker.publish_to("orders", 0, format!("m{i}")).await;
+    }
+    wait_until("node 1 delivered 3", || ctx1.metrics.delivered.get() == 3).await;
+    ctx1.cursors.flush().await;
+
+    control.apply(Command::AssignOwner {
+        id: "s1".to_owned(),
+        owner: Some(2),
+    });
+    for i in 3..6 {
+        broker.publish_to("orders", 0, format!("m{i}")).await;
+    }
+    wait_until("node 2 delivered 3", || two.deliveries().len() == 3).await;
+    let offsets: Vec<u64> = two
+        .deliveries()
+        .iter()
+        .filter_map(|s| s.position)
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![3, 4, 5],
+        "node 2 starts at node 1's committed cursor"
+    );
+    assert_eq!(
+        one.deliveries().len(),
+        3,
+        "node 1 stopped when ownership moved"
+    );
+    hub1.stop_and_wait(None, None).await.unwrap();
+    hub2.stop_and_wait(None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(1), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let callback = ScriptedCallback::new(|_| Reply::Status(200));
+    let ctx = context(&control, 1, broker.clone(), callback, settings(1));
+    subscribe(&control, broker.as_ref(), "s1", "orders", 2).await;
+    let cancel = CancellationToken::new();
+    let timing = CoordinatorSettings {
+        heartbeat_every: Duration::from_millis(20),
+        dead_after: Duration::from_millis(100),
+    };
+    let coordinator = tokio::spawn(run_coordinator(ctx, timing, cancel.clone()));
+    // Node 2 never writes a heartbeat: after the new leader's grace it is dead, and its
+    // subscription moves to the only live node.
+    wait_until("s1 moved to node 1", || {
+        control
+            .reader()
+            .read(|s| s.subscriptions["s1"].owner == Some(1))
+    })
+    .await;
+    let assigned = control
+        .written()
+        .into_iter()
+        .filter(|(_, c)| matches!(c, Command::AssignOwner { .. }))
+        .count();
+    assert_eq!(assigned, 1);
+    cancel.cancel();
+    coordinator.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_reassigns_nothing() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(2), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let callback = ScriptedCallback::new(|_| Reply::Status(200));
+    let ctx = context(&control, 1, broker.clone(), callback, settings(1));
+    subscribe(&control, broker.as_ref(), "s1", "orders", 3).await;
+    let cancel = CancellationToken::new();
+    let timing = CoordinatorSettings {
+        heartbeat_every: Duration::from_millis(20),
+        dead_after: Duration::from_millis(60),
+    };
+    let coordinator = tokio::spawn(run_coordinator(ctx, timing, cancel.clone()));
+    // Node 1 keeps writing heartbeats; as long as it follows it moves nothing, however long
+    // node 3 is silent. Ten of its heartbeats cover several `dead_after`s.
+    let heartbeats = |c: &MemoryControl| {
+        c.written()
+            .iter()
+            .filter(|(n, c)| *n == 1 && matches!(c, Command::NodeHeartbeat { .. }))
+            .count()
+    };
+    wait_until("ten heartbeats of node 1", || heartbeats(&control) >= 10).await;
+    assert_eq!(
+        control
+            .as_node(1)
+            .reader()
+            .read(|s| s.subscriptions["s1"].owner),
+        Some(3)
+    );
+    // Once it leads (after its grace), it does.
+    control.set_leadership(Some(1), [1, 2]);
+    wait_until("s1 moved", || {
+        control
+            .reader()
+            .read(|s| s.subscriptions["s1"].owner != Some(3))
+    })
+    .await;
+    cancel.cancel();
+    coordinator.await.unwrap();
+}
