@@ -2,8 +2,8 @@
 # (copied in by build-base-images.sh), laid out as the official rust image is.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates gcc g++ libc6-dev make cmake \
-      pkg-config libcurl4-openssl-dev git \
+ && apt-get install -y --no-install-recommends ca-certificates gcc g++ libc6-dev make \
+      pkg-config git \
  && rm -rf /var/lib/apt/lists/*
 COPY extra-ca/ /usr/local/share/ca-certificates/
 RUN update-ca-certificates >/dev/null
