@@ -1,14 +1,18 @@
-//! The HTTP edge: health and readiness probes and the admin API (cluster, control-plane
-//! records). Handlers answer errors as problem+json through [`error::ApiError`].
+//! The HTTP edge: the entrypoints (webhook receiver, WebSub hub, WebSocket, SSE) as thin
+//! adapters over [`crate::ingress`], health and readiness probes, metrics, AsyncAPI documents
+//! and the admin API. Handlers answer errors as problem+json through [`error::ApiError`]; a
+//! [`crate::refusal::Refusal`] becomes one through its single `From` conversion.
 
 pub mod admin;
 pub mod error;
 pub mod health;
 pub mod manage;
 pub mod openapi;
+pub mod sse;
 pub mod stream;
 pub mod webhook;
 pub mod websub;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +58,6 @@ struct Inner {
     broker: Arc<dyn BrokerDriver>,
     pub(crate) delivery: DeliveryContext,
     websub: crate::config::WebsubSettings,
-    topics_auto_create: bool,
     webhook_max_body_bytes: usize,
     admin_token: Option<String>,
     ready_max_lag: u64,
@@ -68,6 +71,7 @@ struct Inner {
     ws_allow_publish: bool,
     gate: crate::policy::Gatekeeper,
     limiter: crate::limits::Limiter,
+    ingress: crate::ingress::Ingress,
     metrics: Arc<crate::metrics::Metrics>,
     /// What the AsyncAPI documents are generated from.
     asyncapi: crate::asyncapi::Source,
@@ -90,13 +94,19 @@ impl AppState {
             limiter,
         } = services;
         let asyncapi = crate::asyncapi::Source::new(config, &delivery.public_url);
+        let ingress = crate::ingress::Ingress::new(
+            broker.clone(),
+            gate.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            config.topics_auto_create,
+        );
         Self {
             inner: Arc::new(Inner {
                 control,
                 broker,
                 delivery,
                 websub: config.websub.clone(),
-                topics_auto_create: config.topics_auto_create,
                 webhook_max_body_bytes: config.webhook_max_body_bytes,
                 admin_token: config.admin_token.clone(),
                 ready_max_lag: config.raft.ready_max_lag,
@@ -110,6 +120,7 @@ impl AppState {
                 ws_allow_publish: config.streams_allow_publish,
                 gate,
                 limiter,
+                ingress,
                 metrics,
             }),
         }
@@ -154,8 +165,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhook-receiver", post(webhook::receive))
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
-        .route("/ws/{topic}", get(stream::ws))
-        .route("/sse/{topic}", get(stream::sse))
+        .route("/ws/{topic}", get(ws::ws))
+        .route("/sse/{topic}", get(sse::sse))
         .nest("/admin", admin)
         .with_state(state.clone());
     let inner = routes.clone();
@@ -290,23 +301,34 @@ impl AppState {
         &self.inner.limiter
     }
 
-    /// Counts a refusal of `entrypoint` by the gatekeeper, and passes it on.
-    pub fn refused(&self, entrypoint: &'static str, e: ApiError) -> ApiError {
-        let outcome = match e.status.as_u16() {
-            401 => "unauthorized",
-            403 => "forbidden",
-            _ => return e,
-        };
-        self.inner
-            .metrics
-            .auth_rejections
-            .get_or_create(&crate::metrics::AuthLabels {
-                outcome,
-                entrypoint,
-            })
-            .inc();
-        e
+    /// The operations every entrypoint shares.
+    pub fn ingress(&self) -> &crate::ingress::Ingress {
+        &self.inner.ingress
     }
+}
+
+/// The request's credential: `Authorization`, else `X-API-Key`, else the `access_token` query
+/// parameter (browsers cannot set headers on `EventSource` or `WebSocket`).
+pub fn credential(
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+) -> Option<crate::policy::Credential> {
+    use crate::policy::Credential;
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(match value.strip_prefix("Bearer ") {
+            Some(token) => Credential::Bearer(token.trim().to_owned()),
+            None => Credential::Other(value.to_owned()),
+        });
+    }
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(Credential::ApiKey(key.trim().to_owned()));
+    }
+    webhook::query_param(query, "access_token")
+        .filter(|t| !t.is_empty())
+        .map(Credential::Bearer)
 }
 
 fn yaml_response(document: &serde_json::Value) -> Response {

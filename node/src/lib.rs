@@ -1,8 +1,12 @@
 //! # eventgate
 //!
 //! The gateway node: configuration ([`config`]), the command line ([`cli`], [`run`]), the node's
-//! start-up and shutdown ([`node`]), the HTTP edge ([`http`]), and API management: who may do
-//! what ([`policy`], [`auth`]) and how much ([`limits`]).
+//! start-up and shutdown ([`node`]), the operations every entrypoint shares ([`ingress`]: admission,
+//! the one publish pipeline, stream and WebSub admission, all answering a typed
+//! [`refusal::Refusal`]), the HTTP edge ([`http`]: thin adapters that translate requests into
+//! those operations and refusals into problem+json, close codes and WebSub denials), and API
+//! management: who may do what ([`policy`], [`auth`]) and how much ([`limits`]). Nothing outside
+//! [`http`] imports from it.
 //!
 //! A node opens its sled store, obtains its TLS identity, binds the QUIC cluster transport,
 //! starts Raft (initializing a one-voter cluster, or joining through seeds), then serves HTTP.
@@ -17,12 +21,14 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ingress;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod policy;
+pub mod refusal;
 pub mod run;
 
 pub use error::{Error, Result};

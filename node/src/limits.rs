@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eventgate_raft_store::control::ControlPlane;
 use eventgate_raft_store::governance::{QuotaKind, RateLimit};
@@ -23,13 +23,9 @@ use eventgate_raft_store::{Command, Response};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::error::ApiError;
+use eventgate_raft_store::clock::now_ms;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::refusal::Refusal;
 
 #[derive(Debug, Default)]
 struct Bucket {
@@ -140,7 +136,7 @@ impl Limiter {
         kind: QuotaKind,
         limit: RateLimit,
         n: u64,
-    ) -> Result<(u64, RateStatus), ApiError> {
+    ) -> Result<(u64, RateStatus), Refusal> {
         let key = (app.to_owned(), api.to_owned(), kind);
         let bucket = self.bucket(&key);
         // One reservation in flight per key on this node; the others wait and use it.
@@ -195,15 +191,15 @@ impl Limiter {
             .inc();
     }
 
-    /// Takes one unit (a published message), or answers `429` with `Retry-After` and the
-    /// `RateLimit-*` headers.
+    /// Takes one unit (a published message), or refuses with where the client stands (for
+    /// `Retry-After` and the `RateLimit-*` headers).
     pub async fn take_one(
         &self,
         app: &str,
         api: &str,
         kind: QuotaKind,
         limit: RateLimit,
-    ) -> Result<RateStatus, ApiError> {
+    ) -> Result<RateStatus, Refusal> {
         let (taken, status) = self.take_up_to(app, api, kind, limit, 1).await?;
         if taken == 1 {
             return Ok(status);
@@ -212,8 +208,8 @@ impl Limiter {
             QuotaKind::Publish => "publish",
             QuotaKind::Deliveries => "deliveries",
         });
-        Err(ApiError::rate_limited(
-            format!(
+        Err(Refusal::RateLimited {
+            detail: format!(
                 "application `{app}` has used its {} of {} per {} ms on API `{api}`",
                 match kind {
                     QuotaKind::Publish => "publish quota",
@@ -222,8 +218,8 @@ impl Limiter {
                 limit.count,
                 limit.window_ms
             ),
-            &status,
-        ))
+            status,
+        })
     }
 
     /// Admits one more stream connection of `(app, api)` under `max`, cluster-wide. The slot
@@ -233,7 +229,7 @@ impl Limiter {
         app: &str,
         api: &str,
         max: u32,
-    ) -> Result<ConnectionSlot, ApiError> {
+    ) -> Result<ConnectionSlot, Refusal> {
         let key = (app.to_owned(), api.to_owned());
         let control = &self.inner.control;
         let me = control.node_id();
@@ -255,7 +251,11 @@ impl Limiter {
             if u64::from(*mine) + elsewhere >= u64::from(max) {
                 drop(conns);
                 self.note_limited("connections");
-                return Err(ApiError::too_many_app_connections(app, api, max));
+                return Err(Refusal::QuotaExceeded {
+                    detail: format!(
+                        "application `{app}` holds its plan's {max} stream connections on API `{api}` across the cluster"
+                    ),
+                });
             }
             *mine += 1;
         }

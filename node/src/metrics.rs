@@ -11,7 +11,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eventgate_actors::broker::BrokerDriver;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -71,8 +71,6 @@ pub struct Metrics {
     pub messages_in: Family<EntrypointLabel, Counter>,
     /// Messages written to stream clients, by entrypoint.
     pub messages_out: Family<EntrypointLabel, Counter>,
-    /// `messages_in{entrypoint="webhook"}`, resolved once (it is counted per request).
-    pub webhook_in: Counter,
     /// WebSub deliveries (counted by the subscription actors).
     pub delivery: eventgate_actors::subscription::DeliveryMetrics,
     /// Latency of control-plane writes: commit by a quorum and apply on this node.
@@ -171,10 +169,9 @@ impl Metrics {
                 .set(0);
             let _ = messages_out.get_or_create(&EntrypointLabel { entrypoint });
         }
-        let webhook_in = Self::counter(&messages_in, "webhook");
-        let _ = messages_in.get_or_create(&EntrypointLabel {
-            entrypoint: "websocket",
-        });
+        for entrypoint in ["webhook", "websocket"] {
+            let _ = messages_in.get_or_create(&EntrypointLabel { entrypoint });
+        }
         let delivery = eventgate_actors::subscription::DeliveryMetrics::default();
         for (name, help, counter) in [
             (
@@ -251,7 +248,6 @@ impl Metrics {
             connections,
             messages_in,
             messages_out,
-            webhook_in,
             delivery,
             raft_write_latency,
             raft_leader_id,
@@ -272,9 +268,7 @@ impl Metrics {
         };
         self.broker_up.get_or_create(&label).set(i64::from(ok));
         if ok {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let now = eventgate_raft_store::clock::now_ms() as f64 / 1000.0;
             self.broker_last_ok.get_or_create(&label).set(now);
         } else {
             self.broker_probe_failures.get_or_create(&label).inc();

@@ -472,9 +472,7 @@ async fn declare_config(
     mut declared: eventgate_raft_store::governance::Declared,
     shutdown: CancellationToken,
 ) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = eventgate_raft_store::clock::now_ms();
     for api in &mut declared.apis {
         api.updated_at_ms = now;
     }

@@ -1,11 +1,11 @@
 //! Who may do what: authentication (API keys, JWT) and authorization (APIs, applications'
 //! subscriptions to them, topic permissions) for every entrypoint.
 //!
-//! Every entrypoint presents the client's [`Credential`] (`Authorization: Bearer …`,
-//! `X-API-Key`, or the `access_token` query parameter for browsers, which cannot set headers on
-//! `EventSource` or `WebSocket`), the topic, the [`Action`] and the [`Entrypoint`] to the
-//! [`Gatekeeper`], which reads the replicated state and answers an [`Admission`] or a problem:
-//! 401 without usable credentials, 403 when not allowed.
+//! Every entrypoint presents the client's [`Credential`] (the HTTP edge reads it from
+//! `Authorization: Bearer …`, `X-API-Key`, or the `access_token` query parameter for browsers,
+//! which cannot set headers on `EventSource` or `WebSocket`), the topic, the [`Action`] and the [`Entrypoint`] to the
+//! [`Gatekeeper`], which reads the replicated state and answers an [`Admission`] or a
+//! [`Refusal`]: unauthenticated without usable credentials, forbidden when not allowed.
 //!
 //! A topic that belongs to an API follows that API: a keyless API admits everyone; otherwise
 //! the client must authenticate as an application with an approved subscription to the API and
@@ -15,14 +15,14 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap};
 use eventgate_raft_store::governance::{
     pattern_matches, AccessState, Entrypoint, Governance, Plan, Security,
 };
 use eventgate_raft_store::StateReader;
 
 use crate::auth::{sha256_hex, JwtVerifier, KEY_PREFIX};
-use crate::http::error::ApiError;
+use crate::refusal::Refusal;
+use eventgate_raft_store::clock::now_ms;
 
 /// Credentials as presented. Never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,28 +42,6 @@ impl std::fmt::Debug for Credential {
             Credential::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
             Credential::Other(_) => f.write_str("Other(<redacted>)"),
         }
-    }
-}
-
-impl Credential {
-    /// The request's credential: `Authorization`, else `X-API-Key`, else `access_token` from
-    /// the query.
-    pub fn from_request(headers: &HeaderMap, access_token: Option<String>) -> Option<Self> {
-        if let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            return Some(match value.strip_prefix("Bearer ") {
-                Some(token) => Credential::Bearer(token.trim().to_owned()),
-                None => Credential::Other(value.to_owned()),
-            });
-        }
-        if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            return Some(Credential::ApiKey(key.trim().to_owned()));
-        }
-        access_token
-            .filter(|t| !t.is_empty())
-            .map(Credential::Bearer)
     }
 }
 
@@ -143,12 +121,6 @@ pub struct Gatekeeper {
     changes: tokio::sync::watch::Receiver<u64>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Gatekeeper {
     /// A gatekeeper on `reader`. Spawns the task that tells streams when rights change.
     pub fn new(reader: StateReader, anonymous: bool, jwt: Option<Arc<JwtVerifier>>) -> Self {
@@ -180,10 +152,10 @@ impl Gatekeeper {
     }
 
     /// Authenticates `credential` as an application.
-    pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, ApiError> {
+    pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, Refusal> {
         let token = match credential {
             Credential::Other(_) => {
-                return Err(ApiError::unauthorized(
+                return Err(Refusal::unauthenticated(
                     "use `Authorization: Bearer <API key or JWT>` or `X-API-Key: <API key>`",
                 ))
             }
@@ -194,14 +166,14 @@ impl Gatekeeper {
             Credential::Bearer(token) => token,
         };
         let Some(jwt) = &self.jwt else {
-            return Err(ApiError::unauthorized(
+            return Err(Refusal::unauthenticated(
                 "not an API key of this gateway, and no JWT verification is configured",
             ));
         };
         let claims = jwt
             .verify(token)
             .await
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+            .map_err(|e| Refusal::unauthenticated(e.to_string()))?;
         self.reader.read(|s| {
             app_usable(&s.governance, &claims.app)?;
             Ok(Principal {
@@ -212,21 +184,21 @@ impl Gatekeeper {
         })
     }
 
-    fn authenticate_key(&self, key: &str) -> Result<Principal, ApiError> {
+    fn authenticate_key(&self, key: &str) -> Result<Principal, Refusal> {
         let hash = sha256_hex(key);
         self.reader.read(|s| {
             let g = &s.governance;
             let Some(stored) = g.key_by_hash(&hash) else {
-                return Err(ApiError::unauthorized("unknown API key"));
+                return Err(Refusal::unauthenticated("unknown API key"));
             };
             if stored.revoked_at_ms.is_some() {
-                return Err(ApiError::unauthorized(format!(
+                return Err(Refusal::unauthenticated(format!(
                     "API key {} has been revoked",
                     stored.id
                 )));
             }
             if stored.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-                return Err(ApiError::unauthorized(format!(
+                return Err(Refusal::unauthenticated(format!(
                     "API key {} has expired",
                     stored.id
                 )));
@@ -247,7 +219,7 @@ impl Gatekeeper {
         target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
-    ) -> Result<Admission, ApiError> {
+    ) -> Result<Admission, Refusal> {
         let principal = match credential {
             Some(c) => Some(self.authenticate(c).await?),
             None => None,
@@ -264,7 +236,7 @@ impl Gatekeeper {
         target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
-    ) -> Result<Admission, ApiError> {
+    ) -> Result<Admission, Refusal> {
         self.reader.read(|s| {
             self.decide(
                 &s.governance,
@@ -290,9 +262,9 @@ impl Gatekeeper {
         target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refusal> {
         if principal.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-            return Err(ApiError::unauthorized("the credential has expired"));
+            return Err(Refusal::unauthenticated("the credential has expired"));
         }
         self.reader.read(|s| {
             let g = &s.governance;
@@ -300,7 +272,7 @@ impl Gatekeeper {
                 match g.keys.get(id) {
                     Some(k) if k.revoked_at_ms.is_none() => {}
                     _ => {
-                        return Err(ApiError::unauthorized(format!(
+                        return Err(Refusal::unauthenticated(format!(
                             "API key {id} has been revoked"
                         )))
                     }
@@ -330,7 +302,7 @@ impl Gatekeeper {
         target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
-    ) -> Result<(Option<Grant>, Option<u64>), ApiError> {
+    ) -> Result<(Option<Grant>, Option<u64>), Refusal> {
         let topic = target.topic;
         let apis: Vec<_> = g
             .apis_of_topic(topic)
@@ -339,15 +311,15 @@ impl Gatekeeper {
             .collect();
         if let (Some(name), true) = (target.api, apis.is_empty()) {
             // Deleted, or its channel moved, since the request was routed.
-            return Err(ApiError::not_found(format!(
-                "API `{name}` no longer offers topic `{topic}`"
-            )));
+            return Err(Refusal::NotOffered {
+                detail: format!("API `{name}` no longer offers topic `{topic}`"),
+            });
         }
         if apis.is_empty() {
             return match principal {
                 None if self.anonymous => Ok((None, None)),
-                None if presented => Err(ApiError::unauthorized("credentials required")),
-                None => Err(ApiError::unauthorized(format!(
+                None if presented => Err(Refusal::unauthenticated("credentials required")),
+                None => Err(Refusal::unauthenticated(format!(
                     "topic `{topic}` needs credentials (auth.anonymous is off)"
                 ))),
                 Some(p) => {
@@ -361,7 +333,7 @@ impl Gatekeeper {
             .filter(|a| a.entrypoints.contains(&entrypoint))
             .collect();
         if offering.is_empty() {
-            return Err(ApiError::forbidden(format!(
+            return Err(Refusal::forbidden(format!(
                 "topic `{topic}` is not offered over {} by API {}",
                 entrypoint.name(),
                 apis.iter()
@@ -380,7 +352,7 @@ impl Gatekeeper {
                 .iter()
                 .flat_map(|a| a.security.iter().map(|s| s.name()))
                 .collect();
-            return Err(ApiError::unauthorized(format!(
+            return Err(Refusal::unauthenticated(format!(
                 "topic `{topic}` belongs to API `{}`, which needs credentials ({})",
                 offering[0].name,
                 schemes.join(" or ")
@@ -395,7 +367,7 @@ impl Gatekeeper {
                 };
             if !accepted {
                 refusal.get_or_insert_with(|| {
-                    ApiError::unauthorized(format!(
+                    Refusal::unauthenticated(format!(
                         "API `{}` does not accept this kind of credential",
                         api.name
                     ))
@@ -406,7 +378,7 @@ impl Gatekeeper {
                 Some(access) if access.state == AccessState::Approved => {
                     permitted(g, p, topic, action)?;
                     let plan = g.plans.get(&access.plan).cloned().ok_or_else(|| {
-                        ApiError::forbidden(format!("plan `{}` no longer exists", access.plan))
+                        Refusal::forbidden(format!("plan `{}` no longer exists", access.plan))
                     })?;
                     return Ok((
                         Some(Grant {
@@ -424,7 +396,7 @@ impl Gatekeeper {
                 }
                 Some(access) => {
                     refusal.get_or_insert_with(|| {
-                        ApiError::forbidden(format!(
+                        Refusal::forbidden(format!(
                             "application `{}`'s subscription to API `{}` is {}",
                             p.app,
                             api.name,
@@ -437,7 +409,7 @@ impl Gatekeeper {
                 }
                 None => {
                     refusal.get_or_insert_with(|| {
-                        ApiError::forbidden(format!(
+                        Refusal::forbidden(format!(
                             "application `{}` has no subscription to API `{}`",
                             p.app, api.name
                         ))
@@ -445,21 +417,21 @@ impl Gatekeeper {
                 }
             }
         }
-        Err(refusal.unwrap_or_else(|| ApiError::forbidden("not allowed")))
+        Err(refusal.unwrap_or_else(|| Refusal::forbidden("not allowed")))
     }
 }
 
-fn app_usable(g: &Governance, app: &str) -> Result<(), ApiError> {
+fn app_usable(g: &Governance, app: &str) -> Result<(), Refusal> {
     match g.applications.get(app) {
-        None => Err(ApiError::forbidden(format!("no application `{app}`"))),
-        Some(a) if a.disabled => Err(ApiError::forbidden(format!(
+        None => Err(Refusal::forbidden(format!("no application `{app}`"))),
+        Some(a) if a.disabled => Err(Refusal::forbidden(format!(
             "application `{app}` is disabled"
         ))),
         Some(_) => Ok(()),
     }
 }
 
-fn permitted(g: &Governance, p: &Principal, topic: &str, action: Action) -> Result<(), ApiError> {
+fn permitted(g: &Governance, p: &Principal, topic: &str, action: Action) -> Result<(), Refusal> {
     let allowed = g.applications.get(&p.app).is_some_and(|a| {
         a.permissions.iter().any(|perm| {
             pattern_matches(&perm.pattern, topic)
@@ -472,7 +444,7 @@ fn permitted(g: &Governance, p: &Principal, topic: &str, action: Action) -> Resu
     if allowed {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
+        Err(Refusal::forbidden(format!(
             "application `{}` may not {} `{topic}`",
             p.app,
             action.verb()

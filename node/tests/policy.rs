@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::Method;
 use common::callback::CallbackServer;
@@ -137,10 +137,7 @@ async fn problem(r: reqwest::Response) -> (u16, Value) {
 }
 
 fn jwt(app: &str, exp_in: i64, audience: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = (eventgate_raft_store::clock::now_ms() / 1000) as i64;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({ "sub": app, "iss": "https://idp.test", "aud": audience, "exp": now + exp_in, "iat": now }),
@@ -812,10 +809,7 @@ subscriptions = {{ shop = "free" }}
     let token = |key: &jsonwebtoken::EncodingKey, kid: &str| {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(kid.to_owned());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = eventgate_raft_store::clock::now_ms() / 1000;
         jsonwebtoken::encode(
             &header,
             &json!({ "sub": "alice", "iss": "https://idp.test", "aud": "eventgate", "exp": now + 60 }),
@@ -889,10 +883,7 @@ subscriptions = {{ shop = "free" }}
     .await;
     let private = std::fs::read(format!("{fixtures}/rs256-private.pem")).unwrap();
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&private).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = eventgate_raft_store::clock::now_ms() / 1000;
     let claims = |app: &str, nbf: u64| json!({ "sub": app, "iss": "https://idp.test", "aud": "eventgate", "exp": now + 60, "nbf": nbf });
     let sign = |claims: Value| {
         jsonwebtoken::encode(

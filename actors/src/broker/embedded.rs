@@ -11,13 +11,14 @@
 //!
 //! It serves one node: in a cluster, use Kafka or MQTT so that every node reads the same log.
 
+use eventgate_raft_store::clock::now_ms;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -82,12 +83,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {

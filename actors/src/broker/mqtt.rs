@@ -22,9 +22,10 @@
 //! - Headers, keys and content types do not travel on MQTT 3.1.1: every message read gets the
 //!   configured content type.
 
+use eventgate_raft_store::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rumqttc::{
@@ -128,12 +129,6 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable {
         reason: format!("mqtt: {e}"),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Whether `filter` is a well-formed MQTT topic filter (a topic name is one without wildcards).

@@ -1,8 +1,9 @@
 //! The admin API: the cluster (status, leave) and the control plane's subscription records.
 //! Writes commit through Raft before they answer; reads serve this node's applied state.
 
+use eventgate_raft_store::clock::now_ms;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,12 +60,6 @@ async fn node_status(State(state): State<AppState>) -> Json<NodeStatus> {
 struct LeaveRequest {
     /// The member to remove; this node when absent.
     node_id: Option<NodeId>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Removes a member. When the member is this node, the node stops once it is out.

@@ -7,6 +7,8 @@ use eventgate_actors::broker::BrokerError;
 use eventgate_raft_store::control::ControlError;
 use serde::Serialize;
 
+use crate::refusal::Refusal;
+
 /// Base of every problem `type`; the slug after it is stable and documented.
 pub const PROBLEM_BASE: &str = "https://eventgate.dev/problems/";
 
@@ -91,7 +93,7 @@ impl ApiError {
     }
 
     /// A plan's rate limit is spent for this window.
-    pub fn rate_limited(detail: impl Into<String>, status: &crate::limits::RateStatus) -> Self {
+    fn rate_limited(detail: impl Into<String>, status: &crate::limits::RateStatus) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
@@ -107,19 +109,13 @@ impl ApiError {
 
     /// An application holds as many stream connections (or WebSub subscriptions) as its plan
     /// allows.
-    pub fn quota_exceeded(detail: impl Into<String>) -> Self {
+    fn quota_exceeded(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota-exceeded",
             "The plan's limit is reached",
             detail.into(),
         )
-    }
-
-    pub fn too_many_app_connections(app: &str, api: &str, max: u32) -> Self {
-        Self::quota_exceeded(format!(
-            "application `{app}` holds its plan's {max} stream connections on API `{api}` across the cluster"
-        ))
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -156,7 +152,7 @@ impl ApiError {
     }
 
     /// The node holds as many streaming connections as it may.
-    pub fn too_many_connections(limit: usize) -> Self {
+    fn too_many_connections(limit: usize) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too-many-connections",
@@ -224,6 +220,26 @@ impl ApiError {
             "Internal error",
             detail.into(),
         )
+    }
+}
+
+/// The one translation of a [`Refusal`] into an HTTP answer.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unauthenticated { detail } => ApiError::unauthorized(detail),
+            Refusal::Forbidden { detail } => ApiError::forbidden(detail),
+            Refusal::NotOffered { detail } => ApiError::not_found(detail),
+            Refusal::RateLimited { detail, status } => ApiError::rate_limited(detail, &status),
+            Refusal::QuotaExceeded { detail } => ApiError::quota_exceeded(detail),
+            Refusal::NodeFull { limit } => ApiError::too_many_connections(limit),
+            Refusal::TopicNotFound { topic } => ApiError::topic_not_found(&topic),
+            Refusal::PayloadTooLarge { limit } => ApiError::payload_too_large(limit),
+            Refusal::InvalidField { field, detail } => ApiError::invalid_field(field, detail),
+            Refusal::Control(e) => e.into(),
+            Refusal::Broker(e) => e.into(),
+            Refusal::Stopping => ApiError::not_ready("the node is stopping"),
+        }
     }
 }
 

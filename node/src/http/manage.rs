@@ -3,8 +3,9 @@
 //! proposed (so a bad request changes nothing) and committed before the answer; reads serve
 //! this node's applied state.
 
+use eventgate_raft_store::clock::now_ms;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -54,12 +55,6 @@ pub fn router() -> Router<AppState> {
             "/applications/{id}/subscriptions/{api}/reject",
             post(reject_access),
         )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn origin(o: Origin) -> &'static str {
@@ -158,8 +153,14 @@ fn path_name(field: &str, name: &str) -> Result<(), ApiError> {
 
 /// Commits `command`, mapping what applying it said.
 async fn commit(state: &AppState, command: Command) -> Result<(), ApiError> {
+    commit_about(state, command, "no such resource".to_owned()).await
+}
+
+/// Commits `command`; a command about something that does not exist answers 404 with
+/// `missing` as its detail.
+async fn commit_about(state: &AppState, command: Command, missing: String) -> Result<(), ApiError> {
     match state.control().write(command).await? {
-        Applied::NotFound => Err(ApiError::not_found("no such resource")),
+        Applied::NotFound => Err(ApiError::not_found(missing)),
         Applied::Refused { reason } => Err(ApiError::conflict(reason)),
         _ => Ok(()),
     }
@@ -230,18 +231,13 @@ async fn delete_api(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    commit(&state, Command::DeleteApi { name: name.clone() })
-        .await
-        .map_err(|e| not_found_as(e, format!("no API `{name}`")))?;
+    commit_about(
+        &state,
+        Command::DeleteApi { name: name.clone() },
+        format!("no API `{name}`"),
+    )
+    .await?;
     Ok(Json(json!({ "deleted": name })))
-}
-
-fn not_found_as(e: ApiError, detail: String) -> ApiError {
-    if e.status == StatusCode::NOT_FOUND {
-        ApiError::not_found(detail)
-    } else {
-        e
-    }
 }
 
 // ---- plans ----
@@ -282,9 +278,12 @@ async fn delete_plan(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    commit(&state, Command::DeletePlan { name: name.clone() })
-        .await
-        .map_err(|e| not_found_as(e, format!("no plan `{name}`")))?;
+    commit_about(
+        &state,
+        Command::DeletePlan { name: name.clone() },
+        format!("no plan `{name}`"),
+    )
+    .await?;
     Ok(Json(json!({ "deleted": name })))
 }
 
@@ -365,9 +364,12 @@ async fn delete_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    commit(&state, Command::DeleteApplication { id: id.clone() })
-        .await
-        .map_err(|e| not_found_as(e, format!("no application `{id}`")))?;
+    commit_about(
+        &state,
+        Command::DeleteApplication { id: id.clone() },
+        format!("no application `{id}`"),
+    )
+    .await?;
     Ok(Json(json!({ "deleted": id })))
 }
 
@@ -422,9 +424,12 @@ async fn create_key(
         origin: Origin::Admin,
     };
     let mut view = key_view(&stored);
-    commit(&state, Command::AddApiKey(stored))
-        .await
-        .map_err(|e| not_found_as(e, format!("no application `{id}`")))?;
+    commit_about(
+        &state,
+        Command::AddApiKey(stored),
+        format!("no application `{id}`"),
+    )
+    .await?;
     view["key"] = json!(key);
     view["note"] = json!("the key is shown only this once; eventgate stores its SHA-256");
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -564,20 +569,15 @@ async fn delete_access(
     State(state): State<AppState>,
     Path((id, api)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    commit(
+    commit_about(
         &state,
         Command::DeleteAccess {
             app: id.clone(),
             api: api.clone(),
         },
+        format!("application `{id}` has no subscription to API `{api}`"),
     )
-    .await
-    .map_err(|e| {
-        not_found_as(
-            e,
-            format!("application `{id}` has no subscription to API `{api}`"),
-        )
-    })?;
+    .await?;
     Ok(Json(
         json!({ "deleted": { "application": id, "api": api } }),
     ))

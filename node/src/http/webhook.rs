@@ -11,11 +11,11 @@ use bytes::Bytes;
 use eventgate_actors::broker::{validate_topic_name, OutgoingMessage};
 use serde_json::json;
 
-use eventgate_raft_store::governance::{Entrypoint, QuotaKind};
+use eventgate_raft_store::governance::Entrypoint;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::policy::{Action, Credential, Target};
+use crate::policy::Target;
 
 /// Header carrying the message key (also accepted as the `key` query parameter).
 pub const KEY_HEADER: &str = "x-message-key";
@@ -48,6 +48,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     })
 }
 
+/// `POST /webhook-receiver?topic=<t>`.
 pub async fn receive(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -55,34 +56,23 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let topic = query_param(query.as_deref(), "topic").ok_or_else(|| {
+    let query = query.as_deref();
+    let topic = query_param(query, "topic").ok_or_else(|| {
         ApiError::invalid_field("topic", "the query parameter `topic` is required")
     })?;
     validate_topic_name(&topic).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
-    let credential =
-        Credential::from_request(&headers, query_param(query.as_deref(), "access_token"));
-    let admission = state
-        .gate()
-        .admit(
-            credential.as_ref(),
+    let ingress = state.ingress();
+    let publisher = ingress
+        .admit_publish(
+            super::credential(&headers, query).as_ref(),
             Target {
                 topic: &topic,
                 api: super::ViaApi::api_of(&via),
             },
-            Action::Publish,
             Entrypoint::Webhook,
         )
-        .await
-        .map_err(|e| state.refused("webhook", e))?;
-    let broker = state.broker();
-    if !broker.topic_exists(&topic).await? {
-        if !state.inner.topics_auto_create {
-            return Err(ApiError::topic_not_found(&topic));
-        }
-        broker.ensure_topic(&topic).await?;
-        tracing::info!(%topic, "topic created on first publish");
-    }
-    let limit = match admission.max_message_bytes {
+        .await?;
+    let limit = match publisher.max_message_bytes() {
         Some(api_limit) => state
             .inner
             .webhook_max_body_bytes
@@ -90,42 +80,24 @@ pub async fn receive(
         None => state.inner.webhook_max_body_bytes,
     };
     let payload = read_body(&headers, body, limit).await?;
-    let rate = match &admission.grant {
-        Some(grant) => match (&admission.principal, grant.plan.publish) {
-            (Some(p), Some(rate)) => Some(
-                state
-                    .limiter()
-                    .take_one(&p.app, &grant.api, QuotaKind::Publish, rate)
-                    .await?,
-            ),
-            _ => None,
-        },
-        None => None,
-    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned);
-    let key = query_param(query.as_deref(), "key")
-        .map(Bytes::from)
-        .or_else(|| {
-            headers
-                .get(KEY_HEADER)
-                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-        });
-    let position = broker
-        .publish(
-            &topic,
-            OutgoingMessage {
-                key,
-                headers: Vec::new(),
-                content_type: Some(content_type),
-                payload,
-            },
-        )
-        .await?;
+    let key = query_param(query, "key").map(Bytes::from).or_else(|| {
+        headers
+            .get(KEY_HEADER)
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+    });
+    let message = OutgoingMessage {
+        key,
+        headers: Vec::new(),
+        content_type: Some(content_type),
+        payload,
+    };
+    let published = ingress.publish(&publisher, message).await?;
     // MQTT does not number messages: the answer then names only the topic.
-    let body = match position {
+    let body = match published.position {
         Some(position) => json!({
             "id": format!("{}-{}", position.partition, position.offset),
             "topic": topic,
@@ -134,9 +106,8 @@ pub async fn receive(
         }),
         None => json!({ "topic": topic }),
     };
-    state.inner.metrics.webhook_in.inc();
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Some(rate) = rate {
+    if let Some(rate) = published.rate {
         for (name, value) in rate.headers() {
             if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);

@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use eventgate_actors::broker::validate_topic_name;
 use eventgate_actors::hub::{process_intent, Intent, IntentMode};
 
-use eventgate_raft_store::governance::Entrypoint;
-
 use super::error::ApiError;
-use super::webhook::{query_param, read_body};
+use super::webhook::read_body;
 use super::AppState;
-use crate::policy::{Action, Credential, Target};
+use crate::ingress::WebsubAsk;
+use crate::policy::Target;
+use crate::refusal::Refusal;
 
 /// Largest `/hub` request body.
 const MAX_HUB_BODY: usize = 64 * 1024;
@@ -125,6 +125,45 @@ fn check_callback(state: &AppState, callback: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The one translation of a [`Refusal`] for `/hub`: what the subscriber may not do (the topic,
+/// or it does not exist) is a WebSub denial with this reason at its callback; anything else is
+/// answered at once.
+fn denial(refusal: Refusal) -> Result<String, ApiError> {
+    match refusal {
+        Refusal::Forbidden { detail } => Ok(detail),
+        missing @ Refusal::TopicNotFound { .. } => Ok(missing.to_string()),
+        other => Err(other.into()),
+    }
+}
+
+/// `hub.lease_seconds`, or the default, within the configured bounds.
+fn lease_of(
+    form: &HashMap<String, String>,
+    settings: &crate::config::WebsubSettings,
+) -> Result<u64, ApiError> {
+    let requested = match form.get("hub.lease_seconds").map(|v| v.trim()) {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::invalid_field("hub.lease_seconds", "must be a whole number of seconds")
+        })?),
+    };
+    Ok(requested
+        .unwrap_or(settings.lease_default.as_secs())
+        .clamp(settings.lease_min.as_secs(), settings.lease_max.as_secs()))
+}
+
+/// `hub.secret`, if given (shorter than 200 bytes, as WebSub requires).
+fn secret_of(form: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    match form.get("hub.secret") {
+        Some(s) if s.len() >= MAX_SECRET_BYTES => Err(ApiError::invalid_field(
+            "hub.secret",
+            format!("must be shorter than {MAX_SECRET_BYTES} bytes"),
+        )),
+        Some(s) if !s.is_empty() => Ok(Some(s.clone())),
+        _ => Ok(None),
+    }
+}
+
 pub async fn hub(
     State(state): State<AppState>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -149,110 +188,57 @@ pub async fn hub(
     check_callback(&state, &callback)?;
     let (topic, via_api) = resolve_topic(&state, &topic_as_given)?;
     let settings = &state.inner.websub;
-
-    // Credentials: `Authorization` / `X-API-Key`, or `access_token` in the hub URL's query.
-    // Missing or wrong credentials are answered at once (401); a known client without the
-    // right to the topic gets a WebSub denial at its callback.
-    let credential =
-        Credential::from_request(&headers, query_param(query.as_deref(), "access_token"));
-    let admission = state
-        .gate()
-        .admit(
-            credential.as_ref(),
-            Target {
-                topic: &topic,
-                api: via_api.as_deref(),
-            },
-            Action::Subscribe,
-            Entrypoint::Websub,
-        )
-        .await
-        .map_err(|e| state.refused("websub", e));
-    let (owner, denial) = match admission {
-        Ok(admission) => {
-            let owner = match (&admission.principal, &admission.grant) {
-                (Some(p), Some(g)) => {
-                    Some((p.app.clone(), g.api.clone(), g.plan.max_subscriptions))
-                }
-                _ => None,
-            };
-            (owner, None)
-        }
-        Err(e) if e.status == StatusCode::FORBIDDEN => (None, Some(e.detail)),
-        Err(e) => return Err(e),
-    };
-
-    let mode = match (mode, denial) {
-        ("subscribe" | "unsubscribe", Some(reason)) => IntentMode::Deny { reason },
-        ("subscribe", None) => {
-            let requested = match form.get("hub.lease_seconds").map(|v| v.trim()) {
-                None | Some("") => None,
-                Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::invalid_field(
-                        "hub.lease_seconds",
-                        "must be a whole number of seconds",
-                    )
-                })?),
-            };
-            let lease_seconds = requested
-                .unwrap_or(settings.lease_default.as_secs())
-                .clamp(settings.lease_min.as_secs(), settings.lease_max.as_secs());
-            let secret = match form.get("hub.secret") {
-                Some(s) if s.len() >= MAX_SECRET_BYTES => {
-                    return Err(ApiError::invalid_field(
-                        "hub.secret",
-                        format!("must be shorter than {MAX_SECRET_BYTES} bytes"),
-                    ))
-                }
-                Some(s) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            };
-            if let Some((app, api, Some(max))) = &owner {
-                let id = eventgate_actors::websub::subscription_id(&topic, &callback);
-                let (held, renewal) = state.gate().reader().read(|s| {
-                    (
-                        s.governance.websub_count(app, api),
-                        s.governance.websub_owners.contains_key(&id),
-                    )
-                });
-                if !renewal && held >= *max as usize {
-                    return Err(ApiError::quota_exceeded(format!(
-                        "application `{app}` holds its plan's {max} WebSub subscriptions on API `{api}`"
-                    )));
-                }
-            }
-            let broker = state.broker();
-            if broker.topic_exists(&topic).await? {
-                IntentMode::Subscribe {
-                    lease_seconds,
-                    secret,
-                }
-            } else if state.inner.topics_auto_create {
-                broker.ensure_topic(&topic).await?;
-                IntentMode::Subscribe {
-                    lease_seconds,
-                    secret,
-                }
-            } else {
-                IntentMode::Deny {
-                    reason: format!("topic `{topic}` does not exist"),
-                }
-            }
-        }
-        ("unsubscribe", None) => IntentMode::Unsubscribe,
-        (other, _) => {
+    let subscribe = match mode {
+        "subscribe" => true,
+        "unsubscribe" => false,
+        other => {
             return Err(ApiError::invalid_field(
                 "hub.mode",
                 format!("`{other}` is not subscribe or unsubscribe"),
             ))
         }
     };
+    let lease_seconds = lease_of(&form, settings);
+    let secret = secret_of(&form);
+    let id = eventgate_actors::websub::subscription_id(&topic, &callback);
+
+    // Credentials: `Authorization` / `X-API-Key`, or `access_token` in the hub URL's query.
+    // Missing or wrong credentials are answered at once (401); a known client without the
+    // right to the topic gets a WebSub denial at its callback. A subscribe that is otherwise
+    // valid is also held to its plan's subscription limit and needs its topic.
+    let ask = WebsubAsk {
+        id: &id,
+        subscribe: subscribe && lease_seconds.is_ok() && secret.is_ok(),
+    };
+    let admitted = state
+        .ingress()
+        .admit_subscription(
+            super::credential(&headers, query.as_deref()).as_ref(),
+            Target {
+                topic: &topic,
+                api: via_api.as_deref(),
+            },
+            &ask,
+        )
+        .await;
+    let (application, denied) = match admitted {
+        Ok(application) => (application, None),
+        Err(refusal) => (None, Some(denial(refusal)?)),
+    };
+    let mode = match denied {
+        Some(reason) => IntentMode::Deny { reason },
+        None if subscribe => IntentMode::Subscribe {
+            lease_seconds: lease_seconds?,
+            secret: secret?,
+        },
+        None => IntentMode::Unsubscribe,
+    };
     let intent = Intent {
         mode,
         topic,
         topic_as_given,
         callback,
-        owner: owner.map(|(app, api, _)| (app, api)),
+        owner: application,
     };
     tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
     Ok((

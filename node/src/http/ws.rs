@@ -1,0 +1,416 @@
+//! `GET /ws/{topic}`: a topic as a WebSocket (see `stream.rs` for what streams share). Frames
+//! from the client are published to the topic when the stream may publish
+//! ([`crate::ingress::Ingress::publish`]); with `envelope=json` each is answered by an `ack`,
+//! or a `nack` when over the plan's rate, otherwise a refusal closes the stream with the code
+//! of [`close_reason`].
+//!
+//! The write path takes what the feed has ready, feeds every frame (shared bytes, no
+//! per-client copy) and flushes once.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use eventgate_actors::broker::{BrokerError, OutgoingMessage};
+use eventgate_actors::stream::connection::{Session, CLOSE_GRACE};
+use eventgate_actors::stream::feed::{Chunk, Feed};
+use eventgate_actors::stream::frame::Frame;
+use eventgate_actors::stream::CloseReason;
+use eventgate_raft_store::governance::Entrypoint;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use super::stream::prepare;
+use super::AppState;
+use crate::ingress::{DeliveryBudget, Publisher};
+use crate::limits::ConnectionSlot;
+use crate::listener::Peer;
+use crate::refusal::Refusal;
+
+/// Frame extension slots (see `Frame::ext`).
+const SLOT_WS_TEXT: usize = 0;
+const SLOT_WS_ENVELOPE: usize = 1;
+
+/// Bytes fed to a WebSocket before a flush even if more is ready.
+const WS_FLUSH_BYTES: usize = 256 * 1024;
+
+/// Read buffer of a WebSocket: small, most clients only read.
+const WS_READ_BUFFER: usize = 4096;
+
+/// `GET /ws/{topic}`.
+pub async fn ws(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    via: Option<axum::Extension<super::ViaApi>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| ApiError::upgrade_required(e.body_text()))?;
+    let prepared = prepare(
+        &state,
+        topic,
+        query.as_deref(),
+        &headers,
+        &peer,
+        Entrypoint::Websocket,
+        super::ViaApi::api_of(&via).map(str::to_owned),
+    )
+    .await?;
+    let settings = &state.inner.streams;
+    let connections = state.inner.connections.clone();
+    let on_failure = connections.clone();
+    let grant = prepared.grant;
+    let watch = grant.principal.clone().map(|p| {
+        (
+            p,
+            prepared.info.topic.clone(),
+            prepared.api.clone(),
+            prepared.entrypoint,
+        )
+    });
+    let ctx = WsContext {
+        state: state.clone(),
+        topic: prepared.info.topic.clone(),
+        envelope: prepared.envelope,
+        publish: grant.publish,
+        send_timeout: settings.send_timeout,
+        heartbeat: settings.heartbeat,
+        budget: grant.budget,
+        session: Session::default(),
+        out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "websocket"),
+        _slot: grant.slot,
+    };
+    let feed = prepared.feed;
+    let info = prepared.info;
+    Ok(upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_FLUSH_BYTES)
+        .max_message_size(settings.max_publish_bytes)
+        .max_frame_size(settings.max_publish_bytes)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            on_failure.release();
+        })
+        .on_upgrade(move |socket| async move {
+            let session = ctx.session.clone();
+            if let Some((principal, topic, api, entrypoint)) = watch {
+                ctx.state.ingress().watch_rights(
+                    principal,
+                    topic,
+                    api,
+                    entrypoint,
+                    session.clone(),
+                );
+            }
+            let io = run_ws(socket, feed, session.clone(), ctx);
+            connections.open(info, session, Box::pin(io));
+        }))
+}
+
+struct WsContext {
+    state: AppState,
+    topic: String,
+    envelope: bool,
+    /// What frames from the client are published under; `None`: they may not publish.
+    publish: Option<Publisher>,
+    send_timeout: Duration,
+    heartbeat: Duration,
+    budget: Option<DeliveryBudget>,
+    session: Session,
+    /// `eventgate_messages_out_total{entrypoint="websocket"}`.
+    out: prometheus_client::metrics::counter::Counter,
+    /// Held while the connection lives.
+    _slot: Option<ConnectionSlot>,
+}
+
+/// How a WebSocket loop ended.
+enum WsEnd {
+    /// Send this close frame.
+    Close(CloseReason),
+    /// The client closed (its close was answered) or the connection broke.
+    Gone,
+}
+
+async fn run_ws(mut socket: WebSocket, mut feed: Feed, session: Session, ctx: WsContext) {
+    let end = ws_loop(&mut socket, &mut feed, &session, &ctx).await;
+    if let WsEnd::Close(reason) = end {
+        if reason != CloseReason::GoingAway {
+            tracing::debug!(topic = %ctx.topic, reason = reason.name(), "closing websocket");
+        }
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: Utf8Bytes::from_static(reason.name()),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+    }
+    // Dropping the socket closes the connection.
+}
+
+fn ws_message(frame: &Frame, envelope: bool) -> Message {
+    if envelope {
+        return Message::Text(frame.ext(SLOT_WS_ENVELOPE, |f| {
+            Utf8Bytes::try_from(f.envelope().clone()).unwrap_or_default()
+        }));
+    }
+    if frame.is_text() {
+        Message::Text(frame.ext(SLOT_WS_TEXT, |f| {
+            Utf8Bytes::try_from(f.payload.clone()).unwrap_or_default()
+        }))
+    } else {
+        Message::Binary(frame.payload.clone())
+    }
+}
+
+fn gap_message(missed: Option<u64>) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::json!({ "type": "gap", "missed": missed }).to_string(),
+    ))
+}
+
+async fn ws_loop(
+    socket: &mut WebSocket,
+    feed: &mut Feed,
+    session: &Session,
+    ctx: &WsContext,
+) -> WsEnd {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + ctx.heartbeat, ctx.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut closed = std::pin::pin!(session.closed());
+    loop {
+        if let Err(end) = write_ready(socket, feed, ctx).await {
+            return end;
+        }
+        tokio::select! {
+            biased;
+            () = closed.as_mut() => return WsEnd::Close(session.reason()),
+            ready = feed.wait() => {
+                if let Err(reason) = ready {
+                    return WsEnd::Close(reason);
+                }
+            }
+            incoming = socket.next() => {
+                last_heard = Instant::now();
+                match incoming {
+                    None => return WsEnd::Gone,
+                    Some(Err(e)) => return read_error(e),
+                    Some(Ok(message)) => {
+                        if let Err(end) = on_incoming(socket, message, ctx).await {
+                            return end;
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > ctx.heartbeat * 2 + ctx.heartbeat / 2 {
+                    return WsEnd::Close(CloseReason::PingTimeout);
+                }
+                let sent = tokio::time::timeout(ctx.send_timeout, socket.send(Message::Ping(Bytes::new()))).await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return WsEnd::Gone,
+                    Err(_) => return WsEnd::Close(CloseReason::SlowConsumer),
+                }
+            }
+        }
+    }
+}
+
+fn read_error(e: axum::Error) -> WsEnd {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(e) if matches!(*e, WsError::Capacity(_)) => WsEnd::Close(CloseReason::TooBig),
+        Ok(e) if matches!(*e, WsError::Protocol(_) | WsError::Utf8(_)) => {
+            WsEnd::Close(CloseReason::PolicyViolation)
+        }
+        _ => WsEnd::Gone,
+    }
+}
+
+/// A frame from the client: published to the topic when allowed.
+async fn on_incoming(
+    socket: &mut WebSocket,
+    message: Message,
+    ctx: &WsContext,
+) -> Result<(), WsEnd> {
+    let (payload, content_type) = match message {
+        Message::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+        Message::Binary(data) => (data, "application/octet-stream"),
+        Message::Ping(_) | Message::Pong(_) => {
+            // Pongs to pings are queued by the protocol layer: send them now.
+            return flush(socket, ctx).await;
+        }
+        Message::Close(_) => {
+            // The protocol layer answers the close; flush it and stop.
+            let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+            return Err(WsEnd::Gone);
+        }
+    };
+    let Some(publisher) = &ctx.publish else {
+        return Err(WsEnd::Close(CloseReason::PolicyViolation));
+    };
+    let message = OutgoingMessage {
+        key: None,
+        headers: Vec::new(),
+        content_type: Some(content_type.to_owned()),
+        payload,
+    };
+    match ctx.state.ingress().publish(publisher, message).await {
+        Ok(published) => {
+            if ctx.envelope {
+                let ack = match published.position {
+                    Some(position) => serde_json::json!({
+                        "type": "ack",
+                        "partition": position.partition,
+                        "offset": position.offset,
+                    }),
+                    // MQTT does not number messages.
+                    None => serde_json::json!({ "type": "ack" }),
+                };
+                send_text(socket, ack.to_string(), ctx).await?;
+            }
+            Ok(())
+        }
+        Err(Refusal::RateLimited { status, .. }) if ctx.envelope => {
+            // The frame is not published; the client is told and may retry later.
+            let nack = serde_json::json!({
+                "type": "nack",
+                "reason": "rate-limited",
+                "retry_after": status.reset_ms.div_ceil(1000).max(1),
+            });
+            send_text(socket, nack.to_string(), ctx).await
+        }
+        Err(refusal) => {
+            if let Refusal::Broker(e) = &refusal {
+                tracing::warn!(topic = %ctx.topic, error = %e, "websocket publish failed");
+            }
+            Err(WsEnd::Close(close_reason(&refusal)))
+        }
+    }
+}
+
+/// The one translation of a [`Refusal`] into a WebSocket close.
+pub fn close_reason(refusal: &Refusal) -> CloseReason {
+    match refusal {
+        Refusal::RateLimited { .. } | Refusal::QuotaExceeded { .. } => CloseReason::RateLimited,
+        Refusal::PayloadTooLarge { .. } | Refusal::Broker(BrokerError::MessageTooLarge { .. }) => {
+            CloseReason::TooBig
+        }
+        Refusal::Unauthenticated { .. } => CloseReason::CredentialRevoked,
+        Refusal::Forbidden { .. } | Refusal::NotOffered { .. } | Refusal::InvalidField { .. } => {
+            CloseReason::PolicyViolation
+        }
+        Refusal::TopicNotFound { .. } => CloseReason::TopicGone,
+        Refusal::Broker(e) if !e.is_retryable() => CloseReason::InternalError,
+        Refusal::Broker(_) | Refusal::Control(_) | Refusal::NodeFull { .. } | Refusal::Stopping => {
+            CloseReason::TryAgainLater
+        }
+    }
+}
+
+async fn send_text(socket: &mut WebSocket, text: String, ctx: &WsContext) -> Result<(), WsEnd> {
+    match tokio::time::timeout(
+        ctx.send_timeout,
+        socket.send(Message::Text(Utf8Bytes::from(text))),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
+
+async fn flush(socket: &mut WebSocket, ctx: &WsContext) -> Result<(), WsEnd> {
+    match tokio::time::timeout(ctx.send_timeout, socket.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
+
+/// Feeds everything the feed has ready, flushing every [`WS_FLUSH_BYTES`] and at the end.
+async fn write_ready(
+    socket: &mut WebSocket,
+    feed: &mut Feed,
+    ctx: &WsContext,
+) -> Result<(), WsEnd> {
+    let mut fed = 0usize;
+    let mut any = false;
+    let mut deadline = Instant::now() + ctx.send_timeout;
+    loop {
+        let chunk = match feed.next_ready().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(reason) => {
+                // Deliver what was fed before saying why the stream ends.
+                if any {
+                    flush(socket, ctx).await?;
+                }
+                return Err(WsEnd::Close(reason));
+            }
+        };
+        if let Chunk::Gap { missed } = chunk {
+            feed_one(socket, gap_message(missed), deadline).await?;
+            any = true;
+            continue;
+        }
+        let frames = chunk.frames();
+        let allowed = match &ctx.budget {
+            None => frames.len(),
+            Some(budget) => {
+                if any {
+                    // Whatever waits for quota, what was fed goes out first.
+                    flush(socket, ctx).await?;
+                    any = false;
+                    fed = 0;
+                }
+                let allowed = budget
+                    .admit(frames.len(), &ctx.session)
+                    .await
+                    .map_err(WsEnd::Close)?;
+                deadline = Instant::now() + ctx.send_timeout;
+                allowed
+            }
+        };
+        for frame in &frames[..allowed] {
+            feed_one(socket, ws_message(frame, ctx.envelope), deadline).await?;
+            fed += frame.payload.len();
+            any = true;
+        }
+        ctx.out.inc_by(allowed as u64);
+        if allowed < frames.len() {
+            let missed = (frames.len() - allowed) as u64;
+            feed_one(socket, gap_message(Some(missed)), deadline).await?;
+            any = true;
+        }
+        if fed >= WS_FLUSH_BYTES {
+            flush(socket, ctx).await?;
+            fed = 0;
+            any = false;
+            deadline = Instant::now() + ctx.send_timeout;
+        }
+    }
+    if any {
+        flush(socket, ctx).await?;
+    }
+    Ok(())
+}
+
+async fn feed_one(
+    socket: &mut WebSocket,
+    message: Message,
+    deadline: Instant,
+) -> Result<(), WsEnd> {
+    match tokio::time::timeout_at(deadline, socket.feed(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WsEnd::Gone),
+        Err(_) => Err(WsEnd::Close(CloseReason::SlowConsumer)),
+    }
+}
