@@ -386,7 +386,7 @@ pub struct Intent {
     pub callback: String,
     /// The (application, API) asking, recorded with the subscription once verified so that
     /// plans can count subscriptions.
-    pub owner: Option<(String, String)>,
+    pub application: Option<(String, String)>,
 }
 
 /// What the subscriber asks for.
@@ -516,7 +516,7 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
             let command = Command::ActivateSubscriptionFor {
                 subscription,
                 start_offsets,
-                application: intent.owner.clone(),
+                application: intent.application.clone(),
             };
             match ctx.control.write(command).await {
                 Ok(_) => {

@@ -17,13 +17,13 @@ use crate::testing::{
 
 const CALLBACK: &str = "http://subscriber.test/cb?user=7";
 
-fn intent(mode: IntentMode, owner: Option<(&str, &str)>) -> Intent {
+fn intent(mode: IntentMode, application: Option<(&str, &str)>) -> Intent {
     Intent {
         mode,
         topic: "orders".to_owned(),
         topic_as_given: "http://gateway.test/topics/orders".to_owned(),
         callback: CALLBACK.to_owned(),
-        owner: owner.map(|(app, api)| (app.to_owned(), api.to_owned())),
+        application: application.map(|(app, api)| (app.to_owned(), api.to_owned())),
     }
 }
 

@@ -238,7 +238,7 @@ pub async fn hub(
         topic,
         topic_as_given,
         callback,
-        owner: application,
+        application,
     };
     tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
     Ok((
