@@ -83,7 +83,7 @@ pub struct RawStreams {
     #[serde(with = "humantime_serde")]
     pub topic_linger: Duration,
     /// `disconnect` (close 4008 / final `close` event) or `drop-oldest` (a `gap` marker).
-    pub slow_consumer: String,
+    pub slow_consumer: eventgate_actors::stream::SlowConsumerPolicy,
     /// A write to a client that does not complete in this time closes the connection.
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
@@ -113,7 +113,7 @@ impl Default for RawStreams {
             ring_batches: d.ring_batches,
             batch_max: d.batch_max,
             topic_linger: d.topic_linger,
-            slow_consumer: "disconnect".to_owned(),
+            slow_consumer: eventgate_actors::stream::SlowConsumerPolicy::Disconnect,
             send_timeout: d.send_timeout,
             heartbeat: d.heartbeat,
             sse_retry: d.sse_retry,
@@ -930,16 +930,7 @@ impl RawNodeConfig {
             ));
         }
         let st = &self.streams;
-        let slow_consumer = match st.slow_consumer.as_str() {
-            "disconnect" => eventgate_actors::stream::SlowConsumerPolicy::Disconnect,
-            "drop-oldest" => eventgate_actors::stream::SlowConsumerPolicy::DropOldest,
-            other => {
-                return Err(invalid(
-                    "streams.slow_consumer",
-                    format!("`{other}` is not one of disconnect, drop-oldest"),
-                ))
-            }
-        };
+        let slow_consumer = st.slow_consumer;
         for (field, value, min) in [
             ("streams.ring_batches", st.ring_batches, 1),
             ("streams.batch_max", st.batch_max, 1),
@@ -1451,6 +1442,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tls"), "{err}");
+    }
+
+    #[test]
+    fn closed_choices_are_enums_and_a_wrong_one_names_its_key() {
+        let ok = load_str("[streams]\nslow_consumer = \"drop-oldest\"\n").unwrap();
+        assert_eq!(
+            ok.streams.slow_consumer,
+            eventgate_actors::stream::SlowConsumerPolicy::DropOldest
+        );
+        let err = load_str("[streams]\nslow_consumer = \"drop-newest\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("streams.slow_consumer"), "{text}");
+        assert!(text.contains("drop-oldest"), "{text}");
     }
 
     #[test]
