@@ -227,7 +227,7 @@ pub struct SubscriptionArgs {
 
 /// State of [`SubscriptionActor`].
 #[derive(Debug)]
-pub struct SubscriptionState {
+pub struct SubscriptionActorState {
     record: watch::Sender<Subscription>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -239,7 +239,7 @@ pub struct SubscriptionActor;
 
 impl Actor for SubscriptionActor {
     type Msg = SubscriptionMsg;
-    type State = SubscriptionState;
+    type State = SubscriptionActorState;
     type Arguments = SubscriptionArgs;
 
     async fn pre_start(
@@ -256,7 +256,7 @@ impl Actor for SubscriptionActor {
             myself,
         ));
         tracing::info!(subscription = %args.subscription.id, topic = %args.subscription.topic, "SubscriptionStarted");
-        Ok(SubscriptionState {
+        Ok(SubscriptionActorState {
             record,
             cancel,
             task: Some(task),

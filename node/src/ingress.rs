@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventgate_actors::broker::{BrokerDriver, OutgoingMessage, Position};
-use eventgate_actors::stream::connection::Session;
+use eventgate_actors::stream::connection::CloseSwitch;
 use eventgate_actors::stream::CloseReason;
 use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::governance::{Entrypoint, OverLimit, QuotaKind, RateLimit};
@@ -295,7 +295,9 @@ impl Ingress {
                 let (held, renewal) = self.gate.reader().read(|s| {
                     (
                         s.governance.websub_count(&principal.app, &grant.api),
-                        s.governance.websub_owners.contains_key(subscription.id),
+                        s.governance
+                            .websub_applications
+                            .contains_key(subscription.id),
                     )
                 });
                 if !renewal && held >= max as usize {
@@ -312,7 +314,7 @@ impl Ingress {
         Ok(Some((principal.app, grant.api)))
     }
 
-    /// Ends `session` when its principal's credential expires or its right to read `target`
+    /// Ends `closer` when its principal's credential expires or its right to read `target`
     /// is withdrawn (a key revoked, the application disabled, its subscription to the API or
     /// its permission removed): checked again on every change of who may do what.
     pub fn watch_rights(
@@ -321,7 +323,7 @@ impl Ingress {
         topic: String,
         api: Option<String>,
         entrypoint: Entrypoint,
-        session: Session,
+        closer: CloseSwitch,
     ) {
         let gate = self.gate.clone();
         let mut changes = gate.changes();
@@ -331,7 +333,7 @@ impl Ingress {
                     .expires_at_ms
                     .map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
                 tokio::select! {
-                    () = session.closed() => return,
+                    () = closer.closed() => return,
                     changed = changes.changed() => if changed.is_err() { return },
                     () = async {
                         match expiry {
@@ -354,7 +356,7 @@ impl Ingress {
                         CloseReason::CredentialRevoked
                     };
                     tracing::info!(app = %principal.app, %topic, reason = reason.name(), detail = %refusal, "ending a stream");
-                    session.close(reason);
+                    closer.close(reason);
                     return;
                 }
             }
@@ -384,7 +386,7 @@ pub struct DeliveryBudget {
 impl DeliveryBudget {
     /// How many of the next `n` frames go out: all of them once the quota allows (pausing
     /// until the next window meanwhile), or, when the plan drops, those the quota allows now.
-    pub async fn admit(&self, n: usize, session: &Session) -> Result<usize, CloseReason> {
+    pub async fn admit(&self, n: usize, closer: &CloseSwitch) -> Result<usize, CloseReason> {
         let mut granted = 0u64;
         let mut noted = false;
         loop {
@@ -407,7 +409,7 @@ impl DeliveryBudget {
             }
             let wait = Duration::from_millis(status.reset_ms.max(10));
             tokio::select! {
-                () = session.closed() => return Err(session.reason()),
+                () = closer.closed() => return Err(closer.reason()),
                 () = tokio::time::sleep(wait) => {}
             }
         }

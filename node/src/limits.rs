@@ -360,7 +360,7 @@ impl WebsubQuota {
         use eventgate_raft_store::governance::{AccessState, OverLimit};
         let plan = self.limiter.inner.control.reader().read(|s| {
             let g = &s.governance;
-            let (app, api) = g.websub_owners.get(id)?;
+            let (app, api) = g.websub_applications.get(id)?;
             let access = g.access.get(&(app.clone(), api.clone()))?;
             if access.state != AccessState::Approved {
                 return None;

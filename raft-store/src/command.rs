@@ -134,9 +134,9 @@ pub enum Command {
         counts: Vec<((String, String), u32)>,
     },
     /// Records which (application, API) made a WebSub subscription (`None` forgets it).
-    SetWebsubOwner {
+    SetWebsubApplication {
         subscription: String,
-        owner: Option<(String, String)>,
+        application: Option<(String, String)>,
     },
     /// [`Command::ActivateSubscription`] and, in the same entry, which (application, API)
     /// made the subscription (`None` keeps what a renewal had): one atomic write, so a
@@ -178,7 +178,7 @@ impl Command {
             Command::Declare(_) => "declare",
             Command::ReserveQuota { .. } => "reserve-quota",
             Command::ReportConnections { .. } => "report-connections",
-            Command::SetWebsubOwner { .. } => "set-websub-owner",
+            Command::SetWebsubApplication { .. } => "set-websub-application",
             Command::ActivateSubscriptionFor { .. } => "activate-subscription-for",
         }
     }

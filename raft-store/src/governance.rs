@@ -235,7 +235,7 @@ pub struct Governance {
     /// (application, API) → node → live stream connections it reported.
     pub connections: BTreeMap<(String, String), BTreeMap<NodeId, u32>>,
     /// WebSub subscription id → (application, API) it was made by.
-    pub websub_owners: BTreeMap<String, (String, String)>,
+    pub websub_applications: BTreeMap<String, (String, String)>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -252,7 +252,7 @@ pub enum GovTouched {
     Access(String, String),
     Usage(UsageKey),
     Connections(String, String),
-    WebsubOwner(String),
+    WebsubApplication(String),
 }
 
 fn refused(reason: impl Into<String>) -> Response {
@@ -337,7 +337,7 @@ impl Governance {
 
     /// Live WebSub subscriptions made by `(app, api)`.
     pub fn websub_count(&self, app: &str, api: &str) -> usize {
-        self.websub_owners
+        self.websub_applications
             .values()
             .filter(|(a, p)| a == app && p == api)
             .count()
@@ -660,22 +660,22 @@ impl Governance {
         self.report_connections(node, &[], t);
     }
 
-    pub(crate) fn set_websub_owner(
+    pub(crate) fn set_websub_application(
         &mut self,
         subscription: &str,
-        owner: Option<(String, String)>,
+        application: Option<(String, String)>,
         t: &mut Vec<GovTouched>,
     ) {
-        let changed = match owner {
-            Some(owner) => {
-                self.websub_owners
-                    .insert(subscription.to_owned(), owner.clone())
-                    != Some(owner)
+        let changed = match application {
+            Some(application) => {
+                self.websub_applications
+                    .insert(subscription.to_owned(), application.clone())
+                    != Some(application)
             }
-            None => self.websub_owners.remove(subscription).is_some(),
+            None => self.websub_applications.remove(subscription).is_some(),
         };
         if changed {
-            t.push(GovTouched::WebsubOwner(subscription.to_owned()));
+            t.push(GovTouched::WebsubApplication(subscription.to_owned()));
         }
     }
 }

@@ -252,7 +252,7 @@ impl ControlState {
                 let response = self.activate(subscription, start_offsets, touched);
                 if let Some(application) = application {
                     let mut gov = Vec::new();
-                    self.governance.set_websub_owner(
+                    self.governance.set_websub_application(
                         &subscription.id,
                         Some(application.clone()),
                         &mut gov,
@@ -321,14 +321,14 @@ impl ControlState {
                 t,
             ),
             Command::ReportConnections { node, counts } => g.report_connections(*node, counts, t),
-            Command::SetWebsubOwner {
+            Command::SetWebsubApplication {
                 subscription,
-                owner,
+                application,
             } => {
-                if owner.is_some() && !self.subscriptions.contains_key(subscription) {
+                if application.is_some() && !self.subscriptions.contains_key(subscription) {
                     return Response::NotFound;
                 }
-                g.set_websub_owner(subscription, owner.clone(), t);
+                g.set_websub_application(subscription, application.clone(), t);
                 Response::Applied
             }
             _ => Response::Refused {
@@ -374,7 +374,7 @@ impl ControlState {
             touched.push(Touched::DeadLetter(key.0, key.1, key.2));
         }
         let mut gov = Vec::new();
-        self.governance.set_websub_owner(id, None, &mut gov);
+        self.governance.set_websub_application(id, None, &mut gov);
         touched.extend(gov.into_iter().map(Touched::Gov));
         existed
     }
@@ -531,7 +531,7 @@ mod tests {
             &mut touched,
         );
         assert_eq!(state.cursors["a"][&0], 7);
-        assert_eq!(state.governance.websub_owners["a"], app);
+        assert_eq!(state.governance.websub_applications["a"], app);
         // A renewal without credentials keeps the application; removal forgets it.
         state.apply(
             &Command::ActivateSubscriptionFor {
@@ -542,11 +542,11 @@ mod tests {
             &mut touched,
         );
         assert_eq!(state.cursors["a"][&0], 7, "a renewal keeps its cursor");
-        assert_eq!(state.governance.websub_owners["a"], app);
+        assert_eq!(state.governance.websub_applications["a"], app);
         state.apply(
             &Command::RemoveSubscription { id: "a".to_owned() },
             &mut touched,
         );
-        assert!(!state.governance.websub_owners.contains_key("a"));
+        assert!(!state.governance.websub_applications.contains_key("a"));
     }
 }

@@ -34,7 +34,7 @@ const P_KEY: u8 = b'k';
 const P_ACCESS: u8 = b'g';
 const P_USAGE: u8 = b'u';
 const P_CONNS: u8 = b'x';
-const P_WEBSUB_OWNER: u8 = b'w';
+const P_WEBSUB_APPLICATION: u8 = b'w';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,10 +187,10 @@ impl SledStateMachine {
                 let k = (app.clone(), api.clone());
                 put_or_remove(batch, entity_key(P_CONNS, &k)?, g.connections.get(&k))
             }
-            GovTouched::WebsubOwner(id) => put_or_remove(
+            GovTouched::WebsubApplication(id) => put_or_remove(
                 batch,
-                entity_key(P_WEBSUB_OWNER, id)?,
-                g.websub_owners.get(id),
+                entity_key(P_WEBSUB_APPLICATION, id)?,
+                g.websub_applications.get(id),
             ),
         }
     }
@@ -240,8 +240,8 @@ impl SledStateMachine {
         for (k, v) in &g.connections {
             batch.insert(entity_key(P_CONNS, k)?, enc(v)?);
         }
-        for (k, v) in &g.websub_owners {
-            batch.insert(entity_key(P_WEBSUB_OWNER, k)?, enc(v)?);
+        for (k, v) in &g.websub_applications {
+            batch.insert(entity_key(P_WEBSUB_APPLICATION, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -334,9 +334,9 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                     g.connections
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
-                P_WEBSUB_OWNER => {
+                P_WEBSUB_APPLICATION => {
                     let g = &mut data.state.governance;
-                    g.websub_owners
+                    g.websub_applications
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

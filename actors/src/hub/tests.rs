@@ -53,7 +53,7 @@ fn subscription_writes(control: &MemoryControl) -> usize {
                 c,
                 Command::ActivateSubscription { .. }
                     | Command::ActivateSubscriptionFor { .. }
-                    | Command::SetWebsubOwner { .. }
+                    | Command::SetWebsubApplication { .. }
                     | Command::RemoveSubscription { .. }
             )
         })
@@ -88,7 +88,7 @@ async fn a_verified_subscription_is_activated_with_its_application_in_one_write(
         (
             s.subscriptions.get(&id).cloned(),
             s.cursors.get(&id).cloned(),
-            s.governance.websub_owners.get(&id).cloned(),
+            s.governance.websub_applications.get(&id).cloned(),
         )
     });
     let sub = sub.expect("subscription recorded");
@@ -244,9 +244,16 @@ async fn the_hub_delivers_what_its_node_owns_and_lets_go_when_ownership_moves() 
         vec![3, 4, 5],
         "node 2 starts at node 1's committed cursor"
     );
+    // Until node 1 has applied the move it may still deliver (at least once); once node 2
+    // delivers, node 1 has stopped: what is published next reaches node 2 only.
+    let one_before = one.deliveries().len();
+    for i in 6..9 {
+        broker.publish_to("orders", 0, format!("m{i}")).await;
+    }
+    wait_until("node 2 delivered 6", || two.deliveries().len() == 6).await;
     assert_eq!(
         one.deliveries().len(),
-        3,
+        one_before,
         "node 1 stopped when ownership moved"
     );
     hub1.stop_and_wait(None, None).await.unwrap();

@@ -1,7 +1,7 @@
 //! Streaming connections: one task per client, registered by id.
 //!
 //! Each connection runs its I/O on its own task (built by the HTTP side: a WebSocket loop, or
-//! the watchdog of an SSE body) and holds a [`Session`], through which anyone may end it with a
+//! the watchdog of an SSE body) and holds a [`CloseSwitch`], through which anyone may end it with a
 //! [`CloseReason`]; the I/O then sends the close frame or the final SSE event.
 //! [`Connections`] counts them against the node's limit, lists them and, on shutdown, closes
 //! them all with `going-away` and waits (bounded) for their final words.
@@ -43,12 +43,12 @@ pub struct ConnectionInfo {
 
 /// The close switch of one connection, shared by its I/O task and its actor.
 #[derive(Debug, Clone, Default)]
-pub struct Session {
+pub struct CloseSwitch {
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CloseReason>>>,
 }
 
-impl Session {
+impl CloseSwitch {
     /// Asks the connection to close with `reason` (the first reason given wins).
     pub fn close(&self, reason: CloseReason) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,7 +90,7 @@ pub struct Connections {
 
 #[derive(Debug)]
 struct Registry {
-    open: Mutex<HashMap<u64, (ConnectionInfo, Session)>>,
+    open: Mutex<HashMap<u64, (ConnectionInfo, CloseSwitch)>>,
     active: AtomicUsize,
     next_id: AtomicU64,
     max: usize,
@@ -135,17 +135,17 @@ impl Connections {
     }
 
     /// Runs `io` as the connection `info` (whose slot was reserved) on its own task, until it
-    /// ends; `session` closes it from outside.
-    pub fn open(&self, info: ConnectionInfo, session: Session, io: BoxFuture<'static, ()>) {
+    /// ends; `closer` closes it from outside.
+    pub fn open(&self, info: ConnectionInfo, closer: CloseSwitch, io: BoxFuture<'static, ()>) {
         let id = info.id;
         if self.inner.closing.load(Ordering::Acquire) {
-            session.close(CloseReason::GoingAway);
+            closer.close(CloseReason::GoingAway);
         }
         self.inner
             .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, (info, session));
+            .insert(id, (info, closer));
         let this = self.clone();
         tokio::spawn(async move {
             io.await;
@@ -162,8 +162,8 @@ impl Connections {
     pub fn close(&self, id: u64, reason: CloseReason) -> bool {
         let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
         match open.get(&id) {
-            Some((_, session)) => {
-                session.close(reason);
+            Some((_, closer)) => {
+                closer.close(reason);
                 true
             }
             None => false,
@@ -189,8 +189,8 @@ impl Connections {
         self.inner.closing.store(true, Ordering::Release);
         {
             let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
-            for (_, session) in open.values() {
-                session.close(CloseReason::GoingAway);
+            for (_, closer) in open.values() {
+                closer.close(CloseReason::GoingAway);
             }
         }
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE * 2;

@@ -25,7 +25,7 @@ use super::StreamSettings;
 
 /// What a new reader gets: the live ring from `positions` on.
 #[derive(Debug)]
-pub struct LiveSubscription {
+pub struct RingReader {
     pub rx: broadcast::Receiver<Arc<Batch>>,
     /// Next offset of every partition: the ring carries everything from here.
     pub positions: Vec<u64>,
@@ -74,9 +74,9 @@ impl TopicShared {
         }))
     }
 
-    fn subscribe(&self) -> LiveSubscription {
+    fn subscribe(&self) -> RingReader {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        LiveSubscription {
+        RingReader {
             rx: self.tx.subscribe(),
             positions: positions.clone(),
         }
@@ -101,7 +101,7 @@ impl TopicShared {
 #[derive(Debug)]
 pub enum TopicMsg {
     /// A new reader.
-    Subscribe(RpcReplyPort<LiveSubscription>),
+    Subscribe(RpcReplyPort<RingReader>),
     /// Periodic: stop when nobody has read for the linger time.
     Tick,
     /// A partition reader hit an error it cannot get past.
@@ -418,7 +418,7 @@ impl TopicRegistry {
     }
 
     /// A reader of `topic`'s live ring, starting the topic's consumption if needed.
-    pub async fn subscribe(&self, topic: &str) -> Result<LiveSubscription, StreamError> {
+    pub async fn subscribe(&self, topic: &str) -> Result<RingReader, StreamError> {
         use ractor::rpc::CallResult;
         // An actor found idle may stop between the lookup and the subscription: look again.
         for _ in 0..3 {

@@ -85,12 +85,8 @@ async fn window_n_dispatches_in_order_per_partition_and_commits_only_the_complet
 
     // Partition 1 runs through; on partition 0 the rest of the window goes on past the hung
     // head (at most 4 in flight), but the cursor stays before it.
-    wait_until("partition 1 delivered", || {
-        offsets(&callback.deliveries(), 1).len() == 12
-    })
-    .await;
-    wait_until("partition 0 dispatched", || {
-        offsets(&callback.deliveries(), 0).len() == 12
+    wait_until("all but the hung head delivered", || {
+        ctx.metrics.delivered.get() == 23
     })
     .await;
     ctx.cursors.flush().await;
@@ -101,7 +97,6 @@ async fn window_n_dispatches_in_order_per_partition_and_commits_only_the_complet
         "the cursor may not pass a message still in flight"
     );
 
-    assert_eq!(ctx.metrics.delivered.get(), 23);
     callback.open_gate();
     wait_until("the head delivered", || ctx.metrics.delivered.get() == 24).await;
     let seen = callback.deliveries();

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use eventgate_actors::stream::connection::{Session, CLOSE_GRACE};
+use eventgate_actors::stream::connection::{CloseSwitch, CLOSE_GRACE};
 use eventgate_actors::stream::feed::{Chunk, Feed};
 use eventgate_actors::stream::frame::sse_control;
 use eventgate_actors::stream::CloseReason;
@@ -50,14 +50,14 @@ pub async fn sse(
     .await?;
     let allow_origin = prepared.allow_origin.clone();
     let settings = state.inner.streams.clone();
-    let session = Session::default();
-    prepared.watch_rights(&state, &session);
+    let closer = CloseSwitch::default();
+    prepared.watch_rights(&state, &closer);
     let base = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
     let (alive, gone) = tokio::sync::oneshot::channel::<()>();
     let watchdog = sse_watchdog(
         gone,
-        session.clone(),
+        closer.clone(),
         peer.kill.clone(),
         base,
         progress.clone(),
@@ -66,7 +66,7 @@ pub async fn sse(
     state
         .inner
         .connections
-        .open(prepared.info, session.clone(), Box::pin(watchdog));
+        .open(prepared.info, closer.clone(), Box::pin(watchdog));
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,10 +75,10 @@ pub async fn sse(
         settings.sse_retry.as_millis(),
         prepared.feed.topic()
     ));
-    let session_closed = session.closed_owned();
+    let closer_closed = closer.closed_owned();
     let body = SseBody {
         feed: prepared.feed,
-        session,
+        closer,
         envelope: prepared.envelope,
         heartbeat,
         pending: None,
@@ -87,7 +87,7 @@ pub async fn sse(
         done: false,
         base,
         progress,
-        closed: Box::pin(session_closed),
+        closed: Box::pin(closer_closed),
         budget: prepared.grant.budget,
         dropped: None,
         out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "sse"),
@@ -115,7 +115,7 @@ pub async fn sse(
 /// body cannot notice; this task can, by the body's last progress, and kills the socket.
 async fn sse_watchdog(
     mut gone: tokio::sync::oneshot::Receiver<()>,
-    session: Session,
+    closer: CloseSwitch,
     kill: crate::listener::KillSwitch,
     base: Instant,
     progress: Arc<AtomicU64>,
@@ -126,7 +126,7 @@ async fn sse_watchdog(
     loop {
         tokio::select! {
             _ = &mut gone => return,
-            () = session.closed() => {
+            () = closer.closed() => {
                 // The body says goodbye if it is polled at all; give it the grace period.
                 if tokio::time::timeout(CLOSE_GRACE, &mut gone).await.is_err() {
                     kill.kill();
@@ -137,7 +137,7 @@ async fn sse_watchdog(
                 let last = Duration::from_millis(progress.load(Ordering::Relaxed));
                 if base.elapsed().saturating_sub(last) > stall_limit {
                     tracing::debug!("sse client stopped reading; closing its connection");
-                    session.close(CloseReason::SlowConsumer);
+                    closer.close(CloseReason::SlowConsumer);
                     kill.kill();
                     return;
                 }
@@ -148,7 +148,7 @@ async fn sse_watchdog(
 
 struct SseBody {
     feed: Feed,
-    session: Session,
+    closer: CloseSwitch,
     envelope: bool,
     heartbeat: tokio::time::Interval,
     pending: Option<(Chunk, usize)>,
@@ -236,8 +236,8 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
             let tail = body.tail.take()?;
             return Some((Ok(tail), body));
         }
-        if body.session.is_closed() {
-            let reason = body.session.reason();
+        if body.closer.is_closed() {
+            let reason = body.closer.reason();
             body.finish(reason);
             continue;
         }
@@ -247,7 +247,7 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
             Ok(Some(chunk)) => {
                 let chunk = match (&body.budget, chunk) {
                     (Some(budget), Chunk::Frames { batch, start, end }) => {
-                        match budget.admit(end - start, &body.session).await {
+                        match budget.admit(end - start, &body.closer).await {
                             Ok(allowed) => {
                                 if allowed < end - start {
                                     body.dropped = Some((end - start - allowed) as u64);

@@ -12,7 +12,7 @@
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use eventgate_actors::broker::validate_topic_name;
-use eventgate_actors::stream::connection::{ConnectionInfo, Session};
+use eventgate_actors::stream::connection::{CloseSwitch, ConnectionInfo};
 use eventgate_actors::stream::feed::{Feed, FeedError, Start};
 use eventgate_actors::stream::topic::StreamError;
 use eventgate_raft_store::clock::now_ms;
@@ -42,14 +42,14 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// Ends the stream when its principal's rights are withdrawn or expire.
-    pub(super) fn watch_rights(&self, state: &AppState, session: &Session) {
+    pub(super) fn watch_rights(&self, state: &AppState, closer: &CloseSwitch) {
         if let Some(principal) = self.grant.principal.clone() {
             state.ingress().watch_rights(
                 principal,
                 self.info.topic.clone(),
                 self.api.clone(),
                 self.entrypoint,
-                session.clone(),
+                closer.clone(),
             );
         }
     }

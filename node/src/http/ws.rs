@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use eventgate_actors::broker::{BrokerError, OutgoingMessage};
-use eventgate_actors::stream::connection::{Session, CLOSE_GRACE};
+use eventgate_actors::stream::connection::{CloseSwitch, CLOSE_GRACE};
 use eventgate_actors::stream::feed::{Chunk, Feed};
 use eventgate_actors::stream::frame::Frame;
 use eventgate_actors::stream::CloseReason;
@@ -82,7 +82,7 @@ pub async fn ws(
         send_timeout: settings.send_timeout,
         heartbeat: settings.heartbeat,
         budget: grant.budget,
-        session: Session::default(),
+        closer: CloseSwitch::default(),
         out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "websocket"),
         _slot: grant.slot,
     };
@@ -98,18 +98,14 @@ pub async fn ws(
             on_failure.release();
         })
         .on_upgrade(move |socket| async move {
-            let session = ctx.session.clone();
+            let closer = ctx.closer.clone();
             if let Some((principal, topic, api, entrypoint)) = watch {
-                ctx.state.ingress().watch_rights(
-                    principal,
-                    topic,
-                    api,
-                    entrypoint,
-                    session.clone(),
-                );
+                ctx.state
+                    .ingress()
+                    .watch_rights(principal, topic, api, entrypoint, closer.clone());
             }
-            let io = run_ws(socket, feed, session.clone(), ctx);
-            connections.open(info, session, Box::pin(io));
+            let io = run_ws(socket, feed, closer.clone(), ctx);
+            connections.open(info, closer, Box::pin(io));
         }))
 }
 
@@ -122,7 +118,7 @@ struct WsContext {
     send_timeout: Duration,
     heartbeat: Duration,
     budget: Option<DeliveryBudget>,
-    session: Session,
+    closer: CloseSwitch,
     /// `eventgate_messages_out_total{entrypoint="websocket"}`.
     out: prometheus_client::metrics::counter::Counter,
     /// Held while the connection lives.
@@ -137,8 +133,8 @@ enum WsEnd {
     Gone,
 }
 
-async fn run_ws(mut socket: WebSocket, mut feed: Feed, session: Session, ctx: WsContext) {
-    let end = ws_loop(&mut socket, &mut feed, &session, &ctx).await;
+async fn run_ws(mut socket: WebSocket, mut feed: Feed, closer: CloseSwitch, ctx: WsContext) {
+    let end = ws_loop(&mut socket, &mut feed, &closer, &ctx).await;
     if let WsEnd::Close(reason) = end {
         if reason != CloseReason::GoingAway {
             tracing::debug!(topic = %ctx.topic, reason = reason.name(), "closing websocket");
@@ -176,20 +172,20 @@ fn gap_message(missed: Option<u64>) -> Message {
 async fn ws_loop(
     socket: &mut WebSocket,
     feed: &mut Feed,
-    session: &Session,
+    closer: &CloseSwitch,
     ctx: &WsContext,
 ) -> WsEnd {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + ctx.heartbeat, ctx.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut closed = std::pin::pin!(session.closed());
+    let mut closed = std::pin::pin!(closer.closed());
     loop {
         if let Err(end) = write_ready(socket, feed, ctx).await {
             return end;
         }
         tokio::select! {
             biased;
-            () = closed.as_mut() => return WsEnd::Close(session.reason()),
+            () = closed.as_mut() => return WsEnd::Close(closer.reason()),
             ready = feed.wait() => {
                 if let Err(reason) = ready {
                     return WsEnd::Close(reason);
@@ -372,7 +368,7 @@ async fn write_ready(
                     fed = 0;
                 }
                 let allowed = budget
-                    .admit(frames.len(), &ctx.session)
+                    .admit(frames.len(), &ctx.closer)
                     .await
                     .map_err(WsEnd::Close)?;
                 deadline = Instant::now() + ctx.send_timeout;
