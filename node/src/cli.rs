@@ -1,6 +1,6 @@
 //! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`,
 //! `asyncapi export`, and API management through a node's admin API: `apis`, `plans`, `apps`,
-//! `keys`, `subscriptions`.
+//! `keys`, `access`.
 
 use std::path::PathBuf;
 
@@ -55,8 +55,10 @@ pub enum Commands {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Applications' subscriptions to APIs (under a plan, possibly awaiting approval).
-    Subscriptions {
+    /// Applications' access to APIs, under a plan, possibly awaiting approval (`subscriptions`
+    /// is an older name of this command).
+    #[command(alias = "subscriptions")]
+    Access {
         #[command(subcommand)]
         command: AccessCommand,
     },

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Commands::Plans { command } => eventgate::run::entity("plans", command),
         Commands::Apps { command } => eventgate::run::entity("applications", command),
         Commands::Keys { command } => eventgate::run::keys(command),
-        Commands::Subscriptions { command } => eventgate::run::access(command),
+        Commands::Access { command } => eventgate::run::access(command),
         Commands::Probe(args) => eventgate::run::probe(args),
     }
 }

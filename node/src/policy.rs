@@ -146,7 +146,7 @@ impl Gatekeeper {
     }
 
     /// A receiver that changes whenever who may do what changes (keys, applications, APIs,
-    /// subscriptions to APIs).
+    /// access to APIs).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.clone()
     }
@@ -397,7 +397,7 @@ impl Gatekeeper {
                 Some(access) => {
                     refusal.get_or_insert_with(|| {
                         Refusal::forbidden(format!(
-                            "application `{}`'s subscription to API `{}` is {}",
+                            "application `{}`'s access to API `{}` is {}",
                             p.app,
                             api.name,
                             match access.state {
@@ -410,7 +410,7 @@ impl Gatekeeper {
                 None => {
                     refusal.get_or_insert_with(|| {
                         Refusal::forbidden(format!(
-                            "application `{}` has no subscription to API `{}`",
+                            "application `{}` has no access to API `{}`",
                             p.app, api.name
                         ))
                     });

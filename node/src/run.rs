@@ -424,11 +424,11 @@ pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
     admin_command(async move { admin_call(&target, method, &path, body).await })
 }
 
-/// `eventgate subscriptions …`.
+/// `eventgate access …` (alias `subscriptions`).
 pub fn access(command: crate::cli::AccessCommand) -> ExitCode {
     use crate::cli::AccessCommand as A;
     use reqwest::Method;
-    let base = |app: &str| format!("/admin/applications/{app}/subscriptions");
+    let base = |app: &str| format!("/admin/applications/{app}/access");
     let (target, method, path, body) = match command {
         A::List { app, target } => (target, Method::GET, base(&app), None),
         A::Add {

@@ -132,7 +132,8 @@ fn bad_api_management_config_names_the_field() {
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("applications.a.subscriptions.shop"), "{err}");
+    // `subscriptions` is the older name of `access`: still read, reported by the new name.
+    assert!(err.contains("applications.a.access.shop"), "{err}");
     assert!(err.contains("no plan `gold`"), "{err}");
     let (out, _dir, _) = serve_with("[applications.a]\napi_key_hashes = [\"abc\"]\n");
     assert!(stderr(&out).contains("applications.a.api_key_hashes[0]"));

@@ -1,5 +1,5 @@
 //! API management in the replicated state: APIs, plans, applications, their API keys and
-//! subscriptions to APIs, and the quota they consume.
+//! access to APIs, and the quota they consume.
 //!
 //! Everything here is replicated so that every node admits the same clients: a revoked key is
 //! refused by every node as soon as it has applied the revocation. Rate-limit quota is

@@ -77,11 +77,11 @@ publish = {{ count = {LIMIT}, per = "24h" }}
 [applications.full]
 permissions = [{{ topics = "orders", publish = true, subscribe = true }}]
 api_key_hashes = ["{full_hash}"]
-subscriptions = {{ shop = "limited" }}
+access = {{ shop = "limited" }}
 [applications.half]
 permissions = [{{ topics = "orders", publish = true }}]
 api_key_hashes = ["{half_hash}"]
-subscriptions = {{ shop = "limited" }}
+access = {{ shop = "limited" }}
 "#
         ),
         ..Default::default()

@@ -116,8 +116,10 @@ pub struct RawApplication {
     pub permissions: Vec<RawPermission>,
     /// SHA-256 (hex) of each API key (`eventgate keys generate` prints a key and its hash).
     pub api_key_hashes: Vec<String>,
-    /// API → plan: approved subscriptions.
-    pub subscriptions: BTreeMap<String, String>,
+    /// API → plan: the application's approved access to each API. `subscriptions` is an older
+    /// name of this key, still read.
+    #[serde(alias = "subscriptions")]
+    pub access: BTreeMap<String, String>,
     pub disabled: bool,
 }
 
@@ -456,8 +458,8 @@ pub fn build(
                 origin: Origin::Config,
             });
         }
-        for (api, plan) in &raw.subscriptions {
-            let field = format!("{key}.subscriptions.{api}");
+        for (api, plan) in &raw.access {
+            let field = format!("{key}.access.{api}");
             if !apis.contains_key(api) {
                 return Err(invalid(&field, format!("no API `{api}` is declared")));
             }

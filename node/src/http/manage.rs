@@ -1,10 +1,9 @@
-//! The admin API's API management: APIs, plans, applications, their API keys and their
-//! subscriptions to APIs. Every write is one Raft command, validated in full before it is
+//! The admin API's API management: APIs, plans, applications, their API keys and their access
+//! to APIs (under a plan). Every write is one Raft command, validated in full before it is
 //! proposed (so a bad request changes nothing) and committed before the answer; reads serve
 //! this node's applied state.
 
 use eventgate_raft_store::clock::now_ms;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -42,7 +41,22 @@ pub fn router() -> Router<AppState> {
             "/applications/{id}/keys/{key}",
             axum::routing::delete(revoke_key),
         )
-        .route("/applications/{id}/subscriptions", get(list_access))
+        .route("/applications/{id}/access", get(list_access))
+        .route(
+            "/applications/{id}/access/{api}",
+            put(put_access).delete(delete_access),
+        )
+        .route(
+            "/applications/{id}/access/{api}/approve",
+            post(approve_access),
+        )
+        .route(
+            "/applications/{id}/access/{api}/reject",
+            post(reject_access),
+        )
+        // The same under their older name (an application's "subscriptions" to APIs), kept for
+        // scripts written against it; documented as deprecated.
+        .route("/applications/{id}/subscriptions", get(list_access_legacy))
         .route(
             "/applications/{id}/subscriptions/{api}",
             put(put_access).delete(delete_access),
@@ -320,12 +334,15 @@ async fn get_app(
                 .filter(|k| k.app == id)
                 .map(key_view)
                 .collect();
-            view["subscriptions"] = g
+            let access: Vec<Value> = g
                 .access
                 .values()
                 .filter(|s| s.app == id)
                 .map(access_view)
                 .collect();
+            // `subscriptions`: the older name, kept for clients written against it.
+            view["subscriptions"] = json!(access);
+            view["access"] = json!(access);
             view
         })
     })
@@ -456,40 +473,50 @@ async fn revoke_key(
     Ok(Json(json!({ "revoked": key })))
 }
 
-// ---- subscriptions to APIs ----
+// ---- applications' access to APIs ----
 
-/// `PUT /admin/applications/{id}/subscriptions/{api}`.
+/// `PUT /admin/applications/{id}/access/{api}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccessBody {
     plan: String,
 }
 
+/// `GET /admin/applications/{id}/access`.
 async fn list_access(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    read(&state, |g| {
-        g.applications.contains_key(&id).then(|| {
-            let subs: BTreeMap<_, _> = g
-                .access
+    access_of(&state, &id).map(|access| Json(json!({ "access": access })))
+}
+
+/// `GET /admin/applications/{id}/subscriptions`: the same list under its older name.
+async fn list_access_legacy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    access_of(&state, &id).map(|access| Json(json!({ "subscriptions": access })))
+}
+
+fn access_of(state: &AppState, id: &str) -> Result<Vec<Value>, ApiError> {
+    read(state, |g| {
+        g.applications.contains_key(id).then(|| {
+            g.access
                 .values()
                 .filter(|a| a.app == id)
                 .map(|a| {
                     let mut view = access_view(a);
                     // Usage under the plan's `max_subscriptions`.
                     view["websub_subscriptions"] = json!(g.websub_count(&a.app, &a.api));
-                    (a.api.clone(), view)
+                    view
                 })
-                .collect();
-            json!({ "subscriptions": subs.into_values().collect::<Vec<_>>() })
+                .collect()
         })
     })
-    .map(Json)
     .ok_or_else(|| ApiError::not_found(format!("no application `{id}`")))
 }
 
-/// Subscribes an application to an API under a plan: approved at once, or pending when the
+/// Gives an application access to an API under a plan: approved at once, or pending when the
 /// plan requires approval.
 async fn put_access(
     State(state): State<AppState>,
@@ -541,7 +568,7 @@ async fn set_access_state(
     let Some(mut access) = read(state, |g| g.access.get(&(id.clone(), api.clone())).cloned())
     else {
         return Err(ApiError::not_found(format!(
-            "application `{id}` has no subscription to API `{api}`"
+            "application `{id}` has no access to API `{api}`"
         )));
     };
     access.state = to;
@@ -575,7 +602,7 @@ async fn delete_access(
             app: id.clone(),
             api: api.clone(),
         },
-        format!("application `{id}` has no subscription to API `{api}`"),
+        format!("application `{id}` has no access to API `{api}`"),
     )
     .await?;
     Ok(Json(
