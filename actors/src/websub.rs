@@ -8,8 +8,10 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Digest;
 
-/// The HMAC algorithm of `X-Hub-Signature`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The HMAC algorithm of `X-Hub-Signature` (`sha1`, `sha256`, `sha384` or `sha512` in the
+/// configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SignatureAlgorithm {
     Sha1,
     #[default]

@@ -132,7 +132,7 @@ pub struct RawWebsub {
     /// Allow callbacks on loopback, private and link-local addresses; off unless set (on in the
     /// development profile).
     pub allow_private_callbacks: Option<bool>,
-    pub signature_algorithm: String,
+    pub signature_algorithm: eventgate_actors::websub::SignatureAlgorithm,
     #[serde(with = "humantime_serde")]
     pub lease_default: Duration,
     #[serde(with = "humantime_serde")]
@@ -159,7 +159,7 @@ impl Default for RawWebsub {
     fn default() -> Self {
         Self {
             allow_private_callbacks: None,
-            signature_algorithm: "sha256".to_owned(),
+            signature_algorithm: eventgate_actors::websub::SignatureAlgorithm::Sha256,
             lease_default: Duration::from_secs(10 * 24 * 3600),
             lease_min: Duration::from_secs(300),
             lease_max: Duration::from_secs(365 * 24 * 3600),
@@ -179,8 +179,7 @@ impl Default for RawWebsub {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBroker {
-    /// `embedded`, `kafka` or `mqtt`.
-    pub kind: String,
+    pub kind: BrokerType,
     pub kafka: RawKafka,
     pub mqtt: RawMqtt,
     /// Directory of the embedded broker's logs; `<data_dir>/broker` when absent.
@@ -286,7 +285,7 @@ pub struct RawWebhookReceiver {
 impl Default for RawBroker {
     fn default() -> Self {
         Self {
-            kind: "embedded".to_owned(),
+            kind: BrokerType::Embedded,
             kafka: RawKafka::default(),
             mqtt: RawMqtt::default(),
             dir: None,
@@ -365,6 +364,15 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// Which kind of broker a `[broker]` or `[brokers.<name>]` section configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerType {
+    Embedded,
+    Kafka,
+    Mqtt,
 }
 
 /// How log lines are written.
@@ -762,306 +770,22 @@ impl RawNodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".to_owned()));
         }
-        let http_listen = parse_addr(&source, "http.listen", &self.http.listen)?;
-        let cluster_listen = parse_addr(&source, "cluster.listen", &self.cluster.listen)?;
-        let http_advertise = advertise_of(
-            &source,
-            "http.advertise",
-            http_listen,
-            self.http.advertise.as_ref(),
-        )?;
-        let cluster_advertise = advertise_of(
-            &source,
-            "cluster.advertise",
-            cluster_listen,
-            self.cluster.advertise.as_ref(),
-        )?;
-        for (i, seed) in self.cluster.seeds.iter().enumerate() {
-            let ok = seed
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                return Err(invalid(
-                    &format!("cluster.seeds[{i}]"),
-                    format!("`{seed}` is not host:port"),
-                ));
-            }
-        }
-        if self.cluster.write_timeout < Duration::from_millis(10) {
-            return Err(invalid(
-                "cluster.write_timeout",
-                "must be at least 10ms".to_owned(),
-            ));
-        }
-        let t = &self.tls;
-        let tls = match (&t.ca_cert, &t.ca_key, &t.cert, &t.key) {
-            (None, None, None, None) => {
-                if !self.cluster.seeds.is_empty() {
-                    return Err(invalid(
-                        "tls",
-                        "a node joining a cluster needs the cluster CA: set tls.ca_cert with tls.cert and tls.key, or tls.ca_cert with tls.ca_key".to_owned(),
-                    ));
-                }
-                TlsSource::SelfSigned
-            }
-            (Some(ca), _, Some(cert), Some(key)) => TlsSource::Files {
-                ca_cert: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            (Some(ca), Some(ca_key), None, None) => TlsSource::IssueFromCa {
-                ca_cert: ca.clone(),
-                ca_key: ca_key.clone(),
-            },
-            (None, ..) => {
-                return Err(invalid(
-                    "tls.ca_cert",
-                    "required when any tls key is set".to_owned(),
-                ))
-            }
-            (Some(_), _, Some(_), None) => {
-                return Err(invalid("tls.key", "required with tls.cert".to_owned()))
-            }
-            (Some(_), _, None, _) => {
-                return Err(invalid(
-                    "tls.cert",
-                    "required with tls.key (or give tls.ca_key to issue one)".to_owned(),
-                ))
-            }
-        };
-        let r = &self.raft;
-        if r.election_timeout_min >= r.election_timeout_max {
-            return Err(invalid(
-                "raft.election_timeout_min",
-                "must be less than raft.election_timeout_max".to_owned(),
-            ));
-        }
-        if r.heartbeat_interval >= r.election_timeout_min {
-            return Err(invalid(
-                "raft.heartbeat_interval",
-                "must be less than raft.election_timeout_min".to_owned(),
-            ));
-        }
-        if r.snapshot_every_entries == 0 {
-            return Err(invalid(
-                "raft.snapshot_every_entries",
-                "must be 1 or more".to_owned(),
-            ));
-        }
-        if let Some(token) = &self.admin.token {
-            if token.len() < 16 {
-                return Err(invalid(
-                    "admin.token",
-                    "must be at least 16 characters".to_owned(),
-                ));
-            }
-        }
-        let raft = RaftTiming {
-            heartbeat_interval: r.heartbeat_interval,
-            election_timeout_min: r.election_timeout_min,
-            election_timeout_max: r.election_timeout_max,
-            snapshot_every_entries: r.snapshot_every_entries,
-            keep_entries_after_snapshot: r.keep_entries_after_snapshot,
-            ready_max_lag: r.ready_max_lag,
-        };
-        raft.openraft_config()
-            .map_err(|e| invalid("raft", e.to_string()))?;
-        let b = &self.broker;
-        if !b.topics.is_empty() {
-            return Err(invalid(
-                "broker.topics",
-                "the default broker takes every topic not routed to one of [brokers]; list topics there".to_owned(),
-            ));
-        }
-        let broker = b.build("broker", self.node_id, &self.data_dir, "broker", &invalid)?;
-        let mut brokers = Vec::new();
-        let mut routed: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
-        for (name, raw) in &self.brokers {
-            let key = format!("brokers.{name}");
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-            {
-                return Err(invalid(
-                    &key,
-                    "a broker name is letters, digits, '-' and '_'".to_owned(),
-                ));
-            }
-            if raw.kind == "embedded" {
-                return Err(invalid(
-                    &format!("{key}.kind"),
-                    "further brokers are kafka or mqtt; the embedded one can only be the default"
-                        .to_owned(),
-                ));
-            }
-            if raw.topics.is_empty() {
-                return Err(invalid(
-                    &format!("{key}.topics"),
-                    "list the gateway topics that live on this broker".to_owned(),
-                ));
-            }
-            for (i, topic) in raw.topics.iter().enumerate() {
-                let field = format!("{key}.topics[{i}]");
-                if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
-                    return Err(invalid(&field, e.to_string()));
-                }
-                if let Some(other) = routed.insert(topic, name) {
-                    return Err(invalid(
-                        &field,
-                        format!("`{topic}` is already routed to brokers.{other}"),
-                    ));
-                }
-            }
-            let dir = format!("broker-{name}");
-            brokers.push((
-                name.clone(),
-                raw.build(&key, self.node_id, &self.data_dir, &dir, &invalid)?,
-            ));
-        }
-        let w = &self.webhook_receiver;
-        if w.max_body_bytes == 0 || w.max_body_bytes > b.max_message_bytes {
-            return Err(invalid(
-                "webhook_receiver.max_body_bytes",
-                format!(
-                    "must be 1 to broker.max_message_bytes ({})",
-                    b.max_message_bytes
-                ),
-            ));
-        }
-        let st = &self.streams;
-        let slow_consumer = st.slow_consumer;
-        for (field, value, min) in [
-            ("streams.ring_batches", st.ring_batches, 1),
-            ("streams.batch_max", st.batch_max, 1),
-            ("streams.max_connections", st.max_connections, 1),
-            ("streams.max_publish_bytes", st.max_publish_bytes, 1),
-            ("streams.max_catchups", st.max_catchups, 1),
-        ] {
-            if value < min {
-                return Err(invalid(field, format!("must be {min} or more")));
-            }
-        }
-        if st.max_publish_bytes > b.max_message_bytes {
-            return Err(invalid(
-                "streams.max_publish_bytes",
-                format!(
-                    "must be at most broker.max_message_bytes ({})",
-                    b.max_message_bytes
-                ),
-            ));
-        }
-        for (field, value) in [
-            ("streams.send_timeout", st.send_timeout),
-            ("streams.heartbeat", st.heartbeat),
-            ("streams.sse_retry", st.sse_retry),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(field, "must be more than 0s".to_owned()));
-            }
-        }
-        let streams = eventgate_actors::stream::StreamSettings {
-            ring_batches: st.ring_batches,
-            batch_max: st.batch_max,
-            topic_linger: st.topic_linger,
-            slow_consumer,
-            send_timeout: st.send_timeout,
-            heartbeat: st.heartbeat,
-            sse_retry: st.sse_retry,
-            max_connections: st.max_connections,
-            max_publish_bytes: st.max_publish_bytes,
-            max_catchups: st.max_catchups,
-        };
-        let streams_allow_publish = st.allow_publish;
-        for (i, origin) in st.allowed_origins.iter().enumerate() {
-            let ok = origin == "*"
-                || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin.ends_with('/'));
-            if !ok {
-                return Err(invalid(
-                    &format!("streams.allowed_origins[{i}]"),
-                    format!("`{origin}` is not `*` or an origin like https://app.example.com (scheme and host, no path)"),
-                ));
-            }
-        }
-        let streams_allowed_origins =
-            (!st.allowed_origins.iter().any(|o| o == "*")).then(|| st.allowed_origins.clone());
+        let (http_listen, http_advertise) = self.http.build(&source)?;
+        let (cluster_listen, cluster_advertise) = self.cluster.build(&source, &invalid)?;
+        let tls = self.tls.build(!self.cluster.seeds.is_empty(), &invalid)?;
+        let raft = self.raft.build(&invalid)?;
+        self.admin.check(&invalid)?;
+        let (broker, brokers) = self.build_brokers(&invalid)?;
+        let max_message_bytes = self.broker.max_message_bytes;
+        let webhook_max_body_bytes = self.webhook_receiver.build(max_message_bytes, &invalid)?;
+        let (streams, streams_allowed_origins) = self.streams.build(max_message_bytes, &invalid)?;
         for (i, topic) in self.topics.names.iter().enumerate() {
             if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
             }
         }
-        let ws = &self.websub;
-        let signature =
-            eventgate_actors::websub::SignatureAlgorithm::parse(&ws.signature_algorithm)
-                .ok_or_else(|| {
-                    invalid(
-                        "websub.signature_algorithm",
-                        format!(
-                            "`{}` is not one of sha1, sha256, sha384, sha512",
-                            ws.signature_algorithm
-                        ),
-                    )
-                })?;
-        if ws.lease_min.is_zero()
-            || ws.lease_min > ws.lease_default
-            || ws.lease_default > ws.lease_max
-        {
-            return Err(invalid(
-                "websub.lease_default",
-                "leases must satisfy 0 < lease_min <= lease_default <= lease_max".to_owned(),
-            ));
-        }
-        if ws.delivery_window == 0 || ws.delivery_window > 1024 {
-            return Err(invalid("websub.delivery_window", "1 to 1024".to_owned()));
-        }
-        if ws.max_attempts == 0 {
-            return Err(invalid(
-                "websub.max_attempts",
-                "must be 1 or more".to_owned(),
-            ));
-        }
-        if ws.per_host_concurrency == 0 {
-            return Err(invalid(
-                "websub.per_host_concurrency",
-                "must be 1 or more".to_owned(),
-            ));
-        }
-        let public_url = match &self.http.public_url {
-            Some(url) => {
-                let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                    && url.len() > "https://".len();
-                if !ok {
-                    return Err(invalid(
-                        "http.public_url",
-                        format!("`{url}` is not an http(s) URL"),
-                    ));
-                }
-                Some(url.trim_end_matches('/').to_owned())
-            }
-            None => None,
-        };
-        let websub = WebsubSettings {
-            signature,
-            lease_default: ws.lease_default,
-            lease_min: ws.lease_min,
-            lease_max: ws.lease_max,
-            outbound: crate::outbound::OutboundSettings {
-                allow_private: ws.allow_private_callbacks.unwrap_or(dev_profile),
-                connect_timeout: ws.callback_connect_timeout,
-                timeout: ws.callback_timeout,
-                max_response_bytes: ws.max_response_bytes,
-                per_host_concurrency: ws.per_host_concurrency,
-            },
-            delivery: eventgate_actors::subscription::DeliverySettings {
-                window: ws.delivery_window,
-                max_attempts: ws.max_attempts,
-                retry_base: ws.retry_base,
-                retry_max: ws.retry_max,
-                max_age: ws.max_age,
-                signature,
-            },
-        };
+        let websub = self.websub.build(dev_profile, &invalid)?;
+        let public_url = self.http.public_url(&invalid)?;
         let (declared, auth) = governance::build(
             &self.apis,
             &self.plans,
@@ -1095,14 +819,363 @@ impl RawNodeConfig {
                 self.topics.names
             },
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
-            webhook_max_body_bytes: w.max_body_bytes,
+            webhook_max_body_bytes,
             public_url,
             websub,
             streams,
-            streams_allow_publish,
+            streams_allow_publish: self.streams.allow_publish,
             streams_allowed_origins,
             dev_profile,
             source,
+        })
+    }
+
+    /// `[broker]` (the default broker, every topic not routed elsewhere) and
+    /// `[brokers.<name>]` (further Kafka or MQTT brokers with the topics they serve).
+    fn build_brokers(
+        &self,
+        invalid: &Invalid<'_>,
+    ) -> Result<(BrokerSettings, Vec<(String, BrokerSettings)>), ConfigError> {
+        let b = &self.broker;
+        if !b.topics.is_empty() {
+            return Err(invalid(
+                "broker.topics",
+                "the default broker takes every topic not routed to one of [brokers]; list topics there".to_owned(),
+            ));
+        }
+        let broker = b.build("broker", self.node_id, &self.data_dir, "broker", invalid)?;
+        let mut brokers = Vec::new();
+        let mut routed: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+        for (name, raw) in &self.brokers {
+            let key = format!("brokers.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return Err(invalid(
+                    &key,
+                    "a broker name is letters, digits, '-' and '_'".to_owned(),
+                ));
+            }
+            if raw.kind == BrokerType::Embedded {
+                return Err(invalid(
+                    &format!("{key}.kind"),
+                    "further brokers are kafka or mqtt; the embedded one can only be the default"
+                        .to_owned(),
+                ));
+            }
+            if raw.topics.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.topics"),
+                    "list the gateway topics that live on this broker".to_owned(),
+                ));
+            }
+            for (i, topic) in raw.topics.iter().enumerate() {
+                let field = format!("{key}.topics[{i}]");
+                if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
+                    return Err(invalid(&field, e.to_string()));
+                }
+                if let Some(other) = routed.insert(topic, name) {
+                    return Err(invalid(
+                        &field,
+                        format!("`{topic}` is already routed to brokers.{other}"),
+                    ));
+                }
+            }
+            let dir = format!("broker-{name}");
+            brokers.push((
+                name.clone(),
+                raw.build(&key, self.node_id, &self.data_dir, &dir, invalid)?,
+            ));
+        }
+        Ok((broker, brokers))
+    }
+}
+
+/// Reports a key of the configuration and why its value is refused.
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+impl RawHttp {
+    /// `http.listen` and the address other nodes and clients reach it at.
+    fn build(&self, source: &str) -> Result<(SocketAddr, String), ConfigError> {
+        let listen = parse_addr(source, "http.listen", &self.listen)?;
+        let advertise = advertise_of(source, "http.advertise", listen, self.advertise.as_ref())?;
+        Ok((listen, advertise))
+    }
+
+    /// `http.public_url`, without a trailing slash.
+    fn public_url(&self, invalid: &Invalid<'_>) -> Result<Option<String>, ConfigError> {
+        let Some(url) = &self.public_url else {
+            return Ok(None);
+        };
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() > "https://".len();
+        if !ok {
+            return Err(invalid(
+                "http.public_url",
+                format!("`{url}` is not an http(s) URL"),
+            ));
+        }
+        Ok(Some(url.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl RawCluster {
+    /// `cluster.listen`, its advertised address; checks the seeds and the write timeout.
+    fn build(
+        &self,
+        source: &str,
+        invalid: &Invalid<'_>,
+    ) -> Result<(SocketAddr, String), ConfigError> {
+        let listen = parse_addr(source, "cluster.listen", &self.listen)?;
+        let advertise = advertise_of(source, "cluster.advertise", listen, self.advertise.as_ref())?;
+        for (i, seed) in self.seeds.iter().enumerate() {
+            let ok = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    &format!("cluster.seeds[{i}]"),
+                    format!("`{seed}` is not host:port"),
+                ));
+            }
+        }
+        if self.write_timeout < Duration::from_millis(10) {
+            return Err(invalid(
+                "cluster.write_timeout",
+                "must be at least 10ms".to_owned(),
+            ));
+        }
+        Ok((listen, advertise))
+    }
+}
+
+impl RawTls {
+    /// Where the node's identity comes from; a node that joins (`joining`) needs the CA.
+    fn build(&self, joining: bool, invalid: &Invalid<'_>) -> Result<TlsSource, ConfigError> {
+        Ok(match (&self.ca_cert, &self.ca_key, &self.cert, &self.key) {
+            (None, None, None, None) => {
+                if joining {
+                    return Err(invalid(
+                        "tls",
+                        "a node joining a cluster needs the cluster CA: set tls.ca_cert with tls.cert and tls.key, or tls.ca_cert with tls.ca_key".to_owned(),
+                    ));
+                }
+                TlsSource::SelfSigned
+            }
+            (Some(ca), _, Some(cert), Some(key)) => TlsSource::Files {
+                ca_cert: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (Some(ca), Some(ca_key), None, None) => TlsSource::IssueFromCa {
+                ca_cert: ca.clone(),
+                ca_key: ca_key.clone(),
+            },
+            (None, ..) => {
+                return Err(invalid(
+                    "tls.ca_cert",
+                    "required when any tls key is set".to_owned(),
+                ))
+            }
+            (Some(_), _, Some(_), None) => {
+                return Err(invalid("tls.key", "required with tls.cert".to_owned()))
+            }
+            (Some(_), _, None, _) => {
+                return Err(invalid(
+                    "tls.cert",
+                    "required with tls.key (or give tls.ca_key to issue one)".to_owned(),
+                ))
+            }
+        })
+    }
+}
+
+impl RawRaft {
+    /// Raft's timing, checked as openraft checks it.
+    fn build(&self, invalid: &Invalid<'_>) -> Result<RaftTiming, ConfigError> {
+        let r = self;
+        if r.election_timeout_min >= r.election_timeout_max {
+            return Err(invalid(
+                "raft.election_timeout_min",
+                "must be less than raft.election_timeout_max".to_owned(),
+            ));
+        }
+        if r.heartbeat_interval >= r.election_timeout_min {
+            return Err(invalid(
+                "raft.heartbeat_interval",
+                "must be less than raft.election_timeout_min".to_owned(),
+            ));
+        }
+        if r.snapshot_every_entries == 0 {
+            return Err(invalid(
+                "raft.snapshot_every_entries",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        let raft = RaftTiming {
+            heartbeat_interval: r.heartbeat_interval,
+            election_timeout_min: r.election_timeout_min,
+            election_timeout_max: r.election_timeout_max,
+            snapshot_every_entries: r.snapshot_every_entries,
+            keep_entries_after_snapshot: r.keep_entries_after_snapshot,
+            ready_max_lag: r.ready_max_lag,
+        };
+        raft.openraft_config()
+            .map_err(|e| invalid("raft", e.to_string()))?;
+        Ok(raft)
+    }
+}
+
+impl RawAdmin {
+    fn check(&self, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+        match &self.token {
+            Some(token) if token.len() < 16 => Err(invalid(
+                "admin.token",
+                "must be at least 16 characters".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl RawWebhookReceiver {
+    /// The largest body `/webhook-receiver` reads: at most what the broker takes.
+    fn build(&self, max_message_bytes: usize, invalid: &Invalid<'_>) -> Result<usize, ConfigError> {
+        if self.max_body_bytes == 0 || self.max_body_bytes > max_message_bytes {
+            return Err(invalid(
+                "webhook_receiver.max_body_bytes",
+                format!("must be 1 to broker.max_message_bytes ({max_message_bytes})"),
+            ));
+        }
+        Ok(self.max_body_bytes)
+    }
+}
+
+impl RawStreams {
+    /// The streams' settings and the origins admitted (`None`: any).
+    fn build(
+        &self,
+        max_message_bytes: usize,
+        invalid: &Invalid<'_>,
+    ) -> Result<
+        (
+            eventgate_actors::stream::StreamSettings,
+            Option<Vec<String>>,
+        ),
+        ConfigError,
+    > {
+        let st = self;
+        for (field, value, min) in [
+            ("streams.ring_batches", st.ring_batches, 1),
+            ("streams.batch_max", st.batch_max, 1),
+            ("streams.max_connections", st.max_connections, 1),
+            ("streams.max_publish_bytes", st.max_publish_bytes, 1),
+            ("streams.max_catchups", st.max_catchups, 1),
+        ] {
+            if value < min {
+                return Err(invalid(field, format!("must be {min} or more")));
+            }
+        }
+        if st.max_publish_bytes > max_message_bytes {
+            return Err(invalid(
+                "streams.max_publish_bytes",
+                format!("must be at most broker.max_message_bytes ({max_message_bytes})"),
+            ));
+        }
+        for (field, value) in [
+            ("streams.send_timeout", st.send_timeout),
+            ("streams.heartbeat", st.heartbeat),
+            ("streams.sse_retry", st.sse_retry),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be more than 0s".to_owned()));
+            }
+        }
+        for (i, origin) in st.allowed_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/'));
+            if !ok {
+                return Err(invalid(
+                    &format!("streams.allowed_origins[{i}]"),
+                    format!("`{origin}` is not `*` or an origin like https://app.example.com (scheme and host, no path)"),
+                ));
+            }
+        }
+        let settings = eventgate_actors::stream::StreamSettings {
+            ring_batches: st.ring_batches,
+            batch_max: st.batch_max,
+            topic_linger: st.topic_linger,
+            slow_consumer: st.slow_consumer,
+            send_timeout: st.send_timeout,
+            heartbeat: st.heartbeat,
+            sse_retry: st.sse_retry,
+            max_connections: st.max_connections,
+            max_publish_bytes: st.max_publish_bytes,
+            max_catchups: st.max_catchups,
+        };
+        let origins =
+            (!st.allowed_origins.iter().any(|o| o == "*")).then(|| st.allowed_origins.clone());
+        Ok((settings, origins))
+    }
+}
+
+impl RawWebsub {
+    /// The hub's settings: leases, delivery, outbound callbacks (private addresses allowed
+    /// by default only in the development profile).
+    fn build(
+        &self,
+        dev_profile: bool,
+        invalid: &Invalid<'_>,
+    ) -> Result<WebsubSettings, ConfigError> {
+        let ws = self;
+        if ws.lease_min.is_zero()
+            || ws.lease_min > ws.lease_default
+            || ws.lease_default > ws.lease_max
+        {
+            return Err(invalid(
+                "websub.lease_default",
+                "leases must satisfy 0 < lease_min <= lease_default <= lease_max".to_owned(),
+            ));
+        }
+        if ws.delivery_window == 0 || ws.delivery_window > 1024 {
+            return Err(invalid("websub.delivery_window", "1 to 1024".to_owned()));
+        }
+        if ws.max_attempts == 0 {
+            return Err(invalid(
+                "websub.max_attempts",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        if ws.per_host_concurrency == 0 {
+            return Err(invalid(
+                "websub.per_host_concurrency",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        let signature = ws.signature_algorithm;
+        Ok(WebsubSettings {
+            signature,
+            lease_default: ws.lease_default,
+            lease_min: ws.lease_min,
+            lease_max: ws.lease_max,
+            outbound: crate::outbound::OutboundSettings {
+                allow_private: ws.allow_private_callbacks.unwrap_or(dev_profile),
+                connect_timeout: ws.callback_connect_timeout,
+                timeout: ws.callback_timeout,
+                max_response_bytes: ws.max_response_bytes,
+                per_host_concurrency: ws.per_host_concurrency,
+            },
+            delivery: eventgate_actors::subscription::DeliverySettings {
+                window: ws.delivery_window,
+                max_attempts: ws.max_attempts,
+                retry_base: ws.retry_base,
+                retry_max: ws.retry_max,
+                max_age: ws.max_age,
+                signature,
+            },
         })
     }
 }
@@ -1116,7 +1189,7 @@ impl RawBroker {
         node_id: u64,
         data_dir: &std::path::Path,
         default_dir: &str,
-        invalid: &dyn Fn(&str, String) -> ConfigError,
+        invalid: &Invalid<'_>,
     ) -> Result<BrokerSettings, ConfigError> {
         let b = self;
         if b.segment_bytes < 4096 {
@@ -1139,7 +1212,7 @@ impl RawBroker {
         }
         // Broker-side names follow the broker's rules: Kafka's everywhere but on MQTT, where
         // levels (`/`) and, for subscribing, wildcards are allowed.
-        let mqtt = b.kind == "mqtt";
+        let mqtt = b.kind == BrokerType::Mqtt;
         let validate = |name: &str| -> Result<(), String> {
             if mqtt {
                 if name.is_empty() || name.len() > 65_535 || name.contains('\0') {
@@ -1172,9 +1245,9 @@ impl RawBroker {
                 return Err(invalid(&format!("{key}.topic_map.{gateway}"), e));
             }
         }
-        let kind = match b.kind.as_str() {
-            "embedded" => BrokerKind::Embedded,
-            "kafka" => {
+        let kind = match b.kind {
+            BrokerType::Embedded => BrokerKind::Embedded,
+            BrokerType::Kafka => {
                 let k = &b.kafka;
                 let servers = k
                     .bootstrap_servers
@@ -1201,7 +1274,7 @@ impl RawBroker {
                     properties: k.properties.clone().into_iter().collect(),
                 })
             }
-            "mqtt" => {
+            BrokerType::Mqtt => {
                 let m = &b.mqtt;
                 let address = m
                     .address
@@ -1267,12 +1340,6 @@ impl RawBroker {
                     tap_linger: m.stream_linger,
                     max_message_bytes: b.max_message_bytes,
                 })
-            }
-            other => {
-                return Err(invalid(
-                    &format!("{key}.kind"),
-                    format!("`{other}` is not one of embedded, kafka, mqtt"),
-                ))
             }
         };
         Ok(BrokerSettings {
@@ -1451,10 +1518,28 @@ mod tests {
             ok.streams.slow_consumer,
             eventgate_actors::stream::SlowConsumerPolicy::DropOldest
         );
-        let err = load_str("[streams]\nslow_consumer = \"drop-newest\"\n").unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("streams.slow_consumer"), "{text}");
-        assert!(text.contains("drop-oldest"), "{text}");
+        for (file, key, a_choice) in [
+            (
+                "[streams]\nslow_consumer = \"drop-newest\"\n",
+                "streams.slow_consumer",
+                "drop-oldest",
+            ),
+            ("[broker]\nkind = \"rabbitmq\"\n", "broker.kind", "kafka"),
+            (
+                "[brokers.b]\nkind = \"redis\"\ntopics = [\"t\"]\n",
+                "brokers.b.kind",
+                "mqtt",
+            ),
+            (
+                "[websub]\nsignature_algorithm = \"md5\"\n",
+                "websub.signature_algorithm",
+                "sha256",
+            ),
+        ] {
+            let text = load_str(file).unwrap_err().to_string();
+            assert!(text.contains(key), "{text}");
+            assert!(text.contains(a_choice), "{text}");
+        }
     }
 
     #[test]
