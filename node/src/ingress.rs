@@ -17,9 +17,10 @@ use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::governance::{Entrypoint, OverLimit, QuotaKind, RateLimit};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::limits::{ConnectionSlot, Limiter, RateStatus};
+use crate::limits::{ConnectionSlot, Limiter};
 use crate::metrics::Metrics;
 use crate::policy::{Action, Admission, Credential, Gatekeeper, Principal, Target};
+use crate::rate::RateStatus;
 use crate::refusal::Refusal;
 
 /// The entrypoint-neutral operations of the gateway. Cheap to clone.

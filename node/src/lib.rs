@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod policy;
+pub mod rate;
 pub mod refusal;
 pub mod run;
 

@@ -10,7 +10,7 @@
 use eventgate_actors::broker::BrokerError;
 use eventgate_raft_store::control::ControlError;
 
-use crate::limits::RateStatus;
+use crate::rate::RateStatus;
 
 /// Why a request was not admitted, or a message not published.
 #[derive(Debug, thiserror::Error)]

@@ -93,7 +93,7 @@ impl ApiError {
     }
 
     /// A plan's rate limit is spent for this window.
-    fn rate_limited(detail: impl Into<String>, status: &crate::limits::RateStatus) -> Self {
+    fn rate_limited(detail: impl Into<String>, status: &crate::rate::RateStatus) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
