@@ -26,6 +26,8 @@ use crate::websub::{challenge, subscription_id, with_query};
 
 /// How long a failed subscription actor waits before it is started again.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// How long before ending a withdrawn subscription is tried again, if its removal failed.
+const ENDING_RETRY: Duration = Duration::from_secs(2);
 
 /// Messages of [`HubSupervisor`].
 #[derive(Debug)]
@@ -45,6 +47,9 @@ pub struct HubState {
     children: HashMap<String, Child>,
     ids: HashMap<ActorId, String>,
     backoff: HashMap<String, Instant>,
+    /// Subscriptions being ended because their subscriber lost the right, until when not to
+    /// try again.
+    ending: HashMap<String, Instant>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -113,6 +118,7 @@ impl Actor for HubSupervisor {
             children: HashMap::new(),
             ids: HashMap::new(),
             backoff: HashMap::new(),
+            ending: HashMap::new(),
             watcher,
         })
     }
@@ -175,7 +181,7 @@ impl Actor for HubSupervisor {
 
 async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
     let me = state.ctx.node_id;
-    let desired: HashMap<String, Subscription> = state.ctx.control.reader().read(|s| {
+    let mut desired: HashMap<String, Subscription> = state.ctx.control.reader().read(|s| {
         s.subscriptions
             .values()
             .filter(|sub| delivers(sub, me))
@@ -184,6 +190,22 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
     });
     let now = Instant::now();
     state.backoff.retain(|_, until| *until > now);
+    // A subscriber that lost the right to its topic is not delivered to any more: its owner
+    // ends the subscription and tells it (`hub.mode=denied`). Rights are read from the applied
+    // state, which every governance change reaches as an applied entry.
+    if let Some(policy) = state.ctx.policy.clone() {
+        state.ending.retain(|_, until| *until > now);
+        desired.retain(|id, sub| match policy.withdrawn(sub) {
+            None => true,
+            Some(reason) => {
+                if !state.ending.contains_key(id) {
+                    state.ending.insert(id.clone(), now + ENDING_RETRY);
+                    tokio::spawn(end_withdrawn(state.ctx.clone(), sub.clone(), reason));
+                }
+                false
+            }
+        });
+    }
     let stale: Vec<String> = state
         .children
         .keys()
@@ -239,6 +261,56 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
             }
         }
     }
+}
+
+/// Ends `sub`, whose subscriber may no longer read its topic: removes it (cluster-wide, with
+/// its cursor and retries), drops what the broker holds for it, and tells the subscriber.
+async fn end_withdrawn(ctx: DeliveryContext, sub: Subscription, reason: String) {
+    let removed = ctx
+        .control
+        .write(Command::RemoveSubscription { id: sub.id.clone() })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(subscription = %sub.id, error = %e, "withdrawn subscription not removed; trying again");
+        return;
+    }
+    tracing::info!(subscription = %sub.id, topic = %sub.topic, %reason, "SubscriptionRevoked");
+    if let Err(e) = ctx.broker.close_session(&sub.id).await {
+        tracing::warn!(subscription = %sub.id, error = %e, "broker session of a revoked subscription not closed");
+    }
+    let topic = sub.topic_url.as_deref().unwrap_or(&sub.topic);
+    notify_denied(&ctx, &sub.callback, topic, &reason).await;
+}
+
+/// Tells a subscriber its subscription is refused or ended (`hub.mode=denied`, WebSub 5.2).
+async fn notify_denied(ctx: &DeliveryContext, callback: &str, topic: &str, reason: &str) {
+    let url = with_query(
+        callback,
+        &[
+            ("hub.mode", "denied"),
+            ("hub.topic", topic),
+            ("hub.reason", reason),
+        ],
+    );
+    let request = CallbackRequest {
+        method: CallbackMethod::Get,
+        url,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    match ctx.client.send(request).await {
+        Ok(_) => {
+            tracing::info!(%topic, callback = %redacted(callback), %reason, "SubscriptionDenied")
+        }
+        Err(e) => {
+            tracing::info!(callback = %redacted(callback), error = %e, "denial not delivered")
+        }
+    }
+}
+
+/// A callback URL for logs: without its query, which may carry the subscriber's tokens.
+fn redacted(callback: &str) -> &str {
+    callback.split(['?', '#']).next().unwrap_or(callback)
 }
 
 /// Timing of the coordinator.
@@ -387,6 +459,9 @@ pub struct Intent {
     /// The (application, API) asking, recorded with the subscription once verified so that
     /// plans can count subscriptions.
     pub application: Option<(String, String)>,
+    /// The API key it asked with (none for a JWT or anonymously): the subscription lives no
+    /// longer than the key.
+    pub key: Option<String>,
 }
 
 /// What the subscriber asks for.
@@ -442,35 +517,14 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
     let id = subscription_id(&intent.topic, &intent.callback);
     match &intent.mode {
         IntentMode::Deny { reason } => {
-            let url = with_query(
-                &intent.callback,
-                &[
-                    ("hub.mode", "denied"),
-                    ("hub.topic", intent.topic_as_given.as_str()),
-                    ("hub.reason", reason.as_str()),
-                ],
-            );
-            let request = CallbackRequest {
-                method: CallbackMethod::Get,
-                url,
-                headers: Vec::new(),
-                body: Bytes::new(),
-            };
-            match ctx.client.send(request).await {
-                Ok(_) => {
-                    tracing::info!(topic = %intent.topic, callback = %intent.callback, %reason, "SubscriptionDenied")
-                }
-                Err(e) => {
-                    tracing::info!(callback = %intent.callback, error = %e, "denial not delivered")
-                }
-            }
+            notify_denied(&ctx, &intent.callback, &intent.topic_as_given, reason).await;
         }
         IntentMode::Subscribe {
             lease_seconds,
             secret,
         } => {
             if let Err(e) = verify(&ctx, &intent, "subscribe", Some(*lease_seconds)).await {
-                tracing::info!(subscription = %id, callback = %intent.callback, error = %e, "SubscriptionVerificationFailed");
+                tracing::info!(subscription = %id, callback = %redacted(&intent.callback), error = %e, "SubscriptionVerificationFailed");
                 return;
             }
             // The broker holds messages for the subscription from now on (MQTT: its
@@ -514,9 +568,10 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                     .then(|| intent.topic_as_given.clone()),
             };
             let command = Command::ActivateSubscriptionFor {
-                subscription,
+                subscription: Box::new(subscription),
                 start_offsets,
                 application: intent.application.clone(),
+                key: intent.key.clone(),
             };
             match ctx.control.write(command).await {
                 Ok(_) => {

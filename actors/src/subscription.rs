@@ -43,6 +43,9 @@ pub const ATTEMPT_HEADER: &str = "x-eventgate-attempt";
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Messages read from the broker at a time.
 const READ_BATCH: usize = 128;
+/// How often a delivery held by a withdrawn right looks again (the hub ends the subscription
+/// meanwhile, which cancels it).
+const WITHDRAWN_RECHECK: Duration = Duration::from_millis(100);
 
 /// Retry and signing policy of deliveries.
 #[derive(Debug, Clone)]
@@ -151,8 +154,16 @@ pub enum Allowance {
     Wait(Duration),
 }
 
-/// The delivery quota of WebSub subscriptions (plans' `deliveries`), kept by the node.
-pub trait DeliveryQuota: Send + Sync + std::fmt::Debug + 'static {
+/// What the node's policies say about WebSub subscriptions: whether a subscriber may still
+/// read its topic, and the plans' delivery quota (`deliveries`). The actors know nothing of
+/// APIs, applications or plans; the node does.
+pub trait DeliveryPolicy: Send + Sync + std::fmt::Debug + 'static {
+    /// Why `subscription`'s subscriber may no longer read its topic, if so: the API key it
+    /// was made with revoked, its application disabled or deleted, the application's access
+    /// to the API or its permission withdrawn, the topic now behind credentials. Decided on
+    /// this node's applied state, before every delivery attempt.
+    fn withdrawn(&self, subscription: &Subscription) -> Option<String>;
+
     /// Whether subscription `id` may deliver one more message now.
     fn allow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Allowance>;
 }
@@ -185,8 +196,8 @@ pub struct DeliveryContext {
     pub settings: DeliverySettings,
     /// Base URL of the gateway as subscribers see it (hub and topic URLs derive from it).
     pub public_url: String,
-    /// Plans' delivery limits; none: unlimited.
-    pub quota: Option<Arc<dyn DeliveryQuota>>,
+    /// Rights and plans' delivery limits; none: everything is allowed, unlimited.
+    pub policy: Option<Arc<dyn DeliveryPolicy>>,
     pub metrics: DeliveryMetrics,
 }
 
@@ -413,10 +424,10 @@ async fn deliver_partition(
             let prior = book.lock().await.get(&(partition, message.offset)).cloned();
             // A first attempt spends the plan's delivery quota (a retry was paid for).
             let mut dropped = false;
-            if let (Some(quota), None) = (&ctx.quota, &prior) {
+            if let (Some(policy), None) = (&ctx.policy, &prior) {
                 let id = record.borrow().id.clone();
                 loop {
-                    match quota.allow(&id).await {
+                    match policy.allow(&id).await {
                         Allowance::Deliver => break,
                         Allowance::Drop => {
                             dropped = true;
@@ -564,7 +575,17 @@ async fn deliver_one(
         }
     }
     loop {
-        let sub = record.borrow().clone();
+        let mut sub = record.borrow().clone();
+        // No delivery once the subscriber's right is withdrawn: the hub ends the subscription
+        // (and tells the subscriber); until then, hold.
+        while let Some(reason) = ctx.policy.as_ref().and_then(|p| p.withdrawn(&sub)) {
+            tracing::debug!(subscription = %sub.id, %reason, "delivery held: right withdrawn");
+            tokio::select! {
+                () = tokio::time::sleep(WITHDRAWN_RECHECK) => {}
+                () = cancel.cancelled() => return Outcome::Cancelled,
+            }
+            sub = record.borrow().clone();
+        }
         attempt += 1;
         ctx.metrics.attempts.inc();
         if attempt > 1 {

@@ -346,7 +346,7 @@ pub(crate) fn context(
         cursors: CursorCommitter::new(node, port),
         settings,
         public_url: "http://gateway.test".to_owned(),
-        quota: None,
+        policy: None,
         metrics: DeliveryMetrics::default(),
     }
 }

@@ -13,13 +13,16 @@ use std::time::Duration;
 use eventgate_actors::broker::{BrokerDriver, OutgoingMessage, Position};
 use eventgate_actors::stream::connection::CloseSwitch;
 use eventgate_actors::stream::CloseReason;
+use eventgate_actors::subscription::{Allowance, DeliveryPolicy};
 use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::governance::{Entrypoint, OverLimit, QuotaKind, RateLimit};
+use eventgate_raft_store::Subscription;
+use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::limits::{ConnectionSlot, Limiter};
+use crate::limits::{ConnectionSlot, Limiter, WebsubQuota};
 use crate::metrics::Metrics;
-use crate::policy::{Action, Admission, Credential, Gatekeeper, Principal, Target};
+use crate::policy::{Action, Admission, Credential, Gatekeeper, Principal, Target, Via};
 use crate::rate::RateStatus;
 use crate::refusal::Refusal;
 
@@ -271,14 +274,14 @@ impl Ingress {
     }
 
     /// Admits a WebSub request for `target`: the read right; for a new subscription also the
-    /// plan's subscription limit and the topic. Answers the (application, API) the
-    /// subscription counts against, if any.
+    /// plan's subscription limit and the topic. Answers who makes it: the application and
+    /// the API it counts against, and the API key it lives by.
     pub async fn admit_subscription(
         &self,
         credential: Option<&Credential>,
         target: Target<'_>,
         subscription: &WebsubAsk<'_>,
-    ) -> Result<Option<(String, String)>, Refusal> {
+    ) -> Result<Option<WebsubMaker>, Refusal> {
         let admission = self
             .admit(credential, target, Action::Subscribe, Entrypoint::Websub)
             .await?;
@@ -312,7 +315,15 @@ impl Ingress {
             }
             self.ensure_topic(target.topic).await?;
         }
-        Ok(Some((principal.app, grant.api)))
+        let key = match principal.via {
+            Via::ApiKey(id) => Some(id),
+            Via::Jwt => None,
+        };
+        Ok(Some(WebsubMaker {
+            app: principal.app,
+            api: grant.api,
+            key,
+        }))
     }
 
     /// Ends `closer` when its principal's credential expires or its right to read `target`
@@ -365,6 +376,16 @@ impl Ingress {
     }
 }
 
+/// Who makes a WebSub subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebsubMaker {
+    pub app: String,
+    /// The API whose plan the subscription counts against.
+    pub api: String,
+    /// The API key presented (none for a JWT).
+    pub key: Option<String>,
+}
+
 /// A WebSub request as admission sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct WebsubAsk<'a> {
@@ -414,5 +435,64 @@ impl DeliveryBudget {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// WebSub subscriptions held to what admitted them for their whole life: before every
+/// delivery attempt, and whenever the hub reconciles on a change, the subscriber's right to the
+/// topic is decided again on the applied state (the key it subscribed with, its application,
+/// the application's access to the API and permission, the API itself; anonymous ones: that
+/// the topic is still open); first attempts spend the plan's delivery quota.
+#[derive(Debug, Clone)]
+pub struct WebsubPolicy {
+    gate: Gatekeeper,
+    quota: WebsubQuota,
+}
+
+impl WebsubPolicy {
+    pub fn new(gate: Gatekeeper, quota: WebsubQuota) -> Self {
+        Self { gate, quota }
+    }
+}
+
+impl DeliveryPolicy for WebsubPolicy {
+    fn withdrawn(&self, subscription: &Subscription) -> Option<String> {
+        let (maker, key, key_expiry) = self.gate.reader().read(|s| {
+            let g = &s.governance;
+            let key = g.websub_keys.get(&subscription.id).cloned();
+            let expiry = key
+                .as_ref()
+                .and_then(|k| g.keys.get(k))
+                .and_then(|k| k.expires_at_ms);
+            (
+                g.websub_applications.get(&subscription.id).cloned(),
+                key,
+                expiry,
+            )
+        });
+        let target = Target {
+            topic: &subscription.topic,
+            api: maker.as_ref().map(|(_, api)| api.as_str()),
+        };
+        let decided = match &maker {
+            Some((app, _)) => {
+                let principal = Principal {
+                    app: app.clone(),
+                    via: key.map_or(Via::Jwt, Via::ApiKey),
+                    expires_at_ms: key_expiry,
+                };
+                self.gate
+                    .recheck(&principal, target, Action::Subscribe, Entrypoint::Websub)
+            }
+            None => self
+                .gate
+                .authorize(None, false, target, Action::Subscribe, Entrypoint::Websub)
+                .map(|_| ()),
+        };
+        decided.err().map(|refusal| refusal.to_string())
+    }
+
+    fn allow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Allowance> {
+        Box::pin(self.quota.decide(id))
     }
 }

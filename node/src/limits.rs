@@ -327,7 +327,9 @@ impl WebsubQuota {
         Self { limiter }
     }
 
-    async fn decide(&self, id: &str) -> eventgate_actors::subscription::Allowance {
+    /// Whether subscription `id` may deliver one more message now, under the plan of the
+    /// (application, API) that made it.
+    pub async fn decide(&self, id: &str) -> eventgate_actors::subscription::Allowance {
         use eventgate_actors::subscription::Allowance;
         use eventgate_raft_store::governance::{AccessState, OverLimit};
         let plan = self.limiter.inner.control.reader().read(|s| {
@@ -366,14 +368,5 @@ impl WebsubQuota {
             // No quorum to reserve quota: hold deliveries rather than exceed the plan.
             Err(_) => Allowance::Wait(Duration::from_secs(1)),
         }
-    }
-}
-
-impl eventgate_actors::subscription::DeliveryQuota for WebsubQuota {
-    fn allow<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, eventgate_actors::subscription::Allowance> {
-        Box::pin(self.decide(id))
     }
 }

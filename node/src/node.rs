@@ -300,6 +300,17 @@ pub async fn start_with_broker(
         std::time::Duration::from_secs(3),
         metrics.clone(),
     );
+    let jwt = match &config.auth.jwt {
+        Some(settings) => {
+            let verifier = crate::auth::JwtVerifier::load(settings.clone())
+                .await
+                .map_err(Error::Internal)?;
+            verifier.spawn_refresh(shutdown.clone());
+            Some(verifier)
+        }
+        None => None,
+    };
+    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
     let port: Arc<dyn eventgate_actors::control::ControlPort> = Arc::new(control.clone());
     let delivery = DeliveryContext {
         node_id,
@@ -312,7 +323,10 @@ pub async fn start_with_broker(
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", info.http_addr)),
-        quota: Some(Arc::new(crate::limits::WebsubQuota::new(limiter.clone()))),
+        policy: Some(Arc::new(crate::ingress::WebsubPolicy::new(
+            gate.clone(),
+            crate::limits::WebsubQuota::new(limiter.clone()),
+        ))),
         metrics: metrics.delivery.clone(),
     };
     control.observe_writes(metrics.raft_write_latency.clone());
@@ -345,17 +359,6 @@ pub async fn start_with_broker(
             ))
         })
         .collect();
-    let jwt = match &config.auth.jwt {
-        Some(settings) => {
-            let verifier = crate::auth::JwtVerifier::load(settings.clone())
-                .await
-                .map_err(Error::Internal)?;
-            verifier.spawn_refresh(shutdown.clone());
-            Some(verifier)
-        }
-        None => None,
-    };
-    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
     limiter.spawn_reporter(shutdown.clone(), std::time::Duration::from_secs(30));
     tokio::spawn(declare_config(
         control.clone(),

@@ -174,6 +174,9 @@ fn classify(e: reqwest::Error) -> CallbackError {
     if e.is_timeout() {
         return CallbackError::Timeout;
     }
+    // The URL may carry the subscriber's tokens and a verification's `hub.challenge`: the
+    // error, which is logged and kept in dead letters, goes without it.
+    let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {

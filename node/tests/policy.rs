@@ -1169,3 +1169,143 @@ access = {{ news = "two" }}
     assert!(commits > 0, "{text}");
     node.stop().await;
 }
+
+/// A WebSub subscription lives only as long as the rights that admitted it: revoking the key
+/// it was made with, disabling or deleting its application, withdrawing the application's
+/// permission or its access to the API each end it — removed from the replicated state, the
+/// subscriber told with `hub.mode=denied` — and nothing published after the change reaches it.
+#[tokio::test]
+async fn websub_subscriptions_end_when_their_rights_are_withdrawn() {
+    let apps = [
+        "deleted",
+        "key-revoked",
+        "disabled",
+        "unpermitted",
+        "no-access",
+        "kept",
+    ];
+    let keys: Vec<(String, String)> = apps
+        .iter()
+        .map(|_| eventgate::auth::generate_key())
+        .collect();
+    let mut config = String::from(
+        r#"
+[topics]
+names = ["orders"]
+[websub]
+allow_private_callbacks = true
+[apis.shop]
+channels = { orders = "orders" }
+security = ["api_key"]
+[plans.open]
+description = "no limits"
+"#,
+    );
+    for (app, (_, hash)) in apps.iter().zip(&keys) {
+        config.push_str(&format!(
+            "[applications.{app}]\npermissions = [{{ topics = \"orders\", publish = true, subscribe = true }}]\napi_key_hashes = [\"{hash}\"]\naccess = {{ shop = \"open\" }}\n"
+        ));
+    }
+    let node = common::start(&config).await;
+    let cb = CallbackServer::start().await;
+    let admin = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let node = &node;
+        async move {
+            let mut r = node
+                .client
+                .request(method, format!("{}/admin{path}", node.base));
+            if let Some(body) = body {
+                r = r.json(&body);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    // The configuration is declared shortly after start.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while admin(reqwest::Method::GET, "/applications/kept".to_owned(), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "config never declared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (app, (key, _)) in apps.iter().zip(&keys) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &cb.url(&format!("/{app}"))),
+            ])
+            .finish();
+        let r = node
+            .client
+            .post(format!("{}/hub", node.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-api-key", key.as_str())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{app}");
+        wait_active(&node, &cb.url(&format!("/{app}"))).await;
+    }
+
+    let key_id = |i: usize| keys[i].1[..16].to_owned();
+    let permissions = |subscribe: bool| json!({ "permissions": [{ "topics": "orders", "publish": true, "subscribe": subscribe }] });
+    let changes = [
+        (
+            reqwest::Method::DELETE,
+            "/applications/deleted".to_owned(),
+            None,
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/applications/key-revoked/keys/{}", key_id(1)),
+            None,
+        ),
+        (reqwest::Method::PUT, "/applications/disabled".to_owned(), {
+            let mut body = permissions(true);
+            body["disabled"] = json!(true);
+            Some(body)
+        }),
+        (
+            reqwest::Method::PUT,
+            "/applications/unpermitted".to_owned(),
+            Some(permissions(false)),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/applications/no-access/access/shop".to_owned(),
+            None,
+        ),
+    ];
+    for (method, path, body) in changes {
+        let (status, text) = admin(method, path.clone(), body).await;
+        assert!(status == 200 || status == 201, "{path}: {status} {text}");
+    }
+
+    // Published after every change was applied: only the untouched application gets it.
+    let r = publish_as(&node, "orders", Some(&keys[5].0), b"after").await;
+    assert_eq!(r.status(), 202);
+    let got = cb.wait_for(&Method::POST, "/kept", 1, T).await;
+    assert_eq!(&got[0].body[..], b"after");
+    for app in &apps[..5] {
+        let path = format!("/{app}");
+        let denial = &cb.wait_for(&Method::GET, &path, 2, T).await[1];
+        assert_eq!(denial.query["hub.mode"], "denied", "{app}");
+        assert_eq!(denial.query["hub.topic"], "orders", "{app}");
+        assert!(!denial.query["hub.reason"].is_empty(), "{app}");
+        common::websub::wait_gone(&node, &cb.url(&path)).await;
+        assert!(
+            cb.requests(&Method::POST, &path).is_empty(),
+            "{app}: delivered after its right was withdrawn"
+        );
+    }
+    assert_eq!(common::websub::subscriptions(&node).await.len(), 1);
+}

@@ -139,12 +139,14 @@ pub enum Command {
         application: Option<(String, String)>,
     },
     /// [`Command::ActivateSubscription`] and, in the same entry, which (application, API)
-    /// made the subscription (`None` keeps what a renewal had): one atomic write, so a
-    /// subscription is never active without the plan it counts against.
+    /// made the subscription and with which API key (`None` for a JWT); an application of
+    /// `None` keeps what a renewal had. One atomic write, so a subscription is never active
+    /// without the plan it counts against and the credential it lives by.
     ActivateSubscriptionFor {
-        subscription: Subscription,
+        subscription: Box<Subscription>,
         start_offsets: Vec<(u32, u64)>,
         application: Option<(String, String)>,
+        key: Option<String>,
     },
 }
 

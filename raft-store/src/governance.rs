@@ -236,6 +236,9 @@ pub struct Governance {
     pub connections: BTreeMap<(String, String), BTreeMap<NodeId, u32>>,
     /// WebSub subscription id → (application, API) it was made by.
     pub websub_applications: BTreeMap<String, (String, String)>,
+    /// WebSub subscription id → the API key it was made with (none for a JWT): the
+    /// subscription lives no longer than the key.
+    pub websub_keys: BTreeMap<String, String>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -253,6 +256,7 @@ pub enum GovTouched {
     Usage(UsageKey),
     Connections(String, String),
     WebsubApplication(String),
+    WebsubKey(String),
 }
 
 fn refused(reason: impl Into<String>) -> Response {
@@ -676,6 +680,26 @@ impl Governance {
         };
         if changed {
             t.push(GovTouched::WebsubApplication(subscription.to_owned()));
+        }
+    }
+
+    /// Records the API key a WebSub subscription was made with (`None`: none, or forget it).
+    pub(crate) fn set_websub_key(
+        &mut self,
+        subscription: &str,
+        key: Option<String>,
+        t: &mut Vec<GovTouched>,
+    ) {
+        let changed = match key {
+            Some(key) => {
+                self.websub_keys
+                    .insert(subscription.to_owned(), key.clone())
+                    != Some(key)
+            }
+            None => self.websub_keys.remove(subscription).is_some(),
+        };
+        if changed {
+            t.push(GovTouched::WebsubKey(subscription.to_owned()));
         }
     }
 }

@@ -248,15 +248,14 @@ impl ControlState {
                 subscription,
                 start_offsets,
                 application,
+                key,
             } => {
                 let response = self.activate(subscription, start_offsets, touched);
                 if let Some(application) = application {
                     let mut gov = Vec::new();
-                    self.governance.set_websub_application(
-                        &subscription.id,
-                        Some(application.clone()),
-                        &mut gov,
-                    );
+                    let g = &mut self.governance;
+                    g.set_websub_application(&subscription.id, Some(application.clone()), &mut gov);
+                    g.set_websub_key(&subscription.id, key.clone(), &mut gov);
                     touched.extend(gov.into_iter().map(Touched::Gov));
                 }
                 response
@@ -375,6 +374,7 @@ impl ControlState {
         }
         let mut gov = Vec::new();
         self.governance.set_websub_application(id, None, &mut gov);
+        self.governance.set_websub_key(id, None, &mut gov);
         touched.extend(gov.into_iter().map(Touched::Gov));
         existed
     }
@@ -524,20 +524,23 @@ mod tests {
         let app = ("shop-app".to_owned(), "shop".to_owned());
         state.apply(
             &Command::ActivateSubscriptionFor {
-                subscription: sub("a", None, 10),
+                subscription: Box::new(sub("a", None, 10)),
                 start_offsets: vec![(0, 7)],
                 application: Some(app.clone()),
+                key: Some("k1".to_owned()),
             },
             &mut touched,
         );
         assert_eq!(state.cursors["a"][&0], 7);
         assert_eq!(state.governance.websub_applications["a"], app);
+        assert_eq!(state.governance.websub_keys["a"], "k1");
         // A renewal without credentials keeps the application; removal forgets it.
         state.apply(
             &Command::ActivateSubscriptionFor {
-                subscription: sub("a", None, 20),
+                subscription: Box::new(sub("a", None, 20)),
                 start_offsets: vec![(0, 99)],
                 application: None,
+                key: None,
             },
             &mut touched,
         );
@@ -548,5 +551,6 @@ mod tests {
             &mut touched,
         );
         assert!(!state.governance.websub_applications.contains_key("a"));
+        assert!(!state.governance.websub_keys.contains_key("a"));
     }
 }

@@ -35,6 +35,7 @@ const P_ACCESS: u8 = b'g';
 const P_USAGE: u8 = b'u';
 const P_CONNS: u8 = b'x';
 const P_WEBSUB_APPLICATION: u8 = b'w';
+const P_WEBSUB_KEY: u8 = b'W';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -192,6 +193,9 @@ impl SledStateMachine {
                 entity_key(P_WEBSUB_APPLICATION, id)?,
                 g.websub_applications.get(id),
             ),
+            GovTouched::WebsubKey(id) => {
+                put_or_remove(batch, entity_key(P_WEBSUB_KEY, id)?, g.websub_keys.get(id))
+            }
         }
     }
 
@@ -242,6 +246,9 @@ impl SledStateMachine {
         }
         for (k, v) in &g.websub_applications {
             batch.insert(entity_key(P_WEBSUB_APPLICATION, k)?, enc(v)?);
+        }
+        for (k, v) in &g.websub_keys {
+            batch.insert(entity_key(P_WEBSUB_KEY, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -337,6 +344,11 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_WEBSUB_APPLICATION => {
                     let g = &mut data.state.governance;
                     g.websub_applications
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_WEBSUB_KEY => {
+                    let g = &mut data.state.governance;
+                    g.websub_keys
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

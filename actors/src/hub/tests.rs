@@ -24,6 +24,7 @@ fn intent(mode: IntentMode, application: Option<(&str, &str)>) -> Intent {
         topic_as_given: "http://gateway.test/topics/orders".to_owned(),
         callback: CALLBACK.to_owned(),
         application: application.map(|(app, api)| (app.to_owned(), api.to_owned())),
+        key: Some("key-1".to_owned()),
     }
 }
 
@@ -106,6 +107,13 @@ async fn a_verified_subscription_is_activated_with_its_application_in_one_write(
     assert_eq!(
         application,
         Some(("shop-app".to_owned(), "shop".to_owned()))
+    );
+    assert_eq!(
+        control
+            .reader()
+            .read(|s| s.governance.websub_keys.get(&id).cloned()),
+        Some("key-1".to_owned()),
+        "the key it was made with is recorded in the same write"
     );
     let writes: Vec<_> = control
         .written()
@@ -332,4 +340,71 @@ async fn a_follower_reassigns_nothing() {
     .await;
     cancel.cancel();
     coordinator.await.unwrap();
+}
+
+/// A policy whose verdict the test sets: the node's rights, as the hub sees them.
+#[derive(Debug, Default)]
+struct Switch {
+    withdrawn: std::sync::Mutex<Option<String>>,
+}
+
+impl crate::subscription::DeliveryPolicy for Switch {
+    fn withdrawn(&self, _subscription: &Subscription) -> Option<String> {
+        self.withdrawn.lock().unwrap().clone()
+    }
+
+    fn allow<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, crate::subscription::Allowance> {
+        Box::pin(async { crate::subscription::Allowance::Deliver })
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_whose_right_is_withdrawn_is_ended_and_its_subscriber_told() {
+    let control = MemoryControl::new(1);
+    let broker = PartitionedBroker::new(1);
+    let callback = ScriptedCallback::new(|_| Reply::Status(200));
+    let switch = Arc::new(Switch::default());
+    let mut ctx = context(&control, 1, broker.clone(), callback.clone(), settings(1));
+    ctx.policy = Some(switch.clone());
+    let (hub, _) = Actor::spawn(None, HubSupervisor, ctx.clone())
+        .await
+        .unwrap();
+    subscribe(&control, broker.as_ref(), "s1", "orders", 1).await;
+    broker.publish_to("orders", 0, "m0".to_owned()).await;
+    wait_until("m0 delivered", || ctx.metrics.delivered.get() == 1).await;
+
+    *switch.withdrawn.lock().unwrap() = Some("application `a` is disabled".to_owned());
+    // Published once the right is gone: never delivered.
+    broker.publish_to("orders", 0, "m1".to_owned()).await;
+    // Any applied change makes the hub look again; a heartbeat will do.
+    control.apply(Command::NodeHeartbeat { node: 1, at_ms: 1 });
+    wait_until("the subscription removed", || {
+        control
+            .reader()
+            .read(|s| !s.subscriptions.contains_key("s1"))
+    })
+    .await;
+    wait_until("the subscriber told", || {
+        callback
+            .seen()
+            .iter()
+            .any(|s| s.method == CallbackMethod::Get)
+    })
+    .await;
+    let denial = callback
+        .seen()
+        .into_iter()
+        .find(|s| s.method == CallbackMethod::Get)
+        .unwrap();
+    assert_eq!(denial.query("hub.mode").as_deref(), Some("denied"));
+    assert_eq!(denial.query("hub.topic").as_deref(), Some("orders"));
+    assert_eq!(
+        denial.query("hub.reason").as_deref(),
+        Some("application `a` is disabled")
+    );
+    assert_eq!(callback.deliveries().len(), 1, "m1 was never delivered");
+    hub.stop_and_wait(None, None).await.unwrap();
 }

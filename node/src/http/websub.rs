@@ -233,12 +233,17 @@ pub async fn hub(
         },
         None => IntentMode::Unsubscribe,
     };
+    let (application, key) = match application {
+        Some(maker) => (Some((maker.app, maker.api)), maker.key),
+        None => (None, None),
+    };
     let intent = Intent {
         mode,
         topic,
         topic_as_given,
         callback,
         application,
+        key,
     };
     tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
     Ok((
