@@ -27,30 +27,88 @@ pub struct OutboundSettings {
     pub per_host_concurrency: usize,
 }
 
+/// IPv4 ranges callbacks may not reach by default: every block of IANA's IPv4 special-purpose
+/// address registry that is not globally reachable, and the reserved space (network, prefix
+/// length).
+const NON_PUBLIC_V4: &[(u32, u8)] = &[
+    (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
+    (0x0a00_0000, 8),  // 10.0.0.0/8 private
+    (0x6440_0000, 10), // 100.64.0.0/10 shared address space (CGNAT)
+    (0x7f00_0000, 8),  // 127.0.0.0/8 loopback
+    (0xa9fe_0000, 16), // 169.254.0.0/16 link-local (cloud metadata)
+    (0xac10_0000, 12), // 172.16.0.0/12 private
+    (0xc000_0000, 24), // 192.0.0.0/24 IETF protocol assignments
+    (0xc000_0200, 24), // 192.0.2.0/24 TEST-NET-1
+    (0xc058_6300, 24), // 192.88.99.0/24 6to4 relay anycast (deprecated)
+    (0xc0a8_0000, 16), // 192.168.0.0/16 private
+    (0xc612_0000, 15), // 198.18.0.0/15 benchmarking
+    (0xc633_6400, 24), // 198.51.100.0/24 TEST-NET-2
+    (0xcb00_7100, 24), // 203.0.113.0/24 TEST-NET-3
+    (0xe000_0000, 4),  // 224.0.0.0/4 multicast
+    (0xf000_0000, 4),  // 240.0.0.0/4 reserved, and 255.255.255.255 broadcast
+];
+
+/// IPv6 ranges callbacks may not reach by default (IANA's IPv6 special-purpose registry);
+/// the ranges that embed an IPv4 address are checked as that address instead.
+const NON_PUBLIC_V6: &[(u128, u8)] = &[
+    (0, 128),                     // ::/128 unspecified
+    (1, 128),                     // ::1/128 loopback
+    (0x0064_ff9b_0001 << 80, 48), // 64:ff9b:1::/48 local-use NAT64
+    (0x0100 << 112, 64),          // 100::/64 discard-only
+    (0x2001 << 112, 23),          // 2001::/23 IETF protocol assignments (Teredo, …)
+    (0x2001_0db8 << 96, 32),      // 2001:db8::/32 documentation
+    (0x3fff << 112, 20),          // 3fff::/20 documentation
+    (0x5f00 << 112, 16),          // 5f00::/16 segment routing SIDs
+    (0xfc00 << 112, 7),           // fc00::/7 unique local
+    (0xfe80 << 112, 10),          // fe80::/10 link-local
+    (0xfec0 << 112, 10),          // fec0::/10 site-local (deprecated)
+    (0xff00 << 112, 8),           // ff00::/8 multicast
+];
+
+fn in_v4(addr: u32, network: u32, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    addr & mask == network & mask
+}
+
+fn in_v6(addr: u128, network: u128, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    addr & mask == network & mask
+}
+
+/// The IPv4 address an IPv6 address carries, where it is one that routes to IPv4: mapped
+/// (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`, deprecated), NAT64 (`64:ff9b::a.b.c.d`) and
+/// 6to4 (`2002:aabb:ccdd::`).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let bits = u128::from(v6);
+    let low32 = std::net::Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    if bits >> 32 == 0xffff || (bits >> 32 == 0 && bits > 1) || bits >> 32 == 0x0064_ff9b << 64 {
+        return Some(low32);
+    }
+    if bits >> 112 == 0x2002 {
+        return Some(std::net::Ipv4Addr::from(
+            ((bits >> 80) & 0xffff_ffff) as u32,
+        ));
+    }
+    None
+}
+
 /// Whether `ip` is an address callbacks may not reach by default.
 pub fn is_non_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
+            let addr = u32::from(v4);
+            NON_PUBLIC_V4
+                .iter()
+                .any(|&(net, prefix)| in_v4(addr, net, prefix))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_non_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+            let addr = u128::from(v6);
+            NON_PUBLIC_V6
+                .iter()
+                .any(|&(net, prefix)| in_v6(addr, net, prefix))
         }
     }
 }
@@ -208,24 +266,85 @@ mod tests {
 
     #[test]
     fn non_public_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
+        // Every special-purpose range, at its first and last address, and the IPv4 ones also
+        // embedded in IPv6 (mapped, compatible, NAT64, 6to4).
+        let refused = [
             "0.0.0.0",
-            "100.64.0.1",
+            "0.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "100.64.0.0",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.255.255",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.255",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.1",
+            "203.0.113.1",
             "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
             "::1",
-            "fe80::1",
-            "fd00::1",
             "::ffff:127.0.0.1",
-        ] {
-            assert!(is_non_public(ip.parse().unwrap()), "{ip}");
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "100::1",
+            "2001::1",
+            "2001:1ff:ffff::1",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fdff::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+        ];
+        for ip in refused {
+            assert!(is_non_public(ip.parse().unwrap()), "{ip} should be refused");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_non_public(ip.parse().unwrap()), "{ip}");
+        let allowed = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.15.255.255",
+            "172.32.0.1",
+            "192.0.1.1",
+            "192.0.3.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:200::1",
+        ];
+        for ip in allowed {
+            assert!(
+                !is_non_public(ip.parse().unwrap()),
+                "{ip} should be allowed"
+            );
         }
     }
 

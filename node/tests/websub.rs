@@ -340,17 +340,31 @@ async fn malformed_hub_requests_name_the_field_and_create_nothing() {
 #[tokio::test]
 async fn private_callbacks_are_refused_by_default() {
     let node = start("[topics]\nnames = [\"orders\"]\n").await;
-    let (status, body) = hub(
-        &node,
-        &[
-            ("hub.mode", "subscribe"),
-            ("hub.topic", "orders"),
-            ("hub.callback", "http://127.0.0.1:9/cb"),
-        ],
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("hub.callback"), "{body}");
+    // Loopback however it is written: IPv4, IPv4 embedded in IPv6 (compatible, mapped, NAT64,
+    // 6to4), and special-purpose ranges besides.
+    for callback in [
+        "http://127.0.0.1:9/cb",
+        "http://[::127.0.0.1]:9/cb",
+        "http://[::ffff:127.0.0.1]:9/cb",
+        "http://[64:ff9b::7f00:1]:9/cb",
+        "http://[2002:7f00:1::]:9/cb",
+        "http://192.0.2.1:9/cb",
+        "http://198.18.0.1:9/cb",
+        "http://240.0.0.1:9/cb",
+        "http://[fec0::1]:9/cb",
+    ] {
+        let (status, body) = hub(
+            &node,
+            &[
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", callback),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{callback}: {body}");
+        assert!(body.contains("hub.callback"), "{callback}: {body}");
+    }
     node.stop().await;
 }
 
