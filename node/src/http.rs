@@ -153,6 +153,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
         )
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/topics/{name}", get(websub::topic))
         .route("/ws/{topic}", get(ws::ws))
         .route("/sse/{topic}", get(sse::sse))
+        .method_not_allowed_fallback(method_not_allowed)
         .nest("/admin", admin)
         .with_state(state.clone());
     let inner = routes.clone();
@@ -307,6 +309,16 @@ impl AppState {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110, 11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The request's credential: `Authorization`, else `X-API-Key`, else the `access_token` query
 /// parameter (browsers cannot set headers on `EventSource` or `WebSocket`).
 pub fn credential(
@@ -318,8 +330,8 @@ pub fn credential(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return Some(match value.strip_prefix("Bearer ") {
-            Some(token) => Credential::Bearer(token.trim().to_owned()),
+        return Some(match bearer(value) {
+            Some(token) => Credential::Bearer(token.to_owned()),
             None => Credential::Other(value.to_owned()),
         });
     }
@@ -407,6 +419,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// A 405 as every other error: problem+json (axum adds `Allow`).
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::method_not_allowed(&method)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -425,7 +442,7 @@ async fn require_admin(
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer);
             match presented {
                 Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => {}
                 Some(_) => return Err(ApiError::unauthorized("wrong admin token")),

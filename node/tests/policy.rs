@@ -1020,8 +1020,17 @@ access = {{ shop = "free" }}
     let (status, p) = problem(r).await;
     assert_eq!((status, p["field"].as_str()), (400, Some("topic")), "{p}");
 
-    // WebSub: discovery under the API names the API's topic URL, which the hub accepts.
-    let r = get("/shop/v2/topics/purchases").await.unwrap();
+    // WebSub: discovery under the API names the API's topic URL, which the hub accepts; it
+    // needs the API's credentials, as subscribing does.
+    let (status, _) = problem(get("/shop/v2/topics/purchases").await.unwrap()).await;
+    assert_eq!(status, 401);
+    let r = node
+        .client
+        .get(url("/shop/v2/topics/purchases"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let topic_url = url("/shop/v2/topics/purchases");
     let link = r.headers()["link"].to_str().unwrap().to_owned();
@@ -1308,4 +1317,81 @@ description = "no limits"
         );
     }
     assert_eq!(common::websub::subscriptions(&node).await.len(), 1);
+}
+
+/// Small edges of the HTTP surface: every error is problem+json (405 too), the `Bearer`
+/// scheme is case-insensitive, form fields that are not UTF-8 are refused rather than mangled,
+/// and WebSub discovery is admitted as subscribing is.
+#[tokio::test]
+async fn errors_schemes_forms_and_discovery_hold_at_the_edges() {
+    let (keys, config) = keys();
+    let node = start(&config).await;
+    // 405 with a problem and `Allow`, on the gateway's routes and the admin API's.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/hub"),
+        (reqwest::Method::PUT, "/webhook-receiver"),
+        (reqwest::Method::POST, "/admin/openapi.json"),
+    ] {
+        let r = node
+            .client
+            .request(method.clone(), format!("{}{path}", node.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("allow"), "{method} {path}");
+        let (status, p) = problem(r).await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert!(
+            p["type"].as_str().unwrap().ends_with("/method-not-allowed"),
+            "{p}"
+        );
+    }
+    // `bearer` in any case.
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("authorization", format!("bEaReR {}", keys.alice))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // A secret that is not UTF-8 is refused, naming the field.
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", &keys.alice)
+        .body("hub.mode=subscribe&hub.topic=orders&hub.callback=http%3A%2F%2F127.0.0.1%3A9%2Fcb&hub.secret=%FF%FE")
+        .send()
+        .await
+        .unwrap();
+    let (status, p) = problem(r).await;
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("hub.secret")),
+        "{p}"
+    );
+    // Discovery: a secured API's topic needs its credentials; an API without WebSub refuses.
+    let discover = |topic: &'static str, key: Option<&str>| {
+        let mut r = node.client.get(format!("{}/topics/{topic}", node.base));
+        if let Some(key) = key {
+            r = r.header("x-api-key", key.to_owned());
+        }
+        r.send()
+    };
+    let (status, _) = problem(discover("orders", None).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        discover("orders", Some(&keys.alice))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, p) = problem(discover("ticks", Some(&keys.alice)).await.unwrap()).await;
+    assert_eq!(status, 403, "{p}");
+    // A topic of no API stays open while anonymous access is on.
+    assert_eq!(discover("open", None).await.unwrap().status(), 200);
 }

@@ -163,6 +163,16 @@ impl ApiError {
         e
     }
 
+    /// The resource exists but does not answer this method (axum adds the `Allow` header).
+    pub fn method_not_allowed(method: &axum::http::Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("this resource does not answer {method}"),
+        )
+    }
+
     /// A WebSocket endpoint was asked without a WebSocket upgrade.
     pub fn upgrade_required(detail: impl Into<String>) -> Self {
         Self::new(

@@ -10,12 +10,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventgate_actors::broker::validate_topic_name;
 use eventgate_actors::hub::{process_intent, Intent, IntentMode};
+use eventgate_raft_store::governance::Entrypoint;
 
 use super::error::ApiError;
 use super::webhook::read_body;
 use super::AppState;
 use crate::ingress::WebsubAsk;
-use crate::policy::Target;
+use crate::policy::{Action, Target};
 use crate::refusal::Refusal;
 
 /// Largest `/hub` request body.
@@ -125,6 +126,29 @@ fn check_callback(state: &AppState, callback: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A form body, every name and value decoded strictly: bytes that are not UTF-8 once
+/// percent-decoded are refused (naming the field), not replaced.
+fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, ApiError> {
+    let decode = |raw: &[u8], field: &str| {
+        let plus_as_space: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+        String::from_utf8(decoded)
+            .map_err(|_| ApiError::invalid_field(field, "not valid UTF-8 once percent-decoded"))
+    };
+    let mut form = HashMap::new();
+    for pair in bytes.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let mut parts = pair.splitn(2, |&b| b == b'=');
+        let raw_name = parts.next().unwrap_or_default();
+        let name = decode(raw_name, "form")?;
+        let value = decode(parts.next().unwrap_or_default(), &name)?;
+        form.insert(name, value);
+    }
+    Ok(form)
+}
+
 /// The one translation of a [`Refusal`] for `/hub`: what the subscriber may not do (the topic,
 /// or it does not exist) is a WebSub denial with this reason at its callback; anything else is
 /// answered at once.
@@ -180,7 +204,7 @@ pub async fn hub(
         ));
     }
     let bytes = read_body(&headers, body, MAX_HUB_BODY).await?;
-    let form: HashMap<String, String> = form_urlencoded::parse(&bytes).into_owned().collect();
+    let form = parse_form(&bytes)?;
 
     let mode = required(&form, "hub.mode")?;
     let callback = required(&form, "hub.callback")?.to_owned();
@@ -258,9 +282,25 @@ pub async fn hub(
 pub async fn topic(
     State(state): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     via: Option<axum::Extension<super::ViaApi>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     validate_topic_name(&name).map_err(|e| ApiError::invalid_field("topic", e.to_string()))?;
+    // Discovery tells what subscribing would: decided as a WebSub subscription to the topic
+    // is (a secured API's topic needs its credentials, an API without WebSub refuses).
+    state
+        .ingress()
+        .admit(
+            super::credential(&headers, query.as_deref()).as_ref(),
+            Target {
+                topic: &name,
+                api: super::ViaApi::api_of(&via),
+            },
+            Action::Subscribe,
+            Entrypoint::Websub,
+        )
+        .await?;
     let broker = state.broker();
     if !broker.topic_exists(&name).await? {
         return Err(ApiError::topic_not_found(&name));
