@@ -61,6 +61,18 @@ impl Publisher {
     }
 }
 
+/// Whom a stream's frames are published as: the principal admitted at connect (not
+/// authenticated again), whose right is decided per frame.
+#[derive(Debug, Clone)]
+pub struct PublishRight {
+    principal: Option<Principal>,
+    /// Whether the client presented credentials.
+    presented: bool,
+    topic: String,
+    api: Option<String>,
+    entrypoint: Entrypoint,
+}
+
 /// A message the broker holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
@@ -75,8 +87,9 @@ pub struct Published {
 pub struct StreamGrant {
     /// Who reads, when known.
     pub principal: Option<Principal>,
-    /// What frames from the client are published under (WebSocket), if they may publish.
-    pub publish: Option<Publisher>,
+    /// Whom frames from the client are published as (WebSocket), if the stream carries
+    /// publishes at all; the right is decided again for every frame.
+    pub publish: Option<PublishRight>,
     /// The connection counted against the application's plan; released on drop.
     pub slot: Option<ConnectionSlot>,
     /// The application's delivery quota, when its plan has one.
@@ -222,8 +235,28 @@ impl Ingress {
         Ok(Published { position, rate })
     }
 
+    /// Publishes `message` for a stream's client: its right to publish (and its plan, and its
+    /// API's size limit) decided on the state applied now, not at connect, then
+    /// [`Ingress::publish`].
+    pub async fn publish_as(
+        &self,
+        right: &PublishRight,
+        message: OutgoingMessage,
+    ) -> Result<Published, Refusal> {
+        let publisher = self.authorize_publish(
+            right.principal.clone(),
+            right.presented,
+            Target {
+                topic: &right.topic,
+                api: right.api.as_deref(),
+            },
+            right.entrypoint,
+        )?;
+        self.publish(&publisher, message).await
+    }
+
     /// Admits a stream of `target` through `entrypoint` (WebSocket or SSE): the read right,
-    /// the publish right when the stream may carry publishes, a connection slot and the
+    /// whom its frames publish as when the stream may carry publishes, a connection slot and the
     /// delivery budget of the application's plan; makes sure the topic exists.
     pub async fn open_stream(
         &self,
@@ -235,17 +268,13 @@ impl Ingress {
         let admission = self
             .admit(credential, target, Action::Subscribe, entrypoint)
             .await?;
-        let publish = if may_publish {
-            self.authorize_publish(
-                admission.principal.clone(),
-                credential.is_some(),
-                target,
-                entrypoint,
-            )
-            .ok()
-        } else {
-            None
-        };
+        let publish = may_publish.then(|| PublishRight {
+            principal: admission.principal.clone(),
+            presented: credential.is_some(),
+            topic: target.topic.to_owned(),
+            api: target.api.map(str::to_owned),
+            entrypoint,
+        });
         let (slot, budget) = match (&admission.principal, &admission.grant) {
             (Some(p), Some(grant)) => {
                 let slot = grant

@@ -1395,3 +1395,62 @@ async fn errors_schemes_forms_and_discovery_hold_at_the_edges() {
     // A topic of no API stays open while anonymous access is on.
     assert_eq!(discover("open", None).await.unwrap().status(), 200);
 }
+
+/// A WebSocket's right to publish is decided for every frame, not once at connect: withdrawn
+/// (reading kept), the next frame closes the socket with policy-violation and is not stored.
+#[tokio::test]
+async fn a_websocket_loses_its_publish_right_as_soon_as_it_is_withdrawn() {
+    let (keys, config) = keys();
+    let node = start(&config).await;
+    let url = format!(
+        "{}/ws/orders?envelope=json&access_token={}",
+        node.base.replacen("http://", "ws://", 1),
+        keys.alice
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::Text("first".into())).await.unwrap();
+    let ack: Value = match ws_next(&mut ws, WAIT).await.unwrap() {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // The frame it published comes back to it as a reader.
+    let echoed = loop {
+        let frame: Value = match ws_next(&mut ws, WAIT).await.unwrap() {
+            Message::Text(text) => serde_json::from_str(&text).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        if frame["type"] != "ack" {
+            break frame;
+        }
+    };
+    assert_eq!(echoed["payload"], "first", "{echoed}");
+
+    let r = node
+        .client
+        .put(format!("{}/admin/applications/alice", node.base))
+        .json(&json!({ "permissions": [
+            { "topics": "orders", "publish": false, "subscribe": true },
+            { "topics": "ticks", "publish": true, "subscribe": true },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ws.send(Message::Text("second".into())).await.unwrap();
+    assert_eq!(ws_next(&mut ws, WAIT).await, Err(Some(1008)));
+    let latest = node
+        .client
+        .get(format!("{}/topics/orders", node.base))
+        .header("x-api-key", &keys.alice)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        latest["latest_offsets"]["0"], 1,
+        "only the first frame was stored"
+    );
+}

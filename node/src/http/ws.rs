@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::stream::prepare;
 use super::AppState;
-use crate::ingress::{DeliveryBudget, Publisher};
+use crate::ingress::{DeliveryBudget, PublishRight};
 use crate::limits::ConnectionSlot;
 use crate::listener::Peer;
 use crate::refusal::Refusal;
@@ -113,8 +113,9 @@ struct WsContext {
     state: AppState,
     topic: String,
     envelope: bool,
-    /// What frames from the client are published under; `None`: they may not publish.
-    publish: Option<Publisher>,
+    /// Whom frames from the client are published as; `None`: this stream carries no
+    /// publishes (`streams.allow_publish` is off).
+    publish: Option<PublishRight>,
     send_timeout: Duration,
     heartbeat: Duration,
     budget: Option<DeliveryBudget>,
@@ -248,7 +249,7 @@ async fn on_incoming(
             return Err(WsEnd::Gone);
         }
     };
-    let Some(publisher) = &ctx.publish else {
+    let Some(right) = &ctx.publish else {
         return Err(WsEnd::Close(CloseReason::PolicyViolation));
     };
     let message = OutgoingMessage {
@@ -257,7 +258,7 @@ async fn on_incoming(
         content_type: Some(content_type.to_owned()),
         payload,
     };
-    match ctx.state.ingress().publish(publisher, message).await {
+    match ctx.state.ingress().publish_as(right, message).await {
         Ok(published) => {
             if ctx.envelope {
                 let ack = match published.position {
