@@ -155,6 +155,9 @@ impl HttpWebhookClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(settings.per_host_concurrency)
             .redirect(reqwest::redirect::Policy::none())
+            // Never through HTTP_PROXY / HTTPS_PROXY / ALL_PROXY: a proxy would resolve the
+            // callback's host itself, past the guarded resolver below.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 allow_private: settings.allow_private,
             }))
@@ -374,5 +377,63 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, CallbackError::Refused(_)), "{url}: {err}");
         }
+    }
+
+    /// Proxy variables in the node's environment do not carry callbacks past the address
+    /// guard. Run in a child process of this test binary, so that the variables reach no other
+    /// test; the parent holds the "proxy" and checks that nothing connected to it.
+    #[test]
+    fn environment_proxies_are_not_used_for_callbacks() {
+        const CHILD: &str = "EVENTGATE_TEST_PROXY_CHILD";
+        const NAME: &str = "outbound::tests::environment_proxies_are_not_used_for_callbacks";
+        if std::env::var_os(CHILD).is_none() {
+            let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", proxy.local_addr().unwrap());
+            let output = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .env("HTTP_PROXY", &url)
+                .env("HTTPS_PROXY", &url)
+                .env("ALL_PROXY", &url)
+                .env("http_proxy", &url)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "child failed: {text}");
+            assert!(text.contains("1 passed"), "the child ran no test: {text}");
+            proxy.set_nonblocking(true).unwrap();
+            assert!(
+                proxy.accept().is_err(),
+                "a callback went to the environment's proxy"
+            );
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = HttpWebhookClient::new(OutboundSettings {
+                allow_private: false,
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                max_response_bytes: 1024,
+                per_host_concurrency: 4,
+            })
+            .unwrap();
+            for url in ["http://internal.invalid/cb", "http://127.0.0.1:9/cb"] {
+                let err = client
+                    .send(CallbackRequest {
+                        method: CallbackMethod::Post,
+                        url: url.to_owned(),
+                        headers: Vec::new(),
+                        body: Bytes::new(),
+                    })
+                    .await
+                    .unwrap_err();
+                // Refused or unresolvable here: not a timeout waiting for a proxy's answer.
+                assert!(!matches!(err, CallbackError::Timeout), "{url}: {err}");
+            }
+        });
     }
 }
