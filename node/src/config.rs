@@ -628,8 +628,21 @@ fn figment_error(err: figment::Error) -> ConfigError {
     } else {
         first.path.join(".")
     };
+    let from_env = first
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name == ENV_SOURCE);
+    let origin = if from_env {
+        // The variable itself, not the provider.
+        format!(
+            "environment variable EVENTGATE_{}",
+            first.path.join("__").to_ascii_uppercase()
+        )
+    } else {
+        describe_source(first.metadata.as_ref())
+    };
     ConfigError::Invalid {
-        origin: describe_source(first.metadata.as_ref()),
+        origin,
         key,
         reason: first.kind.to_string(),
     }
@@ -652,7 +665,7 @@ pub fn load(
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(env_provider(env));
+    figment = figment.merge(env_provider(env)?);
     let mut raw: RawNodeConfig = figment.extract().map_err(figment_error)?;
     if let Some(v) = cli.node_id {
         raw.node_id = v;
@@ -679,23 +692,85 @@ pub fn load(
     raw.build_and_validate(file.is_none(), source)
 }
 
-/// The `EVENTGATE_*` variables as a provider: `EVENTGATE_CLUSTER__SEEDS` is `cluster.seeds`.
-fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
+/// Variables named `EVENTGATE_*` that are not configuration keys and are not errors: the
+/// command line's own (`--config`, `--node`), the docker-compose file's substitutions, and the
+/// test and container harnesses'.
+const OTHER_VARIABLES: &[&str] = &[
+    "CONFIG",
+    "ADMIN_URL",
+    "PORT",
+    "PUBLIC_URL",
+    "ALLOW_PRIVATE_CALLBACKS",
+    "IMAGE",
+    "TANSU",
+    "MOSQUITTO",
+    "CHROMIUM",
+    "BIN",
+    "CHAOS_LOGS",
+    "KEEP_CONTAINERS",
+    "IMAGE_WORK",
+    "UP_TIMEOUT",
+];
+
+/// Name of the environment provider, as errors report it.
+const ENV_SOURCE: &str = "environment";
+
+/// The `EVENTGATE_*` variables: `EVENTGATE_CLUSTER__SEEDS` is `cluster.seeds`, and
+/// `EVENTGATE_ADMIN_TOKEN` (the CLI's variable) is also `admin.token`. A variable that names no
+/// configuration key is an error naming it, not silently dropped.
+struct EnvProvider(figment::value::Dict);
+
+impl figment::Provider for EnvProvider {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(ENV_SOURCE)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
+fn env_provider(env: &[(String, String)]) -> Result<EnvProvider, ConfigError> {
     let mut dict = figment::value::Dict::new();
+    let mut admin_token_alias = None;
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("EVENTGATE_") else {
             continue;
         };
+        if OTHER_VARIABLES.contains(&rest) {
+            continue;
+        }
+        if rest == "ADMIN_TOKEN" {
+            admin_token_alias = Some(value.clone());
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
-            continue;
+            return Err(ConfigError::Invalid {
+                origin: format!("environment variable {name}"),
+                key: path.join("."),
+                reason: format!(
+                    "names no configuration key (EVENTGATE_<SECTION>__<KEY>, e.g. EVENTGATE_CLUSTER__SEEDS; top-level keys: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            });
         }
         let parsed: figment::value::Value = value
             .parse()
             .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
         insert_path(&mut dict, &path, parsed);
     }
-    Serialized::defaults(dict).profile(figment::Profile::Default)
+    // `EVENTGATE_ADMIN__TOKEN` wins over the CLI's name when both are set.
+    if let Some(token) = admin_token_alias {
+        let path = ["admin".to_owned(), "token".to_owned()];
+        let set = matches!(dict.get("admin"), Some(figment::value::Value::Dict(_, d)) if d.contains_key("token"));
+        if !set {
+            insert_path(&mut dict, &path, figment::value::Value::from(token));
+        }
+    }
+    Ok(EnvProvider(dict))
 }
 
 fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
@@ -1448,7 +1523,7 @@ mod tests {
                 "EVENTGATE_CLUSTER__WRITE_TIMEOUT".to_owned(),
                 "750ms".to_owned(),
             ),
-            ("EVENTGATE_UNRELATED_THING".to_owned(), "x".to_owned()),
+            ("EVENTGATE_TANSU".to_owned(), "/opt/tansu".to_owned()),
         ];
         let c = load(Some(file.path()), &env, &CliOverrides::default()).unwrap();
         assert_eq!(c.node_id, 3);
@@ -1460,6 +1535,34 @@ mod tests {
         let c = load(Some(file.path()), &env, &cli).unwrap();
         assert_eq!(c.node_id, 4);
         assert!(!c.dev_profile);
+    }
+
+    #[test]
+    fn environment_variables_are_named_in_errors_and_unknown_ones_refused() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let cli = CliOverrides::default();
+        let err = load(None, &env(&[("EVENTGATE_UNRELATED_THING", "x")]), &cli)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EVENTGATE_UNRELATED_THING"), "{err}");
+        let err = load(
+            None,
+            &env(&[("EVENTGATE_CLUSTER__WRITE_TIMEOUT", "soon")]),
+            &cli,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("EVENTGATE_CLUSTER__WRITE_TIMEOUT"), "{err}");
+        assert!(!err.contains(".rs"), "no source line of ours: {err}");
+        // The CLI's variable configures the server too.
+        let token = "0123456789abcdef0123";
+        let c = load(None, &env(&[("EVENTGATE_ADMIN_TOKEN", token)]), &cli).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some(token));
     }
 
     #[test]

@@ -458,9 +458,42 @@ async fn require_admin(
                 "no admin.token is configured, so the admin API answers loopback clients only",
             ))
         }
-        None => {}
+        None => {
+            // Loopback is not enough: a web page in a browser on this machine is a loopback
+            // client too. It sends `Origin` (refused), and through DNS rebinding it reaches us
+            // under a name of its own (only loopback `Host`s are answered).
+            if let Some(origin) = request.headers().get(header::ORIGIN) {
+                return Err(ApiError::forbidden(format!(
+                    "no admin.token is configured: requests from web pages (Origin {}) are refused",
+                    origin.to_str().unwrap_or("?")
+                )));
+            }
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            if !is_loopback_host(host) {
+                return Err(ApiError::forbidden(format!(
+                    "no admin.token is configured: only requests addressed to a loopback name are answered, not Host `{host}`"
+                )));
+            }
+        }
     }
     Ok(next.run(request).await)
+}
+
+/// Whether a `Host` header names this machine's loopback (`localhost`, `127.x.y.z`, `[::1]`),
+/// with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A JSON body whose errors are problem+json naming the field at fault.

@@ -230,6 +230,12 @@ pub async fn start_with_broker(
         open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;
     let reader = state_machine.reader();
     let flusher = state_machine.clone();
+    if config.admin_token.is_none() && !config.dev_profile {
+        tracing::warn!(
+            source = %config.source,
+            "NO ADMIN TOKEN: admin.token is not configured, so the admin API (keys, applications, cluster) answers any program on this machine without authentication; set admin.token or EVENTGATE_ADMIN_TOKEN"
+        );
+    }
     let tls = tls_material(&config)?;
     let transport = QuicTransport::bind(listeners.cluster, &tls)?;
     let raft_config = Arc::new(config.raft.openraft_config()?);

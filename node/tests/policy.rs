@@ -1454,3 +1454,33 @@ async fn a_websocket_loses_its_publish_right_as_soon_as_it_is_withdrawn() {
         "only the first frame was stored"
     );
 }
+
+/// Without an admin token the admin API answers loopback clients only, and not every loopback
+/// client: a web page in a local browser (it sends `Origin`) and a DNS-rebound name (its `Host`
+/// is not a loopback name) are refused.
+#[tokio::test]
+async fn a_tokenless_admin_api_refuses_web_pages_and_rebound_names() {
+    let node = common::start("").await;
+    let status = |origin: Option<&'static str>, host: Option<&'static str>| {
+        let mut r = node
+            .client
+            .post(format!("{}/admin/applications/x/keys", node.base))
+            .header("content-type", "text/plain")
+            .body("{}");
+        if let Some(origin) = origin {
+            r = r.header("origin", origin);
+        }
+        if let Some(host) = host {
+            r = r.header("host", host);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(Some("http://evil.example"), None).await, 403);
+    assert_eq!(status(None, Some("evil.example:8080")).await, 403);
+    assert_eq!(status(None, Some("rebound.evil.example")).await, 403);
+    // The same request from a local program, addressed to this machine, is answered (here:
+    // no application `x`).
+    assert_eq!(status(None, None).await, 404);
+    assert_eq!(status(None, Some("localhost:8080")).await, 404);
+    assert_eq!(status(None, Some("[::1]:8080")).await, 404);
+}
