@@ -510,6 +510,20 @@ async fn verify(
     Ok(())
 }
 
+/// Gives back the plan's subscription slot a subscribe took when `/hub` accepted it (it
+/// would otherwise be held until it expires).
+async fn release_slot(ctx: &DeliveryContext, intent: &Intent, id: &str) {
+    if intent.application.is_none() {
+        return;
+    }
+    let release = Command::ReleaseWebsubSubscription {
+        subscription: id.to_owned(),
+    };
+    if let Err(e) = ctx.control.write(release).await {
+        tracing::debug!(subscription = %id, error = %e, "subscription slot not given back; it expires");
+    }
+}
+
 /// Carries out a subscriber's request after the hub answered `202 Accepted`: verifies intent
 /// with the callback and only then changes the replicated state; or tells the subscriber of a
 /// denial.
@@ -525,6 +539,7 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
         } => {
             if let Err(e) = verify(&ctx, &intent, "subscribe", Some(*lease_seconds)).await {
                 tracing::info!(subscription = %id, callback = %redacted(&intent.callback), error = %e, "SubscriptionVerificationFailed");
+                release_slot(&ctx, &intent, &id).await;
                 return;
             }
             // The broker holds messages for the subscription from now on (MQTT: its
@@ -541,12 +556,14 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
             };
             if let Err(e) = opened {
                 tracing::warn!(subscription = %id, error = %e, "subscription verified but the broker is unavailable");
+                release_slot(&ctx, &intent, &id).await;
                 return;
             }
             let start_offsets = match ctx.broker.latest_offsets(&intent.topic).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(subscription = %id, error = %e, "subscription verified but the broker is unavailable");
+                    release_slot(&ctx, &intent, &id).await;
                     return;
                 }
             };

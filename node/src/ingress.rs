@@ -324,25 +324,20 @@ impl Ingress {
             }
         };
         if subscription.subscribe {
-            if let Some(max) = grant.plan.max_subscriptions {
-                let (held, renewal) = self.gate.reader().read(|s| {
-                    (
-                        s.governance.websub_count(&principal.app, &grant.api),
-                        s.governance
-                            .websub_applications
-                            .contains_key(subscription.id),
-                    )
-                });
-                if !renewal && held >= max as usize {
-                    return Err(Refusal::QuotaExceeded {
-                        detail: format!(
-                            "application `{}` holds its plan's {max} WebSub subscriptions on API `{}`",
-                            principal.app, grant.api
-                        ),
-                    });
-                }
-            }
             self.ensure_topic(target.topic).await?;
+            if let Some(max) = grant.plan.max_subscriptions {
+                // The slot is taken now, through the replicated state, and held while the
+                // verification of intent runs: concurrent requests cannot pass the limit.
+                self.limiter
+                    .reserve_websub(
+                        subscription.id,
+                        &principal.app,
+                        &grant.api,
+                        max,
+                        WEBSUB_RESERVATION_HOLD,
+                    )
+                    .await?;
+            }
         }
         let key = match principal.via {
             Via::ApiKey(id) => Some(id),
@@ -404,6 +399,11 @@ impl Ingress {
         });
     }
 }
+
+/// How long a WebSub subscribe holds a slot of its plan's `max_subscriptions` while its
+/// verification of intent runs (the callback's timeouts are far shorter); given back at once
+/// when the verification fails.
+const WEBSUB_RESERVATION_HOLD: Duration = Duration::from_secs(60);
 
 /// Who makes a WebSub subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]

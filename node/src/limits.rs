@@ -194,6 +194,39 @@ impl Limiter {
         })
     }
 
+    /// Takes, through the replicated state, a slot of `(app, api)`'s `max` WebSub subscriptions
+    /// for subscription `id` while its verification runs (at most `hold`): concurrent requests
+    /// on any nodes cannot together pass the limit. A renewal takes none.
+    pub async fn reserve_websub(
+        &self,
+        id: &str,
+        app: &str,
+        api: &str,
+        max: u32,
+        hold: Duration,
+    ) -> Result<(), Refusal> {
+        let now = now_ms();
+        let response = self
+            .inner
+            .control
+            .write(Command::ReserveWebsubSubscription {
+                subscription: id.to_owned(),
+                app: app.to_owned(),
+                api: api.to_owned(),
+                max,
+                now_ms: now,
+                until_ms: now + hold.as_millis() as u64,
+            })
+            .await?;
+        match response {
+            Response::Refused { reason } => {
+                self.note_limited("subscriptions");
+                Err(Refusal::QuotaExceeded { detail: reason })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Admits one more stream connection of `(app, api)` under `max`, cluster-wide. The slot
     /// is held until the returned guard is dropped.
     pub fn open_connection(

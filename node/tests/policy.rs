@@ -1484,3 +1484,46 @@ async fn a_tokenless_admin_api_refuses_web_pages_and_rebound_names() {
     assert_eq!(status(None, Some("localhost:8080")).await, 404);
     assert_eq!(status(None, Some("[::1]:8080")).await, 404);
 }
+
+/// A plan's `max_subscriptions` holds under concurrency: the slot is taken through the
+/// replicated state when `/hub` accepts the request, not counted when it arrives.
+#[tokio::test]
+async fn max_subscriptions_holds_against_parallel_requests() {
+    let (keys, config) = keys();
+    let node = start(&config).await;
+    let cb = CallbackServer::start().await;
+    // alice's plan on `shop` allows one WebSub subscription.
+    let requests = (0..12).map(|i| {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "orders"),
+                ("hub.callback", &cb.url(&format!("/parallel{i}"))),
+            ])
+            .finish();
+        node.client
+            .post(format!("{}/hub", node.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-api-key", &keys.alice)
+            .body(body)
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        11,
+        "{statuses:?}"
+    );
+    let accepted = statuses.iter().position(|s| *s == 202).unwrap();
+    wait_active(&node, &cb.url(&format!("/parallel{accepted}"))).await;
+    assert_eq!(common::websub::subscriptions(&node).await.len(), 1);
+}

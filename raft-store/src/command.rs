@@ -148,6 +148,18 @@ pub enum Command {
         application: Option<(String, String)>,
         key: Option<String>,
     },
+    /// Takes a slot of (app, API)'s `max` WebSub subscriptions for `subscription` while its
+    /// verification runs (refused when none is free; a renewal needs none).
+    ReserveWebsubSubscription {
+        subscription: String,
+        app: String,
+        api: String,
+        max: u32,
+        now_ms: u64,
+        until_ms: u64,
+    },
+    /// Gives back the slot a subscription held (its verification failed).
+    ReleaseWebsubSubscription { subscription: String },
 }
 
 impl Command {
@@ -182,6 +194,8 @@ impl Command {
             Command::ReportConnections { .. } => "report-connections",
             Command::SetWebsubApplication { .. } => "set-websub-application",
             Command::ActivateSubscriptionFor { .. } => "activate-subscription-for",
+            Command::ReserveWebsubSubscription { .. } => "reserve-websub-subscription",
+            Command::ReleaseWebsubSubscription { .. } => "release-websub-subscription",
         }
     }
 }

@@ -239,6 +239,9 @@ pub struct Governance {
     /// WebSub subscription id → the API key it was made with (none for a JWT): the
     /// subscription lives no longer than the key.
     pub websub_keys: BTreeMap<String, String>,
+    /// WebSub subscription id → a slot of its (application, API)'s `max_subscriptions` held
+    /// while its verification of intent runs.
+    pub websub_reservations: BTreeMap<String, WebsubReservation>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -257,6 +260,16 @@ pub enum GovTouched {
     Connections(String, String),
     WebsubApplication(String),
     WebsubKey(String),
+    WebsubReservation(String),
+}
+
+/// A slot of a plan's `max_subscriptions`, taken when `/hub` accepts a subscribe and held
+/// until the subscription is activated, its verification fails, or `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebsubReservation {
+    pub app: String,
+    pub api: String,
+    pub until_ms: u64,
 }
 
 fn refused(reason: impl Into<String>) -> Response {
@@ -340,6 +353,67 @@ impl Governance {
     }
 
     /// Live WebSub subscriptions made by `(app, api)`.
+    /// Takes a slot of `(app, api)`'s `max` WebSub subscriptions for `subscription`, counting
+    /// the active ones and the reservations still running at `now_ms`; a subscription that
+    /// already counts there (a renewal) needs none. Expired reservations of the pair are
+    /// dropped on the way.
+    pub(crate) fn reserve_websub(
+        &mut self,
+        subscription: &str,
+        (app, api): (&str, &str),
+        max: u32,
+        now_ms: u64,
+        until_ms: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let same = |a: &str, p: &str| a == app && p == api;
+        if self
+            .websub_applications
+            .get(subscription)
+            .is_some_and(|(a, p)| same(a, p))
+        {
+            return Response::Applied;
+        }
+        let expired: Vec<String> = self
+            .websub_reservations
+            .iter()
+            .filter(|(_, r)| same(&r.app, &r.api) && r.until_ms <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.websub_reservations.remove(&id);
+            t.push(GovTouched::WebsubReservation(id));
+        }
+        let held = self.websub_count(app, api)
+            + self
+                .websub_reservations
+                .iter()
+                .filter(|(id, r)| id.as_str() != subscription && same(&r.app, &r.api))
+                .count();
+        if held >= max as usize {
+            return refused(format!(
+                "application `{app}` holds its plan's {max} WebSub subscriptions on API `{api}`"
+            ));
+        }
+        self.websub_reservations.insert(
+            subscription.to_owned(),
+            WebsubReservation {
+                app: app.to_owned(),
+                api: api.to_owned(),
+                until_ms,
+            },
+        );
+        t.push(GovTouched::WebsubReservation(subscription.to_owned()));
+        Response::Applied
+    }
+
+    /// Gives back the slot `subscription` held, if any.
+    pub(crate) fn release_websub(&mut self, subscription: &str, t: &mut Vec<GovTouched>) {
+        if self.websub_reservations.remove(subscription).is_some() {
+            t.push(GovTouched::WebsubReservation(subscription.to_owned()));
+        }
+    }
+
     pub fn websub_count(&self, app: &str, api: &str) -> usize {
         self.websub_applications
             .values()
@@ -892,5 +966,40 @@ mod tests {
         assert_eq!(g.connections_elsewhere("a", "orders", 3, |_| true), 2);
         g.forget_node(2, &mut t);
         assert!(g.connections.is_empty());
+    }
+
+    #[test]
+    fn websub_slots_are_reserved_up_to_the_limit_and_given_back() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let reserve = |g: &mut Governance, id: &str, now: u64| {
+            g.reserve_websub(id, ("app", "api"), 2, now, now + 100, &mut Vec::new())
+        };
+        assert_eq!(reserve(&mut g, "s1", 0), Response::Applied);
+        assert_eq!(reserve(&mut g, "s2", 0), Response::Applied);
+        assert!(matches!(reserve(&mut g, "s3", 0), Response::Refused { .. }));
+        // The same subscription asking again keeps its slot; another application is apart.
+        assert_eq!(reserve(&mut g, "s2", 0), Response::Applied);
+        assert_eq!(
+            g.reserve_websub("x1", ("other", "api"), 2, 0, 100, &mut t),
+            Response::Applied
+        );
+        // Activated: the slot is the subscription's; a renewal takes none.
+        g.release_websub("s1", &mut t);
+        g.set_websub_application("s1", Some(("app".to_owned(), "api".to_owned())), &mut t);
+        assert!(matches!(reserve(&mut g, "s3", 0), Response::Refused { .. }));
+        assert_eq!(reserve(&mut g, "s1", 0), Response::Applied);
+        // A failed verification gives its slot back; an unfinished one expires.
+        g.release_websub("s2", &mut t);
+        assert_eq!(reserve(&mut g, "s3", 0), Response::Applied);
+        assert!(matches!(
+            reserve(&mut g, "s4", 99),
+            Response::Refused { .. }
+        ));
+        assert_eq!(reserve(&mut g, "s4", 100), Response::Applied);
+        assert!(
+            !g.websub_reservations.contains_key("s3"),
+            "expired and dropped"
+        );
     }
 }

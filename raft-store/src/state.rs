@@ -256,6 +256,7 @@ impl ControlState {
                     let g = &mut self.governance;
                     g.set_websub_application(&subscription.id, Some(application.clone()), &mut gov);
                     g.set_websub_key(&subscription.id, key.clone(), &mut gov);
+                    g.release_websub(&subscription.id, &mut gov);
                     touched.extend(gov.into_iter().map(Touched::Gov));
                 }
                 response
@@ -320,6 +321,18 @@ impl ControlState {
                 t,
             ),
             Command::ReportConnections { node, counts } => g.report_connections(*node, counts, t),
+            Command::ReserveWebsubSubscription {
+                subscription,
+                app,
+                api,
+                max,
+                now_ms,
+                until_ms,
+            } => g.reserve_websub(subscription, (app, api), *max, *now_ms, *until_ms, t),
+            Command::ReleaseWebsubSubscription { subscription } => {
+                g.release_websub(subscription, t);
+                Response::Applied
+            }
             Command::SetWebsubApplication {
                 subscription,
                 application,
@@ -375,6 +388,7 @@ impl ControlState {
         let mut gov = Vec::new();
         self.governance.set_websub_application(id, None, &mut gov);
         self.governance.set_websub_key(id, None, &mut gov);
+        self.governance.release_websub(id, &mut gov);
         touched.extend(gov.into_iter().map(Touched::Gov));
         existed
     }

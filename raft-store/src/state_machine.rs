@@ -36,6 +36,7 @@ const P_USAGE: u8 = b'u';
 const P_CONNS: u8 = b'x';
 const P_WEBSUB_APPLICATION: u8 = b'w';
 const P_WEBSUB_KEY: u8 = b'W';
+const P_WEBSUB_RESERVATION: u8 = b'v';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -196,6 +197,11 @@ impl SledStateMachine {
             GovTouched::WebsubKey(id) => {
                 put_or_remove(batch, entity_key(P_WEBSUB_KEY, id)?, g.websub_keys.get(id))
             }
+            GovTouched::WebsubReservation(id) => put_or_remove(
+                batch,
+                entity_key(P_WEBSUB_RESERVATION, id)?,
+                g.websub_reservations.get(id),
+            ),
         }
     }
 
@@ -249,6 +255,9 @@ impl SledStateMachine {
         }
         for (k, v) in &g.websub_keys {
             batch.insert(entity_key(P_WEBSUB_KEY, k)?, enc(v)?);
+        }
+        for (k, v) in &g.websub_reservations {
+            batch.insert(entity_key(P_WEBSUB_RESERVATION, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -349,6 +358,11 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_WEBSUB_KEY => {
                     let g = &mut data.state.governance;
                     g.websub_keys
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_WEBSUB_RESERVATION => {
+                    let g = &mut data.state.governance;
+                    g.websub_reservations
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),
