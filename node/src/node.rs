@@ -173,6 +173,7 @@ pub async fn start_with_broker(
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    restrict_to_owner(&config.data_dir);
     let http_addr = listeners
         .http
         .local_addr()
@@ -476,6 +477,23 @@ async fn open_broker(
 /// Applies what the configuration file declares (APIs, plans, applications, keys) to the
 /// replicated state, retrying until the cluster takes it: every node starts with the same file,
 /// so whichever writes last writes the same thing.
+/// Makes the data directory readable by its owner only (0700): it holds the replicated state,
+/// WebSub secrets among it, and the broker's messages. Files inside keep whatever mode sled
+/// and the broker give them; the directory keeps everyone else out of all of them.
+fn restrict_to_owner(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A directory this user does not own (a mount prepared by someone else) cannot be
+        // changed: say so loudly rather than refuse to start.
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "the data directory could not be made private (0700): make it so, it holds WebSub secrets");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
 async fn declare_config(
     control: ControlPlane,
     mut declared: eventgate_raft_store::governance::Declared,

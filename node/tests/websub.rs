@@ -567,3 +567,19 @@ async fn topic_urls_answer_discovery_links() {
     assert_eq!(missing.status(), 404);
     node.stop().await;
 }
+
+/// The data directory (replicated state with WebSub secrets, broker logs) is its owner's
+/// alone.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start_in(dir.path(), &config("")).await;
+    let mode = std::fs::metadata(dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "mode {mode:o}");
+    node.stop().await;
+}
