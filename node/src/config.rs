@@ -1656,4 +1656,32 @@ mod tests {
         .to_string();
         assert!(err.contains("/nonexistent/eventgate.toml"), "{err}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// A configuration file, whatever it holds, loads or fails with a message; never a
+            /// panic.
+            #[test]
+            fn arbitrary_files_never_panic(text in "\\PC{0,200}") {
+                let _ = load_str(&text);
+            }
+
+            /// Keys the file may hold, with arbitrary values.
+            #[test]
+            fn arbitrary_values_never_panic(
+                section in prop::sample::select(vec!["http", "cluster", "raft", "broker", "streams", "websub", "auth"]),
+                key in "[a-z_]{1,24}",
+                value in "\\PC{0,24}",
+            ) {
+                let _ = load_str(&format!("[{section}]\n{key} = {value:?}\n"));
+                let _ = load_str(&format!("[{section}]\n{key} = {value}\n"));
+            }
+        }
+    }
 }

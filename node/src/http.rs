@@ -541,3 +541,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Admin JSON bodies, whatever they hold, parse or fail with a problem naming a field;
+        /// never a panic.
+        #[test]
+        fn arbitrary_admin_json_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_json::<eventgate_raft_store::governance::Api>(&bytes);
+            let _ = parse_json::<serde_json::Value>(&bytes);
+        }
+
+        #[test]
+        fn authorization_values_never_panic(value in "\\PC{0,40}") {
+            let _ = bearer(&value);
+            let _ = is_loopback_host(&value);
+        }
+    }
+}

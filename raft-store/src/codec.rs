@@ -13,6 +13,19 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Largest value a decode may claim (1 GiB): a length read from damaged or hostile bytes is
+/// checked against it before anything is allocated, so such bytes are an error, not an
+/// allocation that aborts the process. The same bytes as [`config`] otherwise.
+const DECODE_LIMIT: usize = 1 << 30;
+
+fn decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
 /// Encodes `value` behind the version byte.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
@@ -33,7 +46,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
             supported: CODEC_VERSION,
         });
     }
-    let (value, _read) = bincode::serde::decode_from_slice(body, config())?;
+    let (value, _read) = bincode::serde::decode_from_slice(body, decode_config())?;
     Ok(value)
 }
 
@@ -55,5 +68,42 @@ mod tests {
             Err(Error::UnsupportedFormat { .. })
         ));
         assert!(decode::<(String, u64)>(&[]).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives — a peer's frame, a log entry or a stored entity read back from a
+        /// damaged disk — decoding answers an error, never a panic or an unbounded allocation.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut versioned = bytes.clone();
+            if let Some(first) = versioned.first_mut() {
+                *first = CODEC_VERSION;
+            }
+            for input in [&bytes, &versioned] {
+                let _ = decode::<crate::Request>(input);
+                let _ = decode::<crate::typ::Entry>(input);
+                let _ = decode::<crate::network::RpcRequest>(input);
+                let _ = decode::<crate::network::RpcResponse>(input);
+                let _ = decode::<crate::state_machine::StateMachineData>(input);
+                let _ = decode::<crate::Subscription>(input);
+                let _ = decode::<crate::governance::Governance>(input);
+            }
+        }
+
+        /// Commands survive the trip through the codec unchanged.
+        #[test]
+        fn commands_round_trip(id in "[a-z0-9]{1,16}", offset in any::<u64>(), node in 1u64..10) {
+            let command = crate::Command::CommitCursors {
+                node,
+                commits: vec![crate::CursorCommit { id, partition: 0, offset }],
+            };
+            let bytes = encode(&crate::Request::new(command.clone())).unwrap();
+            let back: crate::Request = decode(&bytes).unwrap();
+            prop_assert_eq!(format!("{:?}", back.command), format!("{command:?}"));
+        }
     }
 }

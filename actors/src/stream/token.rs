@@ -67,4 +67,28 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A client's resume token is parsed or refused, never a panic.
+        #[test]
+        fn arbitrary_tokens_never_panic(token in "\\PC{0,64}", dotted in "[0-9.]{0,40}") {
+            let _ = parse(&token);
+            let _ = parse(&dotted);
+        }
+
+        /// What the gateway hands out reads back as it was.
+        #[test]
+        fn tokens_round_trip(offsets in proptest::collection::vec(any::<u64>(), 1..20)) {
+            let token = offsets
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
+            prop_assert_eq!(parse(&token).unwrap(), offsets);
+        }
+    }
 }

@@ -346,4 +346,34 @@ mod tests {
         assert!(topic_name("https://gw.example/other/orders").is_err());
         assert!(topic_name("bad name").is_err());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A hub form, whatever its bytes, is read or refused with a field named; never a panic.
+        #[test]
+        fn arbitrary_forms_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_form(&bytes);
+        }
+
+        /// What a form encoder writes reads back as it was (the last of repeated names wins).
+        #[test]
+        fn forms_round_trip(
+            pairs in proptest::collection::vec(("[a-z.]{1,10}", "\\PC{0,20}"), 0..6),
+        ) {
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            let expected: HashMap<String, String> = pairs.iter().cloned().collect();
+            prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), expected);
+        }
+
+        /// Topic names and URLs are accepted or refused, never a panic.
+        #[test]
+        fn arbitrary_topics_never_panic(given in "\\PC{0,80}") {
+            let _ = topic_name(&given);
+        }
+    }
 }
