@@ -74,7 +74,7 @@ impl GatewayProcess {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[cluster]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n{extra_toml}",
+                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_connections_per_ip = 0\n[cluster]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n{extra_toml}",
                 dir.path().join("data").display()
             ),
         )?;

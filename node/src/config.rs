@@ -316,6 +316,19 @@ pub struct RawHttp {
     pub advertise: Option<String>,
     /// Base URL of the gateway as subscribers see it (for the hub and topic URLs).
     pub public_url: Option<String>,
+    /// A request's line and headers must arrive within this (also between the requests of a
+    /// kept-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body (webhook, `/hub`) must arrive within this.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections held at once; past it new ones get a fast 503. Default: the process's
+    /// open-files limit less a reserve.
+    pub max_connections: Option<usize>,
+    /// Connections held at once from one address; 0: no limit (behind a load balancer every
+    /// client shares its address).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +428,10 @@ impl Default for RawHttp {
             listen: "127.0.0.1:8080".to_owned(),
             advertise: None,
             public_url: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: None,
+            max_connections_per_ip: 4096,
         }
     }
 }
@@ -507,6 +524,10 @@ pub struct NodeConfig {
     pub topics_auto_create: bool,
     /// Largest body `/webhook-receiver` accepts.
     pub webhook_max_body_bytes: usize,
+    /// The HTTP listener's timeouts and caps.
+    pub http_limits: crate::serve::ServeLimits,
+    /// A request body must arrive within this.
+    pub body_timeout: Duration,
     /// Base URL of the gateway as subscribers see it, without a trailing slash; when not
     /// configured the node derives it from its advertised HTTP address.
     pub public_url: Option<String>,
@@ -846,6 +867,7 @@ impl RawNodeConfig {
             return Err(invalid("data_dir", "must not be empty".to_owned()));
         }
         let (http_listen, http_advertise) = self.http.build(&source)?;
+        let http_limits = self.http.limits(&invalid)?;
         let (cluster_listen, cluster_advertise) = self.cluster.build(&source, &invalid)?;
         let tls = self.tls.build(!self.cluster.seeds.is_empty(), &invalid)?;
         let raft = self.raft.build(&invalid)?;
@@ -895,6 +917,8 @@ impl RawNodeConfig {
             },
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
             webhook_max_body_bytes,
+            http_limits,
+            body_timeout: self.http.body_timeout,
             public_url,
             websub,
             streams,
@@ -977,6 +1001,37 @@ impl RawHttp {
         let listen = parse_addr(source, "http.listen", &self.listen)?;
         let advertise = advertise_of(source, "http.advertise", listen, self.advertise.as_ref())?;
         Ok((listen, advertise))
+    }
+
+    /// The listener's timeouts and caps.
+    fn limits(&self, invalid: &Invalid<'_>) -> Result<crate::serve::ServeLimits, ConfigError> {
+        for (field, value) in [
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.body_timeout", self.body_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(invalid(field, "must be at least 100ms".to_owned()));
+            }
+        }
+        let max_connections = match self.max_connections {
+            Some(0) => {
+                return Err(invalid(
+                    "http.max_connections",
+                    "must be 1 or more".to_owned(),
+                ))
+            }
+            Some(n) => n,
+            None => crate::serve::open_files_limit()
+                .map_or(4096, |limit| {
+                    limit.saturating_sub(crate::serve::DESCRIPTOR_RESERVE)
+                })
+                .max(64),
+        };
+        Ok(crate::serve::ServeLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        })
     }
 
     /// `http.public_url`, without a trailing slash.

@@ -31,5 +31,6 @@ pub mod policy;
 pub mod rate;
 pub mod refusal;
 pub mod run;
+pub mod serve;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
-//! The HTTP listener: TCP_NODELAY on every connection (streams write small frames and must not
-//! wait for Nagle), and a kill switch per connection.
+//! The HTTP connections' I/O: a kill switch per connection ([`crate::serve`] accepts them, with
+//! TCP_NODELAY: streams write small frames and must not wait for Nagle).
 //!
 //! Hyper owns the socket of an SSE response and stops polling the body while the client does
 //! not read; nothing in the body can then end the connection. The [`KillSwitch`] can: once
@@ -13,11 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Ends one connection from outside.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +76,19 @@ impl AsyncRead for KillableStream {
 }
 
 impl KillableStream {
+    /// `stream` with a kill switch of its own.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            inner: stream,
+            switch: KillSwitch::default(),
+        }
+    }
+
+    /// The switch that ends this connection.
+    pub fn switch(&self) -> &KillSwitch {
+        &self.switch
+    }
+
     fn check_pending<T>(
         &self,
         cx: &mut Context<'_>,
@@ -135,53 +146,9 @@ impl AsyncWrite for KillableStream {
     }
 }
 
-/// The gateway's listener: [`KillableStream`]s with TCP_NODELAY.
-#[derive(Debug)]
-pub struct GatewayListener(pub TcpListener);
-
-impl Listener for GatewayListener {
-    type Io = KillableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY");
-                    }
-                    let io = KillableStream {
-                        inner: stream,
-                        switch: KillSwitch::default(),
-                    };
-                    return (io, addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 /// What handlers know of the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub kill: KillSwitch,
-}
-
-impl Connected<IncomingStream<'_, GatewayListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, GatewayListener>) -> Self {
-        Self {
-            addr: *stream.remote_addr(),
-            kill: stream.io().switch.clone(),
-        }
-    }
 }

@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BrokerKind, NodeConfig, TlsSource};
 use crate::error::{Error, Result};
 use crate::http::{self, AppState};
-use crate::listener::{GatewayListener, Peer};
 
 /// Sockets bound before the node starts, so that callers (and tests) can bind port 0 and learn
 /// the real addresses first.
@@ -387,14 +386,11 @@ pub async fn start_with_broker(
         },
     );
     let app = http::router(state);
+    let serve_limits = config.http_limits.clone();
     let http_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         tracing::info!(node_id, http = %http_addr, cluster = %cluster_addr, "node started");
-        let served = axum::serve(
-            GatewayListener(listeners.http),
-            app.into_make_service_with_connect_info::<Peer>(),
-        )
-        .with_graceful_shutdown(async move {
+        crate::serve::serve(listeners.http, app, serve_limits, async move {
             http_shutdown.cancelled().await;
             // Streams never end by themselves: close them (going-away) so that the graceful
             // shutdown of HTTP can complete.
@@ -432,7 +428,7 @@ pub async fn start_with_broker(
             tracing::warn!(error = %e, "final storage flush failed");
         }
         tracing::info!(node_id, "stopped");
-        served.map_err(|e| Error::Internal(format!("http server: {e}")))
+        Ok(())
     });
 
     Ok(NodeHandle {

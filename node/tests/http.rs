@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{start, start_in};
 use serde_json::{json, Value};
 
@@ -173,5 +175,80 @@ async fn metrics_report_broker_streams_and_raft() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    node.stop().await;
+}
+
+/// Slow and idle clients do not hold connections, and connections past the caps get a fast
+/// 503 instead of starving the node: a half-sent request line and an idle kept-alive
+/// connection are closed after `http.header_read_timeout`, a body that trickles gets 408 after
+/// `http.body_timeout`, and one address past `http.max_connections_per_ip` is turned away while
+/// the node keeps answering others.
+#[tokio::test]
+async fn slow_clients_and_connection_floods_are_held_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = common::start(
+        "[http]\nheader_read_timeout = \"300ms\"\nbody_timeout = \"300ms\"\nmax_connections_per_ip = 20\n[topics]\nnames = [\"demo\"]\n",
+    )
+    .await;
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    // Reads until the server closes; answers what it sent and how long that took.
+    let until_closed = |mut socket: tokio::net::TcpStream| async move {
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut got)).await;
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    };
+
+    // Half a request line, then nothing.
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HT").await.unwrap();
+    let (_, took) = until_closed(half).await;
+    assert!(took < Duration::from_secs(3), "held {took:?}");
+
+    // A kept-alive connection that idles after its request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, took) = until_closed(idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(3), "held {took:?}");
+
+    // A body that trickles.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /webhook-receiver?topic=demo HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nten bytes.",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = until_closed(slow).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+
+    // 20 connections from this address are held; the 21st is turned away at once; once one
+    // goes, there is room again.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (answer, took) = until_closed(extra).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("max_connections_per_ip"), "{answer}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The held ones idle past the header timeout and are let go: the address has room again.
+    for socket in held {
+        let _ = until_closed(socket).await;
+    }
+    let r = node
+        .client
+        .get(format!("{}/healthz", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     node.stop().await;
 }

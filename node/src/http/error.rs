@@ -173,6 +173,16 @@ impl ApiError {
         )
     }
 
+    /// The request body did not arrive in time.
+    pub fn request_timeout(deadline: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "The request body did not arrive in time",
+            format!("the body must arrive within {deadline:?} (http.body_timeout)"),
+        )
+    }
+
     /// A WebSocket endpoint was asked without a WebSocket upgrade.
     pub fn upgrade_required(detail: impl Into<String>) -> Self {
         Self::new(

@@ -203,7 +203,7 @@ pub async fn hub(
             "a hub request is a form: `Content-Type: application/x-www-form-urlencoded`",
         ));
     }
-    let bytes = read_body(&headers, body, MAX_HUB_BODY).await?;
+    let bytes = read_body(&headers, body, MAX_HUB_BODY, state.inner.body_timeout).await?;
     let form = parse_form(&bytes)?;
 
     let mode = required(&form, "hub.mode")?;
