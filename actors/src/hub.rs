@@ -572,7 +572,7 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                 id: id.clone(),
                 topic: intent.topic.clone(),
                 callback: intent.callback.clone(),
-                secret: secret.clone(),
+                secret: secret.as_ref().map(|s| ctx.secrets.seal(&id, s)),
                 lease_seconds: *lease_seconds,
                 lease_expires_at_ms: now + lease_seconds * 1000,
                 state: SubscriptionState::Active,

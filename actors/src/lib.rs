@@ -11,6 +11,7 @@
 //!   (heartbeats, ownership, lease expiry) and verification of intent;
 //! - [`subscription`]: `SubscriptionActor`, ordered at-least-once delivery, cursor commits;
 //! - [`ownership`]: which live node delivers which subscription (rendezvous hashing);
+//! - [`secrets`]: subscribers' secrets sealed at rest (AES-256-GCM under the operator's key);
 //! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node);
 //! - [`control`]: the seam through which the hub and the subscription actors reach the
 //!   replicated state ([`control::ControlPort`]: the node's Raft control plane, or an
@@ -38,6 +39,7 @@ pub mod callback;
 pub mod control;
 pub mod hub;
 pub mod ownership;
+pub mod secrets;
 pub mod stream;
 pub mod subscription;
 pub mod websub;

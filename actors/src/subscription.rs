@@ -198,6 +198,8 @@ pub struct DeliveryContext {
     pub public_url: String,
     /// Rights and plans' delivery limits; none: everything is allowed, unlimited.
     pub policy: Option<Arc<dyn DeliveryPolicy>>,
+    /// Seals subscribers' secrets before they are stored, opens them to sign.
+    pub secrets: Arc<crate::secrets::SecretSealer>,
     pub metrics: DeliveryMetrics,
 }
 
@@ -511,7 +513,7 @@ fn delivery_request(
     sub: &Subscription,
     message: &Message,
     attempt: u32,
-) -> CallbackRequest {
+) -> Result<CallbackRequest, String> {
     let mut headers = vec![
         (
             "content-type".to_owned(),
@@ -535,7 +537,9 @@ fn delivery_request(
         ),
         (ATTEMPT_HEADER.to_owned(), attempt.to_string()),
     ];
-    if let Some(secret) = &sub.secret {
+    if let Some(stored) = &sub.secret {
+        // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
+        let secret = ctx.secrets.open(&sub.id, stored)?;
         headers.push((
             "x-hub-signature".to_owned(),
             ctx.settings
@@ -543,12 +547,12 @@ fn delivery_request(
                 .sign(secret.as_bytes(), &message.payload),
         ));
     }
-    CallbackRequest {
+    Ok(CallbackRequest {
         method: CallbackMethod::Post,
         url: sub.callback.clone(),
         headers,
         body: Bytes::clone(&message.payload),
-    }
+    })
 }
 
 async fn deliver_one(
@@ -591,10 +595,12 @@ async fn deliver_one(
         if attempt > 1 {
             ctx.metrics.retries.inc();
         }
-        let request = delivery_request(ctx, &sub, message, attempt);
-        let result = tokio::select! {
-            r = ctx.client.send(request) => r,
-            () = cancel.cancelled() => return Outcome::Cancelled,
+        let result = match delivery_request(ctx, &sub, message, attempt) {
+            Ok(request) => tokio::select! {
+                r = ctx.client.send(request) => r.map_err(|e| e.to_string()),
+                () = cancel.cancelled() => return Outcome::Cancelled,
+            },
+            Err(e) => Err(e),
         };
         let error = match result {
             Ok(response) if (200..300).contains(&response.status) => {
@@ -606,7 +612,7 @@ async fn deliver_one(
             }
             Ok(response) if response.status == 410 => return Outcome::Gone,
             Ok(response) => format!("callback answered {}", response.status),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         ctx.metrics.failures.inc();
         let age = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
@@ -671,7 +677,7 @@ pub async fn deliver_once(
     message: &Message,
     attempt: u32,
 ) -> Result<(), String> {
-    let request = delivery_request(ctx, sub, message, attempt);
+    let request = delivery_request(ctx, sub, message, attempt)?;
     match ctx.client.send(request).await {
         Ok(response) if (200..300).contains(&response.status) => Ok(()),
         Ok(response) => Err(format!("callback answered {}", response.status)),

@@ -347,6 +347,7 @@ pub(crate) fn context(
         settings,
         public_url: "http://gateway.test".to_owned(),
         policy: None,
+        secrets: Arc::new(crate::secrets::SecretSealer::default()),
         metrics: DeliveryMetrics::default(),
     }
 }

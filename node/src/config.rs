@@ -133,6 +133,13 @@ pub struct RawWebsub {
     /// development profile).
     pub allow_private_callbacks: Option<bool>,
     pub signature_algorithm: eventgate_actors::websub::SignatureAlgorithm,
+    /// Key (64 hex digits, 32 bytes) sealing subscribers' secrets at rest; the same on every
+    /// node. Also read from `secret_key_file`.
+    pub secret_key: Option<String>,
+    /// A file holding `secret_key`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Earlier keys, still opening what they sealed (rotation).
+    pub previous_secret_keys: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub lease_default: Duration,
     #[serde(with = "humantime_serde")]
@@ -160,6 +167,9 @@ impl Default for RawWebsub {
         Self {
             allow_private_callbacks: None,
             signature_algorithm: eventgate_actors::websub::SignatureAlgorithm::Sha256,
+            secret_key: None,
+            secret_key_file: None,
+            previous_secret_keys: Vec::new(),
             lease_default: Duration::from_secs(10 * 24 * 3600),
             lease_min: Duration::from_secs(300),
             lease_max: Duration::from_secs(365 * 24 * 3600),
@@ -551,6 +561,9 @@ pub struct NodeConfig {
 #[derive(Debug, Clone)]
 pub struct WebsubSettings {
     pub signature: eventgate_actors::websub::SignatureAlgorithm,
+    /// The key sealing subscribers' secrets, and earlier ones still opening.
+    pub secret_key: Option<[u8; 32]>,
+    pub previous_secret_keys: Vec<[u8; 32]>,
     pub lease_default: Duration,
     pub lease_min: Duration,
     pub lease_max: Duration,
@@ -1286,8 +1299,52 @@ impl RawWebsub {
             ));
         }
         let signature = ws.signature_algorithm;
+        let key = |field: &str, text: &str| -> Result<[u8; 32], ConfigError> {
+            let bytes = hex::decode(text.trim()).map_err(|_| {
+                invalid(
+                    field,
+                    "64 hex digits (32 bytes), e.g. from `openssl rand -hex 32`".to_owned(),
+                )
+            })?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                invalid(
+                    field,
+                    "64 hex digits (32 bytes), e.g. from `openssl rand -hex 32`".to_owned(),
+                )
+            })
+        };
+        let secret_key = match (&ws.secret_key, &ws.secret_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "websub.secret_key_file",
+                    "give websub.secret_key or websub.secret_key_file, not both".to_owned(),
+                ))
+            }
+            (Some(text), None) => Some(key("websub.secret_key", text)?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid("websub.secret_key_file", format!("{}: {e}", path.display()))
+                })?;
+                Some(key("websub.secret_key_file", &text)?)
+            }
+            (None, None) => None,
+        };
+        let previous_secret_keys = ws
+            .previous_secret_keys
+            .iter()
+            .enumerate()
+            .map(|(i, text)| key(&format!("websub.previous_secret_keys[{i}]"), text))
+            .collect::<Result<Vec<_>, _>>()?;
+        if secret_key.is_none() && !previous_secret_keys.is_empty() {
+            return Err(invalid(
+                "websub.previous_secret_keys",
+                "needs a current websub.secret_key".to_owned(),
+            ));
+        }
         Ok(WebsubSettings {
             signature,
+            secret_key,
+            previous_secret_keys,
             lease_default: ws.lease_default,
             lease_min: ws.lease_min,
             lease_max: ws.lease_max,

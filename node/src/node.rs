@@ -230,6 +230,11 @@ pub async fn start_with_broker(
         open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;
     let reader = state_machine.reader();
     let flusher = state_machine.clone();
+    if config.websub.secret_key.is_none() && !config.dev_profile {
+        tracing::warn!(
+            "websub.secret_key is not configured: WebSub subscribers' secrets are stored unsealed in the data directory; set it (the same 32-byte key on every node)"
+        );
+    }
     if config.admin_token.is_none() && !config.dev_profile {
         tracing::warn!(
             source = %config.source,
@@ -329,6 +334,13 @@ pub async fn start_with_broker(
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", info.http_addr)),
+        secrets: Arc::new(match &config.websub.secret_key {
+            Some(key) => eventgate_actors::secrets::SecretSealer::new(
+                key,
+                &config.websub.previous_secret_keys,
+            ),
+            None => eventgate_actors::secrets::SecretSealer::default(),
+        }),
         policy: Some(Arc::new(crate::ingress::WebsubPolicy::new(
             gate.clone(),
             crate::limits::WebsubQuota::new(limiter.clone()),

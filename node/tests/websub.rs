@@ -583,3 +583,51 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
     assert_eq!(mode & 0o777, 0o700, "mode {mode:o}");
     node.stop().await;
 }
+
+/// A subscriber's secret is sealed before it is stored: deliveries are signed with it, and
+/// nowhere in the data directory (Raft log, state, snapshots) does it appear.
+#[tokio::test]
+async fn subscribers_secrets_are_sealed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "5a".repeat(32);
+    let node = common::start_in(dir.path(), &config(&format!("secret_key = \"{key}\"\n"))).await;
+    let cb = CallbackServer::start().await;
+    let secret = "a-recognisable-subscriber-secret-7b1f";
+    subscribe(
+        &node,
+        "orders",
+        &cb.url("/sealed"),
+        &[("hub.secret", secret)],
+    )
+    .await;
+    let body = b"signed payload".to_vec();
+    publish(&node, "orders", "text/plain", body.clone()).await;
+    let post = cb.wait_for(&Method::POST, "/sealed", 1, T).await.remove(0);
+    assert_eq!(
+        post.headers["x-hub-signature"].to_str().unwrap(),
+        format!(
+            "sha256={}",
+            hmac_hex::<Hmac<sha2::Sha256>>(secret.as_bytes(), &body)
+        )
+    );
+    node.stop().await;
+    let mut dirs = vec![dir.path().join("data")];
+    let mut files = 0;
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the secret in the clear",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 3, "the data directory was searched ({files} files)");
+}

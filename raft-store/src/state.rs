@@ -19,14 +19,15 @@ pub enum SubscriptionState {
     PendingUnsubscribe,
 }
 
-/// A WebSub subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A WebSub subscription. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Stable identifier, derived from topic and callback by the gateway.
     pub id: String,
     pub topic: String,
     pub callback: String,
-    /// HMAC secret for `X-Hub-Signature`, if the subscriber gave one.
+    /// HMAC secret for `X-Hub-Signature`, if the subscriber gave one: sealed by the gateway
+    /// when `websub.secret_key` is configured (`eventgate_actors::secrets`).
     pub secret: Option<String>,
     pub lease_seconds: u64,
     /// Unix milliseconds at which the lease ends.
@@ -39,6 +40,24 @@ pub struct Subscription {
     /// The topic URL the subscriber named (an API's, under its base path), announced in every
     /// delivery's `Link: rel="self"`; none: `<public_url>/topics/<topic>`.
     pub topic_url: Option<String>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("callback", &self.callback)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("lease_seconds", &self.lease_seconds)
+            .field("lease_expires_at_ms", &self.lease_expires_at_ms)
+            .field("state", &self.state)
+            .field("owner", &self.owner)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .field("topic_url", &self.topic_url)
+            .finish()
+    }
 }
 
 /// One cursor move: the next offset to deliver on a partition of a subscription's topic.

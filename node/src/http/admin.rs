@@ -248,7 +248,9 @@ async fn put_subscription(
         id: id.clone(),
         topic: body.topic,
         callback: body.callback,
-        secret: body.secret,
+        secret: body
+            .secret
+            .map(|s| state.inner.delivery.secrets.seal(&id, &s)),
         lease_seconds: body.lease_seconds,
         lease_expires_at_ms: now + body.lease_seconds * 1000,
         state: sub_state,
