@@ -535,7 +535,7 @@ pub struct NodeConfig {
     /// Largest body `/webhook-receiver` accepts.
     pub webhook_max_body_bytes: usize,
     /// The HTTP listener's timeouts and caps.
-    pub http_limits: crate::serve::ServeLimits,
+    pub http_limits: HttpLimits,
     /// A request body must arrive within this.
     pub body_timeout: Duration,
     /// Base URL of the gateway as subscribers see it, without a trailing slash; when not
@@ -555,6 +555,27 @@ pub struct NodeConfig {
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
     pub source: String,
+}
+
+/// The HTTP listener's timeouts and caps (`[http]`).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub header_read_timeout: Duration,
+    /// Connections held at once; past it a new one gets a fast 503.
+    pub max_connections: usize,
+    /// Connections held at once from one address (0: no limit).
+    pub max_connections_per_ip: usize,
+}
+
+/// File descriptors kept for the node's own use (store, broker logs, QUIC, outbound callbacks)
+/// when `http.max_connections` is derived from the process's limit.
+pub const DESCRIPTOR_RESERVE: usize = 256;
+
+/// The soft limit of open files of this process (Linux: `/proc/self/limits`), if known.
+pub fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Settings of the WebSub hub.
@@ -1017,7 +1038,7 @@ impl RawHttp {
     }
 
     /// The listener's timeouts and caps.
-    fn limits(&self, invalid: &Invalid<'_>) -> Result<crate::serve::ServeLimits, ConfigError> {
+    fn limits(&self, invalid: &Invalid<'_>) -> Result<HttpLimits, ConfigError> {
         for (field, value) in [
             ("http.header_read_timeout", self.header_read_timeout),
             ("http.body_timeout", self.body_timeout),
@@ -1034,13 +1055,11 @@ impl RawHttp {
                 ))
             }
             Some(n) => n,
-            None => crate::serve::open_files_limit()
-                .map_or(4096, |limit| {
-                    limit.saturating_sub(crate::serve::DESCRIPTOR_RESERVE)
-                })
+            None => open_files_limit()
+                .map_or(4096, |limit| limit.saturating_sub(DESCRIPTOR_RESERVE))
                 .max(64),
         };
-        Ok(crate::serve::ServeLimits {
+        Ok(HttpLimits {
             header_read_timeout: self.header_read_timeout,
             max_connections,
             max_connections_per_ip: self.max_connections_per_ip,

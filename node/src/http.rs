@@ -6,8 +6,10 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod manage;
 pub mod openapi;
+pub mod serve;
 pub mod sse;
 pub mod stream;
 pub mod webhook;
@@ -33,8 +35,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
-use crate::listener::Peer;
 use error::ApiError;
+use listener::Peer;
 
 /// The node's running parts that handlers use besides the control plane and the broker.
 #[derive(Debug, Clone)]

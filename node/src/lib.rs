@@ -23,7 +23,6 @@ pub mod error;
 pub mod http;
 pub mod ingress;
 pub mod limits;
-pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
@@ -31,6 +30,5 @@ pub mod policy;
 pub mod rate;
 pub mod refusal;
 pub mod run;
-pub mod serve;
 
 pub use error::{Error, Result};

@@ -402,7 +402,7 @@ pub async fn start_with_broker(
     let http_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         tracing::info!(node_id, http = %http_addr, cluster = %cluster_addr, "node started");
-        crate::serve::serve(listeners.http, app, serve_limits, async move {
+        crate::http::serve::serve(listeners.http, app, serve_limits, async move {
             http_shutdown.cancelled().await;
             // Streams never end by themselves: close them (going-away) so that the graceful
             // shutdown of HTTP can complete.

@@ -25,9 +25,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::error::ApiError;
 use super::stream::prepare;
 use super::AppState;
+use crate::http::listener::Peer;
 use crate::ingress::DeliveryBudget;
 use crate::limits::ConnectionSlot;
-use crate::listener::Peer;
 
 /// `GET /sse/{topic}`.
 pub async fn sse(
@@ -116,7 +116,7 @@ pub async fn sse(
 async fn sse_watchdog(
     mut gone: tokio::sync::oneshot::Receiver<()>,
     closer: CloseSwitch,
-    kill: crate::listener::KillSwitch,
+    kill: crate::http::listener::KillSwitch,
     base: Instant,
     progress: Arc<AtomicU64>,
     stall_limit: Duration,

@@ -21,8 +21,8 @@ use eventgate_raft_store::governance::Entrypoint;
 use super::error::ApiError;
 use super::webhook::query_param;
 use super::AppState;
+use crate::http::listener::Peer;
 use crate::ingress::StreamGrant;
-use crate::listener::Peer;
 use crate::policy::Target;
 use crate::refusal::Refusal;
 

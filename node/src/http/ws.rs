@@ -26,9 +26,9 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::stream::prepare;
 use super::AppState;
+use crate::http::listener::Peer;
 use crate::ingress::{DeliveryBudget, PublishRight};
 use crate::limits::ConnectionSlot;
-use crate::listener::Peer;
 use crate::refusal::Refusal;
 
 /// Frame extension slots (see `Frame::ext`).

@@ -1,4 +1,4 @@
-//! The HTTP connections' I/O: a kill switch per connection ([`crate::serve`] accepts them, with
+//! The HTTP connections' I/O: a kill switch per connection ([`super::serve`] accepts them, with
 //! TCP_NODELAY: streams write small frames and must not wait for Nagle).
 //!
 //! Hyper owns the socket of an SSE response and stops polling the body while the client does

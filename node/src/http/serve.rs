@@ -29,28 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::listener::{KillableStream, Peer};
-
-/// The listener's limits.
-#[derive(Debug, Clone)]
-pub struct ServeLimits {
-    pub header_read_timeout: Duration,
-    /// Connections held at once; past it a new one gets a fast 503.
-    pub max_connections: usize,
-    /// Connections held at once from one address (0: no limit).
-    pub max_connections_per_ip: usize,
-}
-
-/// File descriptors kept for the node's own use (store, broker logs, QUIC, outbound callbacks)
-/// when `http.max_connections` is derived from the process's limit.
-pub const DESCRIPTOR_RESERVE: usize = 256;
-
-/// The soft limit of open files of this process (Linux: `/proc/self/limits`), if known.
-pub fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
+use crate::config::{HttpLimits, DESCRIPTOR_RESERVE};
+use crate::http::listener::{KillableStream, Peer};
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -79,7 +59,7 @@ impl Drop for Counted {
 
 fn admit(
     counts: &Arc<Mutex<Counts>>,
-    limits: &ServeLimits,
+    limits: &HttpLimits,
     ip: IpAddr,
 ) -> Result<Counted, &'static str> {
     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,7 +108,7 @@ async fn turn_away(mut stream: TcpStream, reason: &'static str) {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: ServeLimits,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let counts = Arc::new(Mutex::new(Counts::default()));
