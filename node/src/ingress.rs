@@ -314,14 +314,26 @@ impl Ingress {
         let admission = self
             .admit(credential, target, Action::Subscribe, Entrypoint::Websub)
             .await?;
+        let key_of = |via: &Via| match via {
+            Via::ApiKey(id) => Some(id.clone()),
+            Via::Jwt => None,
+        };
         let (principal, grant) = match (admission.principal, admission.grant) {
             (Some(p), Some(g)) => (p, g),
-            _ => {
+            (principal, None) => {
                 if subscription.subscribe {
                     self.ensure_topic(target.topic).await?;
                 }
-                return Ok(None);
+                // An application on a topic of no API (or a keyless one) is still who made
+                // the subscription: recorded, so that its rights, not anonymous access, are
+                // what the subscription is held to.
+                return Ok(principal.map(|p| WebsubMaker {
+                    key: key_of(&p.via),
+                    app: p.app,
+                    api: String::new(),
+                }));
             }
+            (None, Some(_)) => return Ok(None),
         };
         if subscription.subscribe {
             self.ensure_topic(target.topic).await?;
@@ -339,10 +351,7 @@ impl Ingress {
                     .await?;
             }
         }
-        let key = match principal.via {
-            Via::ApiKey(id) => Some(id),
-            Via::Jwt => None,
-        };
+        let key = key_of(&principal.via);
         Ok(Some(WebsubMaker {
             app: principal.app,
             api: grant.api,
@@ -409,7 +418,8 @@ const WEBSUB_RESERVATION_HOLD: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebsubMaker {
     pub app: String,
-    /// The API whose plan the subscription counts against.
+    /// The API whose plan the subscription counts against; empty when it is made outside any
+    /// API's plan (a topic of no API, a keyless API).
     pub api: String,
     /// The API key presented (none for a JWT).
     pub key: Option<String>,
@@ -501,7 +511,10 @@ impl DeliveryPolicy for WebsubPolicy {
         });
         let target = Target {
             topic: &subscription.topic,
-            api: maker.as_ref().map(|(_, api)| api.as_str()),
+            api: maker
+                .as_ref()
+                .map(|(_, api)| api.as_str())
+                .filter(|api| !api.is_empty()),
         };
         let decided = match &maker {
             Some((app, _)) => {

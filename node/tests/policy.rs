@@ -1527,3 +1527,61 @@ async fn max_subscriptions_holds_against_parallel_requests() {
     wait_active(&node, &cb.url(&format!("/parallel{accepted}"))).await;
     assert_eq!(common::websub::subscriptions(&node).await.len(), 1);
 }
+
+/// An application's subscription to a topic of no API (anonymous access off) is held to that
+/// application's rights, not mistaken for an anonymous one and ended.
+#[tokio::test]
+async fn an_application_subscription_outside_any_api_stays_while_its_rights_do() {
+    let (key, hash) = eventgate::auth::generate_key();
+    let node = start(&format!(
+        "[topics]\nnames = [\"open\"]\n[websub]\nallow_private_callbacks = true\n[auth]\nanonymous = false\n[applications.alice]\npermissions = [{{ topics = \"open\", publish = true, subscribe = true }}]\napi_key_hashes = [\"{hash}\"]\n"
+    ))
+    .await;
+    let cb = CallbackServer::start().await;
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "open"),
+            ("hub.callback", &cb.url("/open")),
+        ])
+        .finish();
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", &key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_active(&node, &cb.url("/open")).await;
+    assert_eq!(
+        publish_as(&node, "open", Some(&key), b"kept")
+            .await
+            .status(),
+        202
+    );
+    let got = cb.wait_for(&Method::POST, "/open", 1, T).await;
+    assert_eq!(&got[0].body[..], b"kept");
+    assert!(
+        cb.requests(&Method::GET, "/open").iter().all(|r| r
+            .query
+            .get("hub.mode")
+            .map(String::as_str)
+            != Some("denied")),
+        "the subscription was ended as if anonymous"
+    );
+    // Its right withdrawn, it ends.
+    let r = node
+        .client
+        .put(format!("{}/admin/applications/alice", node.base))
+        .json(
+            &json!({ "permissions": [{ "topics": "open", "publish": true, "subscribe": false }] }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    common::websub::wait_gone(&node, &cb.url("/open")).await;
+}

@@ -234,7 +234,8 @@ pub struct Governance {
     pub usage: BTreeMap<UsageKey, Usage>,
     /// (application, API) → node → live stream connections it reported.
     pub connections: BTreeMap<(String, String), BTreeMap<NodeId, u32>>,
-    /// WebSub subscription id → (application, API) it was made by.
+    /// WebSub subscription id → (application, API) it was made by; the API is empty when it
+    /// was made outside any API's plan.
     pub websub_applications: BTreeMap<String, (String, String)>,
     /// WebSub subscription id → the API key it was made with (none for a JWT): the
     /// subscription lives no longer than the key.
