@@ -7,9 +7,10 @@
 //! and [`StateReader`] without a log, Raft, disk or sockets, so ordering, retries, dead
 //! letters, fencing and verification of intent are tested in milliseconds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use eventgate_raft_store::control::{ControlError, ControlPlane};
 use eventgate_raft_store::{Command, MemoryStateMachine, NodeId, Response, StateReader};
@@ -20,6 +21,9 @@ use futures_util::future::BoxFuture;
 pub struct Leadership {
     pub leader: Option<NodeId>,
     pub voters: BTreeSet<NodeId>,
+    /// For each other voter, how long ago it last answered this node's Raft traffic (`None`:
+    /// never). Exact on the leader, which exchanges heartbeats with every voter.
+    pub contact: BTreeMap<NodeId, Option<Duration>>,
 }
 
 /// What the delivery actors need of the control plane.
@@ -49,9 +53,18 @@ impl ControlPort for ControlPlane {
 
     fn leadership(&self) -> Leadership {
         let metrics = self.raft().metrics().borrow().clone();
+        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let me = ControlPlane::node_id(self);
+        let contacts = self.peer_contacts();
+        let contact = voters
+            .iter()
+            .filter(|v| **v != me)
+            .map(|v| (*v, contacts.since(*v)))
+            .collect();
         Leadership {
             leader: metrics.current_leader,
-            voters: metrics.membership_config.membership().voter_ids().collect(),
+            voters,
+            contact,
         }
     }
 }
@@ -73,6 +86,8 @@ struct MemoryShared {
     written: Mutex<Vec<(NodeId, Command)>>,
     unavailable: AtomicBool,
     leadership: Mutex<Leadership>,
+    /// Voters that stopped answering, and since when.
+    silent: Mutex<HashMap<NodeId, tokio::time::Instant>>,
 }
 
 impl MemoryControl {
@@ -83,6 +98,7 @@ impl MemoryControl {
             leadership: Mutex::new(Leadership {
                 leader: Some(node_id),
                 voters: BTreeSet::from([node_id]),
+                contact: BTreeMap::new(),
             }),
             ..MemoryShared::default()
         };
@@ -129,7 +145,19 @@ impl MemoryControl {
             .unwrap_or_else(|p| p.into_inner()) = Leadership {
             leader,
             voters: voters.into_iter().collect(),
+            contact: BTreeMap::new(),
         };
+    }
+
+    /// Makes voter `node` stop answering (`true`: from now on, as a killed node) or answer
+    /// again (`false`). Voters answer unless told otherwise.
+    pub fn set_silent(&self, node: NodeId, silent: bool) {
+        let mut map = self.shared.silent.lock().unwrap_or_else(|p| p.into_inner());
+        if silent {
+            map.entry(node).or_insert_with(tokio::time::Instant::now);
+        } else {
+            map.remove(&node);
+        }
     }
 
     /// Every command written so far, with the node that wrote it, in order.
@@ -161,10 +189,22 @@ impl ControlPort for MemoryControl {
     }
 
     fn leadership(&self) -> Leadership {
-        self.shared
+        let mut leadership = self
+            .shared
             .leadership
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let silent = self.shared.silent.lock().unwrap_or_else(|p| p.into_inner());
+        leadership.contact = leadership
+            .voters
+            .iter()
+            .filter(|v| **v != self.node_id)
+            .map(|v| {
+                let since = silent.get(v).map_or(Duration::ZERO, |at| at.elapsed());
+                (*v, Some(since))
+            })
+            .collect();
+        leadership
     }
 }

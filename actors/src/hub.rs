@@ -3,9 +3,11 @@
 //! - [`HubSupervisor`] (ractor) runs one [`SubscriptionActor`] per subscription this node owns,
 //!   reconciling against the replicated state whenever it changes; a failed child is restarted
 //!   after a backoff.
-//! - [`run_coordinator`]: every node writes a liveness heartbeat; the leader reassigns the
-//!   subscriptions of nodes it has not heard from (rendezvous hashing over the live ones) and
-//!   expires leases.
+//! - [`run_coordinator`]: the leader decides who delivers each subscription — rendezvous
+//!   hashing over the members that answer its Raft heartbeats. A dead owner's subscriptions
+//!   move at once (from their last committed cursors); a live owner's move only by handover:
+//!   it drains what is in flight, commits its exact cursor and then lets go, so rebalancing
+//!   and a node leaving (SIGTERM, `cluster leave`) repeat nothing. It also expires leases.
 //! - [`process_intent`]: verification of intent for subscribe and unsubscribe requests, and
 //!   denial, as the WebSub Recommendation describes; state changes only after verification.
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventgate_raft_store::clock::now_ms;
-use eventgate_raft_store::{Command, NodeId, Subscription, SubscriptionState};
+use eventgate_raft_store::{Command, NodeId, OwnerMove, Subscription, SubscriptionState};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,8 @@ const ENDING_RETRY: Duration = Duration::from_secs(2);
 pub enum HubMsg {
     /// The replicated state changed (or a backoff ended): start, stop and update children.
     Reconcile,
+    /// A handover of this subscription ended (done, or to be tried again).
+    HandoverEnded(String),
 }
 
 struct Child {
@@ -50,6 +54,8 @@ pub struct HubState {
     /// Subscriptions being ended because their subscriber lost the right, until when not to
     /// try again.
     ending: HashMap<String, Instant>,
+    /// Subscriptions being handed over to another node (draining, committing).
+    handing: std::collections::HashSet<String>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -69,7 +75,9 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct HubSupervisor;
 
 fn delivers(sub: &Subscription, me: NodeId) -> bool {
-    sub.owner == Some(me) && sub.state != SubscriptionState::PendingVerification
+    sub.owner == Some(me)
+        && sub.handover_to.is_none()
+        && sub.state != SubscriptionState::PendingVerification
 }
 
 impl Actor for HubSupervisor {
@@ -119,6 +127,7 @@ impl Actor for HubSupervisor {
             ids: HashMap::new(),
             backoff: HashMap::new(),
             ending: HashMap::new(),
+            handing: std::collections::HashSet::new(),
             watcher,
         })
     }
@@ -131,6 +140,10 @@ impl Actor for HubSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HubMsg::Reconcile => reconcile(&myself, state).await,
+            HubMsg::HandoverEnded(id) => {
+                state.handing.remove(&id);
+                reconcile(&myself, state).await;
+            }
         }
         Ok(())
     }
@@ -206,6 +219,31 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
             }
         });
     }
+    // Planned moves away from this node: drain, commit the exact cursor, let go.
+    let handovers: HashMap<String, NodeId> = state.ctx.control.reader().read(|s| {
+        s.subscriptions
+            .values()
+            .filter(|sub| sub.owner == Some(me))
+            .filter_map(|sub| Some((sub.id.clone(), sub.handover_to?)))
+            .collect()
+    });
+    for (id, to) in &handovers {
+        if state.handing.contains(id) {
+            continue;
+        }
+        let actor = state.children.remove(id).map(|child| {
+            state.ids.remove(&child.actor.get_id());
+            child.actor
+        });
+        state.handing.insert(id.clone());
+        tokio::spawn(hand_over(
+            state.ctx.clone(),
+            myself.clone(),
+            actor,
+            id.clone(),
+            *to,
+        ));
+    }
     let stale: Vec<String> = state
         .children
         .keys()
@@ -243,7 +281,8 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
             }
             continue;
         }
-        if state.backoff.contains_key(&id) {
+        // Not while an earlier actor of it still drains (a handover called off).
+        if state.backoff.contains_key(&id) || state.handing.contains(&id) {
             continue;
         }
         let args = SubscriptionArgs {
@@ -261,6 +300,49 @@ async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
             }
         }
     }
+}
+
+/// Hands subscription `id` over to node `to`: stops its actor (which lets what is in flight
+/// finish, within a bound, and dispatches nothing more), commits the cursor moves it made, and
+/// only then records `to` as the owner, which starts from exactly there.
+async fn hand_over(
+    ctx: DeliveryContext,
+    hub: ActorRef<HubMsg>,
+    actor: Option<ActorRef<SubscriptionMsg>>,
+    id: String,
+    to: NodeId,
+) {
+    let started = Instant::now();
+    if let Some(actor) = actor {
+        let _ = actor
+            .stop_and_wait(
+                Some(format!("handing over to node {to}")),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+    }
+    if ctx.cursors.flush().await {
+        let command = Command::CompleteHandover {
+            id: id.clone(),
+            from: ctx.node_id,
+            to,
+        };
+        match ctx.control.write(command).await {
+            Ok(eventgate_raft_store::Response::Applied) => {
+                tracing::info!(subscription = %id, to, millis = started.elapsed().as_millis() as u64, "SubscriptionHandedOver");
+            }
+            Ok(other) => {
+                tracing::info!(subscription = %id, to, answer = ?other, "handover no longer pending")
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %id, to, error = %e, "handover not recorded; trying again")
+            }
+        }
+    } else {
+        tracing::warn!(subscription = %id, to, "cursor not committed; handover tried again");
+        tokio::time::sleep(RESTART_BACKOFF).await;
+    }
+    let _ = hub.cast(HubMsg::HandoverEnded(id));
 }
 
 /// Ends `sub`, whose subscriber may no longer read its topic: removes it (cluster-wide, with
@@ -316,50 +398,79 @@ fn redacted(callback: &str) -> &str {
 /// Timing of the coordinator.
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
-    /// How often each node writes its liveness heartbeat.
+    /// How often each node writes its heartbeat (seen in the state: rate-limit shares, status).
     pub heartbeat_every: Duration,
-    /// A node not heard from for this long is considered dead by the leader.
+    /// A member that has not answered the leader's Raft traffic for this long is dead: its
+    /// subscriptions move at once. The node sets it to Raft's maximum election timeout plus
+    /// two heartbeat intervals — a member Raft itself would give up on.
     pub dead_after: Duration,
+    /// How long a new leader waits for members to answer before judging any (they answered
+    /// its vote request a moment ago; its first heartbeats go out at once).
+    pub grace: Duration,
+    /// How long a member that came (back) must keep answering before subscriptions are moved
+    /// to it, so a flapping node does not pull them back and forth.
+    pub settle: Duration,
+    /// A handover the owner has not completed in this long is forced (the owner is alive but
+    /// cannot commit: its last moves are delivered again).
+    pub handover_timeout: Duration,
 }
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
         Self {
             heartbeat_every: Duration::from_millis(500),
-            dead_after: Duration::from_millis(1500),
+            dead_after: Duration::from_millis(500),
+            grace: Duration::from_millis(150),
+            settle: Duration::from_secs(2),
+            handover_timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// What the leader knows of the members, kept across its ticks while it leads.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Since when each member has answered without a gap longer than `dead_after`.
+    alive_since: HashMap<NodeId, Instant>,
+    /// Handovers this leader asked for, and when.
+    asked: HashMap<String, Instant>,
+}
+
 /// Heartbeats, ownership and lease expiry, until `cancel`.
 ///
-/// Liveness is judged on the leader's own clock: it notes when each node's heartbeat last
-/// changed, so clock skew between nodes does not matter. A new leader gives every member a full
-/// `dead_after` of grace before reassigning anything.
+/// Liveness is the leader's own observation of Raft's traffic ([`crate::control::Leadership::contact`]), not
+/// anything written through the log: it needs no write to get through, so a new leader knows
+/// within a heartbeat or two which members are alive — it never takes a live member's
+/// subscriptions because that member's writes were stuck behind the election.
 pub async fn run_coordinator(
     ctx: DeliveryContext,
     settings: CoordinatorSettings,
     cancel: CancellationToken,
 ) {
+    tokio::join!(
+        write_heartbeats(&ctx, &settings, &cancel),
+        decide_owners(&ctx, &settings, &cancel)
+    );
+}
+
+/// Writes this node's heartbeat every `heartbeat_every`, except while it is leaving.
+async fn write_heartbeats(
+    ctx: &DeliveryContext,
+    settings: &CoordinatorSettings,
+    cancel: &CancellationToken,
+) {
     let me = ctx.node_id;
-    let mut seen: HashMap<NodeId, (u64, Instant)> = HashMap::new();
-    let mut leader_since: Option<Instant> = None;
-    let mut last_heartbeat: Option<Instant> = None;
-    let tick = (settings.heartbeat_every / 2).max(Duration::from_millis(50));
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(tick) => {}
-        }
-        let now = Instant::now();
-        if last_heartbeat.is_none_or(|t| now.duration_since(t) >= settings.heartbeat_every) {
-            last_heartbeat = Some(now);
+        let leaving = ctx
+            .control
+            .reader()
+            .read(|s| s.nodes.get(&me).is_some_and(|n| n.leaving));
+        if !leaving {
             let heartbeat = Command::NodeHeartbeat {
                 node: me,
                 at_ms: now_ms(),
             };
-            // Bounded by one period: without a leader the write would wait for the whole write
-            // timeout, and this loop must be free to act the moment this node becomes leader.
+            // Bounded by one period: without a leader it would wait for the write timeout.
             match tokio::time::timeout(settings.heartbeat_every, ctx.control.write(heartbeat)).await
             {
                 Ok(Ok(_)) => {}
@@ -367,71 +478,108 @@ pub async fn run_coordinator(
                 Err(_) => tracing::debug!("heartbeat not written in time (no leader?)"),
             }
         }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(settings.heartbeat_every) => {}
+        }
+    }
+}
+
+async fn decide_owners(
+    ctx: &DeliveryContext,
+    settings: &CoordinatorSettings,
+    cancel: &CancellationToken,
+) {
+    let me = ctx.node_id;
+    let tick = (settings.grace / 3).clamp(Duration::from_millis(10), Duration::from_millis(50));
+    let mut leader_since: Option<Instant> = None;
+    let mut watch = Watch::default();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
         let leadership = ctx.control.leadership();
         if leadership.leader != Some(me) {
             leader_since = None;
-            seen.clear();
+            watch = Watch::default();
             continue;
         }
+        let now = Instant::now();
         let since = *leader_since.get_or_insert(now);
-        let members: BTreeSet<NodeId> = leadership.voters;
-        let (beats, leaving, subs, expired) = ctx.control.reader().read(|s| {
-            let beats: Vec<(NodeId, u64)> =
-                s.nodes.iter().map(|(n, l)| (*n, l.last_seen_ms)).collect();
-            let leaving: BTreeSet<NodeId> = s
-                .nodes
+        let in_grace = now.duration_since(since) < settings.grace;
+        let answers = |n: &NodeId| {
+            *n == me
+                || in_grace
+                || leadership
+                    .contact
+                    .get(n)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|d| d < settings.dead_after)
+        };
+        let live: BTreeSet<NodeId> = leadership.voters.iter().copied().filter(answers).collect();
+        watch.alive_since.retain(|n, _| live.contains(n));
+        for n in &live {
+            watch.alive_since.entry(*n).or_insert(now);
+        }
+        let (moves, expired) = ctx.control.reader().read(|s| {
+            let leaving = |n: &NodeId| s.nodes.get(n).is_some_and(|l| l.leaving);
+            let candidates: Vec<NodeId> = live.iter().copied().filter(|n| !leaving(n)).collect();
+            let settled: Vec<NodeId> = candidates
                 .iter()
-                .filter(|(_, l)| l.leaving)
-                .map(|(n, _)| *n)
+                .copied()
+                // Counted from when this node began to lead, for itself too: a new leader
+                // moves nothing from a live owner (but a leaving one) for `settle`.
+                .filter(|n| {
+                    watch
+                        .alive_since
+                        .get(n)
+                        .is_some_and(|at| now.duration_since(*at) >= settings.settle)
+                })
                 .collect();
-            let subs: Vec<(String, Option<NodeId>)> = s
-                .subscriptions
-                .values()
-                .filter(|sub| sub.state != SubscriptionState::PendingVerification)
-                .map(|sub| (sub.id.clone(), sub.owner))
-                .collect();
+            let mut moves = Vec::new();
+            for sub in s.subscriptions.values() {
+                if sub.state == SubscriptionState::PendingVerification {
+                    continue;
+                }
+                let decision = decide(
+                    sub,
+                    &live,
+                    &candidates,
+                    &settled,
+                    &watch.asked,
+                    settings.handover_timeout,
+                    now,
+                );
+                moves.extend(decision);
+            }
             let wall = now_ms();
             let expired = s
                 .subscriptions
                 .values()
                 .any(|sub| sub.lease_expires_at_ms <= wall);
-            (beats, leaving, subs, expired)
+            (moves, expired)
         });
-        for (node, stamp) in beats {
-            let entry = seen.entry(node).or_insert((stamp, now));
-            if entry.0 != stamp {
-                *entry = (stamp, now);
-            }
-        }
-        let grace = now.duration_since(since) < settings.dead_after;
-        let live: Vec<NodeId> = members
-            .iter()
-            .copied()
-            .filter(|n| !leaving.contains(n))
-            .filter(|n| {
-                *n == me
-                    || grace
-                    || seen
-                        .get(n)
-                        .is_some_and(|(_, at)| now.duration_since(*at) < settings.dead_after)
+        watch.asked.retain(|id, _| {
+            ctx.control.reader().read(|s| {
+                s.subscriptions
+                    .get(id)
+                    .is_some_and(|sub| sub.handover_to.is_some())
             })
-            .collect();
-        for (id, owner) in subs {
-            let owner_live = owner.is_some_and(|o| live.contains(&o));
-            if owner_live {
-                continue;
+        });
+        if !moves.is_empty() {
+            for m in &moves {
+                if m.drain {
+                    watch.asked.entry(m.id.clone()).or_insert(now);
+                    tracing::info!(subscription = %m.id, from = ?m.from, to = m.to, "SubscriptionHandoverRequested");
+                } else {
+                    watch.asked.remove(&m.id);
+                    tracing::info!(subscription = %m.id, from = ?m.from, to = m.to, "SubscriptionOwnerAssigned");
+                }
             }
-            let Some(new_owner) = owner_of(&id, live.iter().copied()) else {
-                continue;
-            };
-            tracing::info!(subscription = %id, ?owner, new_owner, "SubscriptionOwnerAssigned");
-            let command = Command::AssignOwner {
-                id: id.clone(),
-                owner: Some(new_owner),
-            };
-            if let Err(e) = ctx.control.write(command).await {
-                tracing::warn!(subscription = %id, error = %e, "owner not assigned");
-                break;
+            if let Err(e) = ctx.control.write(Command::MoveOwners { moves }).await {
+                tracing::warn!(error = %e, "ownership moves not written");
             }
         }
         if expired {
@@ -442,6 +590,81 @@ pub async fn run_coordinator(
             {
                 Ok(r) => tracing::info!(result = ?r, "SubscriptionLeasesExpired"),
                 Err(e) => tracing::warn!(error = %e, "lease expiry not written"),
+            }
+        }
+    }
+}
+
+/// The leader's decision for one subscription, if it should move: to a live member at once
+/// when its owner is gone; by handover from a live owner when rendezvous hashing over the
+/// settled members (and the owner) prefers another, or when the owner is leaving.
+fn decide(
+    sub: &Subscription,
+    live: &BTreeSet<NodeId>,
+    candidates: &[NodeId],
+    settled: &[NodeId],
+    asked: &HashMap<String, Instant>,
+    handover_timeout: Duration,
+    now: Instant,
+) -> Option<OwnerMove> {
+    let owner = sub.owner.filter(|o| live.contains(o));
+    let Some(owner) = owner else {
+        // Unowned, or its owner is gone: the next owner starts from the committed cursor.
+        let to = owner_of(&sub.id, candidates.iter().copied())?;
+        return Some(OwnerMove {
+            id: sub.id.clone(),
+            from: sub.owner,
+            to,
+            drain: false,
+        });
+    };
+    let owner_stays = candidates.contains(&owner);
+    let mut pool: Vec<NodeId> = settled.to_vec();
+    if owner_stays && !pool.contains(&owner) {
+        pool.push(owner);
+    }
+    let desired = owner_of(&sub.id, pool.iter().copied())
+        .or_else(|| owner_of(&sub.id, candidates.iter().copied()));
+    match (sub.handover_to, desired) {
+        // Nowhere to go (the owner leaves and nobody else is live): it stays.
+        (None, None) => None,
+        (None, Some(to)) if to == owner => None,
+        (None, Some(to)) => Some(OwnerMove {
+            id: sub.id.clone(),
+            from: Some(owner),
+            to,
+            drain: true,
+        }),
+        (Some(target), desired) => {
+            let overdue = asked
+                .get(&sub.id)
+                .is_some_and(|at| now.duration_since(*at) >= handover_timeout);
+            if overdue && candidates.contains(&target) {
+                // The owner is alive but does not complete: force it.
+                return Some(OwnerMove {
+                    id: sub.id.clone(),
+                    from: Some(owner),
+                    to: target,
+                    drain: false,
+                });
+            }
+            let target_fine = candidates.contains(&target) && desired == Some(target);
+            match desired {
+                _ if target_fine => None,
+                // The target went away or the owner may stay after all: call it off.
+                None => None,
+                Some(to) if to == owner => Some(OwnerMove {
+                    id: sub.id.clone(),
+                    from: Some(owner),
+                    to: owner,
+                    drain: false,
+                }),
+                Some(to) => Some(OwnerMove {
+                    id: sub.id.clone(),
+                    from: Some(owner),
+                    to,
+                    drain: true,
+                }),
             }
         }
     }
@@ -579,6 +802,7 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                 owner: None,
                 created_at_ms: now,
                 updated_at_ms: now,
+                handover_to: None,
                 topic_url: intent
                     .topic_as_given
                     .contains("://")

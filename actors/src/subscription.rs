@@ -39,10 +39,16 @@ pub const DELIVERY_HEADER: &str = "x-eventgate-delivery";
 /// Header counting attempts of this delivery, from 1.
 pub const ATTEMPT_HEADER: &str = "x-eventgate-attempt";
 
-/// How often a node commits the cursor moves of all its subscriptions, in one command.
-pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// The shortest gap between two commits of a node's cursor moves. Moves are committed as
+/// soon as there are any and the last commit is done, at most this often: a SIGKILLed owner's
+/// successor repeats only what was delivered in about one commit's time.
+pub const COMMIT_GAP: Duration = Duration::from_millis(25);
+/// How long a failed commit waits before it is tried again.
+const COMMIT_RETRY: Duration = Duration::from_millis(100);
 /// Messages read from the broker at a time.
 const READ_BATCH: usize = 128;
+/// How long a stopping subscription lets its deliveries in flight finish before cutting them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How often a delivery held by a withdrawn right looks again (the hub ends the subscription
 /// meanwhile, which cancels it).
 const WITHDRAWN_RECHECK: Duration = Duration::from_millis(100);
@@ -62,8 +68,9 @@ pub struct DeliverySettings {
 }
 
 /// Collects cursor moves of every subscription this node delivers and commits them together:
-/// one `CommitCursors` per [`COMMIT_EVERY`] instead of one per subscription. A move not yet
-/// committed when a node dies is delivered again by the next owner (at least once).
+/// one `CommitCursors` for all subscriptions, as soon as the previous one is done (at most one
+/// per [`COMMIT_GAP`]). A move not yet committed when a node dies is delivered again by the
+/// next owner (at least once).
 #[derive(Clone)]
 pub struct CursorCommitter {
     inner: Arc<CommitterInner>,
@@ -73,6 +80,8 @@ struct CommitterInner {
     node_id: NodeId,
     control: Arc<dyn ControlPort>,
     pending: std::sync::Mutex<std::collections::BTreeMap<(String, u32), u64>>,
+    /// Wakes the committing loop when a move is recorded.
+    moved: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for CursorCommitter {
@@ -88,6 +97,7 @@ impl CursorCommitter {
                 node_id,
                 control,
                 pending: std::sync::Mutex::default(),
+                moved: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -101,13 +111,16 @@ impl CursorCommitter {
         let mut pending = self.pending();
         let slot = pending.entry((id.to_owned(), partition)).or_insert(offset);
         *slot = (*slot).max(offset);
+        drop(pending);
+        self.inner.moved.notify_one();
     }
 
-    /// Commits every recorded move now. Moves that could not be committed are kept.
-    pub async fn flush(&self) {
+    /// Commits every recorded move now. Moves that could not be committed are kept; answers
+    /// whether every move recorded before the call is committed.
+    pub async fn flush(&self) -> bool {
         let taken = std::mem::take(&mut *self.pending());
         if taken.is_empty() {
-            return;
+            return true;
         }
         let commits = taken
             .iter()
@@ -128,15 +141,31 @@ impl CursorCommitter {
                 let slot = pending.entry(key).or_insert(offset);
                 *slot = (*slot).max(offset);
             }
+            return false;
         }
+        true
     }
 
-    /// Flushes every [`COMMIT_EVERY`] until `cancel`, then once more.
+    /// Commits recorded moves as they come (see [`CursorCommitter`]) until `cancel`, then
+    /// once more.
     pub async fn run(self, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep(COMMIT_EVERY) => self.flush().await,
+                () = self.inner.moved.notified() => {}
+            }
+            let pause = if self.flush().await {
+                COMMIT_GAP
+            } else {
+                COMMIT_RETRY
+            };
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            // Moves left over from a failed commit are tried again without waiting for more.
+            if !self.pending().is_empty() {
+                self.inner.moved.notify_one();
             }
         }
         self.flush().await;
@@ -242,6 +271,8 @@ pub struct SubscriptionArgs {
 #[derive(Debug)]
 pub struct SubscriptionActorState {
     record: watch::Sender<Subscription>,
+    /// Stops dispatching; what is in flight finishes.
+    drain: CancellationToken,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -262,15 +293,20 @@ impl Actor for SubscriptionActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let (record, watch_record) = watch::channel(args.subscription.clone());
         let cancel = CancellationToken::new();
+        let drain = CancellationToken::new();
         let task = tokio::spawn(deliver_subscription(
             args.ctx,
             watch_record,
-            cancel.clone(),
+            Stop {
+                drain: drain.clone(),
+                cancel: cancel.clone(),
+            },
             myself,
         ));
         tracing::info!(subscription = %args.subscription.id, topic = %args.subscription.topic, "SubscriptionStarted");
         Ok(SubscriptionActorState {
             record,
+            drain,
             cancel,
             task: Some(task),
         })
@@ -296,21 +332,49 @@ impl Actor for SubscriptionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // The task commits its cursor when cancelled; wait for it (bounded).
-        state.cancel.cancel();
-        if let Some(task) = state.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        // Let what is in flight finish (bounded), so that the cursor the task records as it
+        // ends covers every delivery made; then cut whatever still runs.
+        state.drain.cancel();
+        if let Some(mut task) = state.task.take() {
+            if tokio::time::timeout(DRAIN_LIMIT, &mut task).await.is_err() {
+                state.cancel.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
         }
         Ok(())
+    }
+}
+
+/// How a subscription's delivery stops: `drain` dispatches nothing more and ends once what is
+/// in flight has finished (a wait for a retry ends at once; the schedule is replicated);
+/// `cancel` cuts everything.
+#[derive(Debug, Clone)]
+struct Stop {
+    drain: CancellationToken,
+    cancel: CancellationToken,
+}
+
+impl Stop {
+    fn draining(&self) -> bool {
+        self.drain.is_cancelled() || self.cancel.is_cancelled()
+    }
+
+    /// Resolves once draining (or cancelled).
+    async fn drained(&self) {
+        tokio::select! {
+            () = self.drain.cancelled() => {}
+            () = self.cancel.cancelled() => {}
+        }
     }
 }
 
 async fn deliver_subscription(
     ctx: DeliveryContext,
     record: watch::Receiver<Subscription>,
-    cancel: CancellationToken,
+    stop: Stop,
     actor: ActorRef<SubscriptionMsg>,
 ) {
+    let cancel = stop.cancel.clone();
     let sub = record.borrow().clone();
     let partitions = match ctx.broker.partitions(&sub.topic).await {
         Ok(n) => n,
@@ -327,9 +391,9 @@ async fn deliver_subscription(
     for partition in 0..partitions {
         let ctx = ctx.clone();
         let record = record.clone();
-        let cancel = cancel.clone();
+        let stop = stop.clone();
         let book = book.clone();
-        tasks.spawn(async move { deliver_partition(ctx, record, partition, cancel, book).await });
+        tasks.spawn(async move { deliver_partition(ctx, record, partition, stop, book).await });
     }
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -372,7 +436,7 @@ async fn deliver_partition(
     ctx: DeliveryContext,
     record: watch::Receiver<Subscription>,
     partition: u32,
-    cancel: CancellationToken,
+    stop: Stop,
     book: RetryBook,
 ) -> Result<PartitionEnd, String> {
     use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -419,7 +483,7 @@ async fn deliver_partition(
     let mut done: BTreeSet<u64> = BTreeSet::new();
     let mut in_flight = FuturesUnordered::new();
     loop {
-        while in_flight.len() < window && !cancel.is_cancelled() {
+        while in_flight.len() < window && !stop.draining() {
             let Some(message) = buffered.pop_front() else {
                 break;
             };
@@ -437,13 +501,13 @@ async fn deliver_partition(
                         }
                         Allowance::Wait(d) => {
                             tokio::select! {
-                                () = cancel.cancelled() => break,
+                                () = stop.drained() => break,
                                 () = tokio::time::sleep(d) => {}
                             }
                         }
                     }
                 }
-                if cancel.is_cancelled() {
+                if stop.draining() {
                     buffered.push_front(message);
                     break;
                 }
@@ -456,16 +520,16 @@ async fn deliver_partition(
                     as BoxFuture<'_, (u64, Outcome)>);
                 continue;
             }
-            let (ctx, record, cancel, book) = (&ctx, &record, &cancel, &book);
+            let (ctx, record, stop, book) = (&ctx, &record, &stop, &book);
             in_flight.push(Box::pin(async move {
-                let outcome = deliver_one(ctx, record, &message, prior, cancel, book).await;
+                let outcome = deliver_one(ctx, record, &message, prior, stop, book).await;
                 (message.offset, outcome)
             }));
         }
         let need_more = buffered.is_empty() && in_flight.len() < window;
         tokio::select! {
             biased;
-            () = cancel.cancelled(), if in_flight.is_empty() => {
+            () = stop.drained(), if in_flight.is_empty() => {
                 consumer.close().await;
                 return Ok(PartitionEnd::Cancelled);
             }
@@ -500,7 +564,7 @@ async fn deliver_partition(
                     }
                 }
             }
-            read = consumer.next_batch(READ_BATCH, Duration::from_millis(250)), if need_more && !cancel.is_cancelled() => {
+            read = consumer.next_batch(READ_BATCH, Duration::from_millis(250)), if need_more && !stop.draining() => {
                 let messages = read.map_err(|e| format!("read `{}`: {e}", sub.topic))?;
                 buffered.extend(messages);
             }
@@ -560,10 +624,11 @@ async fn deliver_one(
     record: &watch::Receiver<Subscription>,
     message: &Message,
     prior: Option<RetryEntry>,
-    cancel: &CancellationToken,
+    stop: &Stop,
     book: &RetryBook,
 ) -> Outcome {
     let settings = &ctx.settings;
+    let cancel = &stop.cancel;
     let (mut attempt, first_attempt_ms) = match &prior {
         Some(r) => (r.attempt, r.first_attempt_at_ms),
         None => (0, now_ms()),
@@ -574,7 +639,7 @@ async fn deliver_one(
         if wait > 0 {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                () = cancel.cancelled() => return Outcome::Cancelled,
+                () = stop.drained() => return Outcome::Cancelled,
             }
         }
     }
@@ -586,7 +651,7 @@ async fn deliver_one(
             tracing::debug!(subscription = %sub.id, %reason, "delivery held: right withdrawn");
             tokio::select! {
                 () = tokio::time::sleep(WITHDRAWN_RECHECK) => {}
-                () = cancel.cancelled() => return Outcome::Cancelled,
+                () = stop.drained() => return Outcome::Cancelled,
             }
             sub = record.borrow().clone();
         }
@@ -664,7 +729,7 @@ async fn deliver_one(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = cancel.cancelled() => return Outcome::Cancelled,
+            () = stop.drained() => return Outcome::Cancelled,
         }
     }
 }

@@ -374,6 +374,7 @@ pub(crate) async fn subscribe(
         owner: Some(owner),
         created_at_ms: now,
         updated_at_ms: now,
+        handover_to: None,
         topic_url: None,
     };
     let start_offsets = broker.latest_offsets(topic).await.unwrap();

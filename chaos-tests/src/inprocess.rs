@@ -128,6 +128,7 @@ pub fn subscription(id: &str) -> Subscription {
         owner: None,
         created_at_ms: 0,
         updated_at_ms: 0,
+        handover_to: None,
         topic_url: None,
     }
 }

@@ -351,6 +351,10 @@ pub struct RawCluster {
     pub join_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// How long a stopping node (SIGTERM, `cluster leave`) waits for its WebSub
+    /// subscriptions to be handed over before it stops anyway.
+    #[serde(with = "humantime_serde")]
+    pub handover_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -454,6 +458,7 @@ impl Default for RawCluster {
             seeds: Vec::new(),
             join_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(5),
+            handover_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -519,6 +524,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     pub join_timeout: Duration,
     pub write_timeout: Duration,
+    /// See `cluster.handover_timeout`.
+    pub handover_timeout: Duration,
     pub tls: TlsSource,
     pub raft: RaftTiming,
     pub admin_token: Option<String>,
@@ -628,6 +635,17 @@ pub struct RaftTiming {
 }
 
 impl RaftTiming {
+    /// The coordinator's timing derived from Raft's: a member is dead for ownership when Raft
+    /// itself would give up on it (the longest election timeout and two heartbeats); a new
+    /// leader waits three heartbeats for answers.
+    pub fn coordinator(&self) -> eventgate_actors::hub::CoordinatorSettings {
+        eventgate_actors::hub::CoordinatorSettings {
+            dead_after: self.election_timeout_max + self.heartbeat_interval * 2,
+            grace: self.heartbeat_interval * 3,
+            ..Default::default()
+        }
+    }
+
     /// openraft's configuration, validated.
     pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
         let config = openraft::Config {
@@ -936,6 +954,7 @@ impl RawNodeConfig {
             seeds: self.cluster.seeds,
             join_timeout: self.cluster.join_timeout,
             write_timeout: self.cluster.write_timeout,
+            handover_timeout: self.cluster.handover_timeout,
             tls,
             raft,
             admin_token: self.admin.token,
@@ -1478,6 +1497,7 @@ impl RawBroker {
                     replication_factor: k.replication_factor,
                     request_timeout: k.request_timeout,
                     properties: k.properties.clone().into_iter().collect(),
+                    max_message_bytes: b.max_message_bytes,
                 })
             }
             BrokerType::Mqtt => {

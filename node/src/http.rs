@@ -65,6 +65,7 @@ struct Inner {
     admin_token: Option<String>,
     ready_max_lag: u64,
     quorum_ack_limit: Duration,
+    handover_timeout: Duration,
     shutdown: CancellationToken,
     topics: TopicRegistry,
     connections: Connections,
@@ -115,6 +116,7 @@ impl AppState {
                 admin_token: config.admin_token.clone(),
                 ready_max_lag: config.raft.ready_max_lag,
                 quorum_ack_limit: config.raft.election_timeout_max * 2,
+                handover_timeout: config.handover_timeout,
                 shutdown,
                 topics,
                 connections,
@@ -162,6 +164,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/readyz/control", get(health::readyz_control))
         .route("/metrics", get(metrics))
         .route("/asyncapi.json", get(asyncapi_json))
         .route("/asyncapi.yaml", get(asyncapi_yaml))

@@ -12,7 +12,7 @@ use eventgate_actors::broker::mapped::MappedBroker;
 use eventgate_actors::broker::mqtt::MqttBroker;
 use eventgate_actors::broker::routed::RoutedBroker;
 use eventgate_actors::broker::BrokerDriver;
-use eventgate_actors::hub::{run_coordinator, CoordinatorSettings, HubSupervisor};
+use eventgate_actors::hub::{run_coordinator, HubSupervisor};
 use eventgate_actors::stream::connection::Connections;
 use eventgate_actors::stream::topic::TopicRegistry;
 use eventgate_actors::subscription::{CursorCommitter, DeliveryContext};
@@ -21,7 +21,7 @@ use eventgate_raft_store::network::quic::QuicTransport;
 use eventgate_raft_store::network::RpcNetworkFactory;
 use eventgate_raft_store::state_machine::open_store;
 use eventgate_raft_store::tls::{self, PemPair, TlsMaterial};
-use eventgate_raft_store::{NodeInfo, Raft};
+use eventgate_raft_store::{Command, NodeInfo, Raft};
 use ractor::Actor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -194,7 +194,7 @@ pub async fn start_with_broker(
     let shared = shared_broker.is_some();
     let default_broker: Arc<dyn BrokerDriver> = match shared_broker {
         Some(broker) => broker,
-        None => open_broker(&config.broker).await?,
+        None => open_broker(&config.broker, largest_publish(&config)).await?,
     };
     let default_broker = MappedBroker::wrap(default_broker, config.broker.mapping.clone());
     // Every broker with its label for metrics: the default one by its kind, others by name.
@@ -205,7 +205,10 @@ pub async fn start_with_broker(
     )];
     let mut routes = std::collections::BTreeMap::new();
     for (name, settings) in &config.brokers {
-        let broker = MappedBroker::wrap(open_broker(settings).await?, settings.mapping.clone());
+        let broker = MappedBroker::wrap(
+            open_broker(settings, largest_publish(&config)).await?,
+            settings.mapping.clone(),
+        );
         tracing::info!(broker = %name, topics = ?settings.topics, "topics routed to a further broker");
         for topic in &settings.topics {
             routes.insert(topic.clone(), broker.clone());
@@ -244,10 +247,11 @@ pub async fn start_with_broker(
     let tls = tls_material(&config)?;
     let transport = QuicTransport::bind(listeners.cluster, &tls)?;
     let raft_config = Arc::new(config.raft.openraft_config()?);
+    let contacts = eventgate_raft_store::network::PeerContacts::default();
     let raft = Raft::new(
         node_id,
         raft_config,
-        RpcNetworkFactory::new(transport.clone()),
+        RpcNetworkFactory::with_contacts(transport.clone(), contacts.clone()),
         log_store,
         state_machine,
     )
@@ -260,7 +264,8 @@ pub async fn start_with_broker(
         reader,
         transport.clone(),
         config.write_timeout,
-    );
+    )
+    .with_contacts(contacts);
 
     let fatal = Arc::new(std::sync::OnceLock::new());
     let initialized = raft
@@ -356,7 +361,7 @@ pub async fn start_with_broker(
     let coordinator_stop = CancellationToken::new();
     let coordinator = tokio::spawn(run_coordinator(
         delivery.clone(),
-        CoordinatorSettings::default(),
+        config.raft.coordinator(),
         coordinator_stop.clone(),
     ));
 
@@ -400,10 +405,15 @@ pub async fn start_with_broker(
     let app = http::router(state);
     let serve_limits = config.http_limits.clone();
     let http_shutdown = shutdown.clone();
+    let leaving = control.clone();
+    let handover_timeout = config.handover_timeout;
     let task = tokio::spawn(async move {
         tracing::info!(node_id, http = %http_addr, cluster = %cluster_addr, "node started");
         crate::http::serve::serve(listeners.http, app, serve_limits, async move {
             http_shutdown.cancelled().await;
+            // Hand this node's WebSub subscriptions over (drained, at their exact cursors)
+            // while everything still runs: a rolling restart pauses each for moments.
+            hand_over_subscriptions(&leaving, leaving.node_id(), handover_timeout).await;
             // Streams never end by themselves: close them (going-away) so that the graceful
             // shutdown of HTTP can complete.
             connections.shutdown().await;
@@ -453,14 +463,105 @@ pub async fn start_with_broker(
     })
 }
 
+/// Tells the cluster that member `node` is leaving and waits (at most `timeout`) until it owns
+/// no WebSub subscription: the leader hands a live member's over (drained, at their exact
+/// cursors) and gives a dead member's to others at once. For this node alone in its cluster
+/// it does nothing (nobody could take over).
+pub(crate) async fn hand_over_subscriptions(
+    control: &ControlPlane,
+    node: eventgate_raft_store::NodeId,
+    timeout: std::time::Duration,
+) {
+    let others = control
+        .raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v != node);
+    let owned = |c: &ControlPlane| {
+        c.reader().read(|s| {
+            s.subscriptions
+                .values()
+                .filter(|sub| sub.owner == Some(node))
+                .count()
+        })
+    };
+    if !others || owned(control) == 0 {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    let leaving = Command::NodeLeaving {
+        node,
+        at_ms: eventgate_raft_store::clock::now_ms(),
+    };
+    match tokio::time::timeout(timeout, control.write(leaving)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not announce leaving; stopping without handing over");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("leaving not announced in time; stopping without handing over");
+            return;
+        }
+    }
+    let mut applied = control.reader().watch_applied();
+    let rest = timeout.saturating_sub(started.elapsed());
+    let done = tokio::time::timeout(rest, async {
+        while owned(control) > 0 {
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    match done {
+        Ok(()) => tracing::info!(
+            node,
+            millis = started.elapsed().as_millis() as u64,
+            "every subscription handed over"
+        ),
+        Err(_) => tracing::warn!(
+            left = owned(control),
+            "subscriptions not all handed over in time; their next owners repeat what was not committed"
+        ),
+    }
+}
+
 /// Opens the driver of one configured broker (not yet name-mapped).
+/// The largest payload a client may publish (a webhook body or a WebSocket frame).
+fn largest_publish(config: &NodeConfig) -> usize {
+    config
+        .webhook_max_body_bytes
+        .max(config.streams.max_publish_bytes)
+}
+
 async fn open_broker(
     settings: &crate::config::BrokerSettings,
+    largest_publish: usize,
 ) -> Result<Arc<dyn BrokerDriver>, Error> {
     Ok(match &settings.kind {
         BrokerKind::Kafka(kafka) => {
             tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
-            KafkaBroker::new(kafka.clone())?
+            let broker = KafkaBroker::new(kafka.clone())?;
+            // What the broker itself accepts, checked against what the gateway is configured
+            // to accept (in the background: the broker may be down at start).
+            let checked = broker.clone();
+            tokio::spawn(async move {
+                match checked.broker_message_limit().await {
+                    Ok(batch) if checked.message_limit() < largest_publish => tracing::warn!(
+                        largest_publish,
+                        broker_message_max_bytes = batch,
+                        limit = checked.message_limit(),
+                        "webhook_receiver.max_body_bytes or streams.max_publish_bytes is more than the Kafka broker accepts (its message.max.bytes): larger publishes are refused with 413 naming the broker's limit; raise message.max.bytes on the broker (and topics' max.message.bytes) or lower those settings"
+                    ),
+                    Ok(batch) => tracing::info!(broker_message_max_bytes = batch, "Kafka broker's message size limit checked"),
+                    Err(e) => tracing::info!(error = %e, "the Kafka broker's message size limit is unknown"),
+                }
+            });
+            broker
         }
         BrokerKind::Mqtt(mqtt) => {
             tracing::info!(host = %mqtt.host, port = mqtt.port, "broker: mqtt");

@@ -13,16 +13,82 @@ use crate::config::{self, CliOverrides, LogFormat};
 use crate::node::{self, Listeners};
 
 fn init_tracing(format: LogFormat, level: &str) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn"))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let output = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output.with_filter(QuietRepeats::default()))
+        .try_init();
+}
+
+/// Lets through at most one event per [`QuietRepeats::EVERY`] from each of openraft's
+/// per-attempt warnings and errors: a dead peer makes replication and elections fail every
+/// few milliseconds, each failure logged, burying everything else. The first of a run is
+/// kept, so the condition is still seen; `eventgate cluster status` tells the rest.
+#[derive(Debug, Default)]
+struct QuietRepeats {
+    last: std::sync::Mutex<
+        std::collections::HashMap<tracing::callsite::Identifier, tokio::time::Instant>,
+    >,
+}
+
+impl QuietRepeats {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn noisy(meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_event()
+            && *meta.level() <= tracing::Level::WARN
+            && [
+                "openraft::replication",
+                "openraft::core::raft_core",
+                "openraft::network",
+            ]
+            .iter()
+            .any(|t| meta.target().starts_with(t))
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for QuietRepeats {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if !Self::noisy(meta) {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(&meta.callsite()) {
+            Some(at) if now.duration_since(*at) < Self::EVERY => false,
+            _ => {
+                last.insert(meta.callsite(), now);
+                true
+            }
+        }
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::noisy(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -40,6 +40,18 @@ impl std::fmt::Display for Request {
     }
 }
 
+/// One ownership decision of the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerMove {
+    pub id: String,
+    /// The owner the decision was made on (`None`: unowned).
+    pub from: Option<NodeId>,
+    pub to: NodeId,
+    /// `true`: a planned move from a live owner, which drains and hands over
+    /// ([`Command::CompleteHandover`]); `false`: `to` owns it at once (the owner is gone).
+    pub drain: bool,
+}
+
 /// Every change to the replicated state. Times are unix milliseconds chosen by the proposer so
 /// that applying is deterministic on every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +65,19 @@ pub enum Command {
         state: SubscriptionState,
         at_ms: u64,
     },
-    /// Records which node owns (delivers) a subscription.
+    /// Records which node owns (delivers) a subscription (an operator's override; clears a
+    /// pending handover).
     AssignOwner { id: String, owner: Option<NodeId> },
+    /// The leader's ownership decisions, in a batch; each applies only if the subscription's
+    /// owner is still `from` (compare-and-set).
+    MoveOwners { moves: Vec<OwnerMove> },
+    /// The owner drained subscription `id` and committed its cursor: `to` owns it now.
+    /// Applies only while that handover is pending.
+    CompleteHandover {
+        id: String,
+        from: NodeId,
+        to: NodeId,
+    },
     /// Removes a subscription with its cursor, retry schedule and dead letters.
     RemoveSubscription { id: String },
     /// Removes every subscription whose lease ended at or before `now_ms`.
@@ -87,7 +110,8 @@ pub enum Command {
     },
     /// A node says it is alive.
     NodeHeartbeat { node: NodeId, at_ms: u64 },
-    /// A node is leaving: it owns nothing from now on.
+    /// A node is leaving (stopping, or being removed): it gets no new subscriptions, and the
+    /// leader hands its subscriptions over to the others.
     NodeLeaving { node: NodeId, at_ms: u64 },
     /// A verified subscription: created or renewed (lease, secret). A new one starts its cursor
     /// at `start_offsets` (partition, offset): what was published before it is not delivered.
@@ -169,6 +193,8 @@ impl Command {
             Command::UpsertSubscription(_) => "upsert-subscription",
             Command::SetSubscriptionState { .. } => "set-subscription-state",
             Command::AssignOwner { .. } => "assign-owner",
+            Command::MoveOwners { .. } => "move-owners",
+            Command::CompleteHandover { .. } => "complete-handover",
             Command::RemoveSubscription { .. } => "remove-subscription",
             Command::ExpireLeases { .. } => "expire-leases",
             Command::CommitCursors { .. } => "commit-cursors",

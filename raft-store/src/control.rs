@@ -12,7 +12,7 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::network::{ClusterError, ClusterRpc, NodeStatus, RpcRequest, RpcResponse};
+use crate::network::{ClusterError, ClusterRpc, NodeStatus, PeerContacts, RpcRequest, RpcResponse};
 use crate::typ::{ClientWriteError, ClientWriteResponse};
 use crate::{Command, NodeId, NodeInfo, Raft, Request, Response, StateReader};
 
@@ -80,6 +80,7 @@ pub struct ControlPlane {
     reader: StateReader,
     transport: Arc<dyn ClusterRpc>,
     timeout: Duration,
+    contacts: PeerContacts,
     /// Seconds from a write's submission to its application here (successful writes).
     write_latency: Arc<std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>>,
 }
@@ -119,8 +120,21 @@ impl ControlPlane {
             reader,
             transport,
             timeout,
+            contacts: PeerContacts::default(),
             write_latency: Arc::default(),
         }
+    }
+
+    /// Uses `contacts` (the ones given to this node's [`crate::RpcNetworkFactory`]) to say
+    /// which peers answer ([`ControlPlane::peer_contacts`]).
+    pub fn with_contacts(mut self, contacts: PeerContacts) -> Self {
+        self.contacts = contacts;
+        self
+    }
+
+    /// When each peer last answered this node's Raft traffic.
+    pub fn peer_contacts(&self) -> &PeerContacts {
+        &self.contacts
     }
 
     /// Observes every successful [`ControlPlane::write`]'s latency (commit and local apply)
@@ -160,6 +174,15 @@ impl ControlPlane {
             }
             LeaderOut::Done => Ok(Response::Applied),
         }
+    }
+
+    /// Whether a leader is known now or becomes known within `timeout` (an election under
+    /// way). `false`: no quorum, as far as this node can tell.
+    pub async fn leader_within(&self, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let known =
+            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+        matches!(known, Ok(Ok(_)))
     }
 
     /// Waits until this node has applied log index `index`, at most `timeout`. Answers whether
@@ -214,7 +237,20 @@ impl ControlPlane {
                 }
                 Some(l) if l == self.id => self.run_local(&op, remaining).await,
                 Some(l) => match leader_node {
-                    Some(node) => self.run_remote(l, &node, &op, remaining).await,
+                    Some(node) => {
+                        // A leader that dies takes the call with it, silently: the moment this
+                        // node learns of another leader (or of an election), ask again there
+                        // instead of waiting out the deadline.
+                        let mut watch = metrics.clone();
+                        let moved = watch.wait_for(|m| m.current_leader != Some(l));
+                        tokio::select! {
+                            result = self.run_remote(l, &node, &op, remaining) => result,
+                            _ = moved => {
+                                tracing::debug!(leader = l, "leader changed while a call to it was under way; asking again");
+                                continue;
+                            }
+                        }
+                    }
                     None => Err(None),
                 },
             };
@@ -495,6 +531,24 @@ fn not_leader(raft: &Raft) -> Option<ClusterError> {
     })
 }
 
+/// Waits (at most `timeout`) until no membership change is under way — the effective
+/// membership is applied and not a joint one — so that a change asked for meanwhile (two
+/// nodes joining at once) queues instead of failing with "already undergoing a
+/// configuration change".
+async fn membership_settled(raft: &Raft, timeout: Duration) {
+    let mut metrics = raft.metrics();
+    let settled = metrics.wait_for(|m| {
+        let stored = &m.membership_config;
+        let applied = match (stored.log_id(), m.last_applied) {
+            (None, _) => true,
+            (Some(l), Some(a)) => l.index <= a.index,
+            (Some(_), None) => false,
+        };
+        applied && stored.membership().get_joint_config().len() == 1
+    });
+    let _ = tokio::time::timeout(timeout, settled).await;
+}
+
 /// Adds a member on this node if it is the leader: learner first (waiting for it to catch
 /// up), then voter. Idempotent; a known member with a new address gets the new address.
 pub(crate) async fn join_local(
@@ -507,6 +561,7 @@ pub(crate) async fn join_local(
         return Err(redirect);
     }
     let work = async {
+        membership_settled(raft, timeout).await;
         let membership = current_membership(raft);
         let known = membership.get_node(&node_id).cloned();
         match known {
@@ -525,6 +580,7 @@ pub(crate) async fn join_local(
             }
             Some(_) => {}
         }
+        membership_settled(raft, timeout).await;
         let is_voter = current_membership(raft).voter_ids().any(|v| v == node_id);
         if !is_voter {
             tracing::info!(node_id, "promoting learner to voter");
@@ -547,6 +603,7 @@ pub(crate) async fn leave_local(
         return Err(redirect);
     }
     let work = async {
+        membership_settled(raft, timeout).await;
         let membership = current_membership(raft);
         let is_voter = membership.voter_ids().any(|v| v == node_id);
         if is_voter {

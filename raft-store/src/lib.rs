@@ -42,7 +42,7 @@ pub mod tls;
 #[cfg(test)]
 mod test;
 
-pub use command::{Command, Request, Response, FORMAT_VERSION};
+pub use command::{Command, OwnerMove, Request, Response, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use state::{
     ControlState, CursorCommit, DeadLetter, NodeLiveness, RetryEntry, Subscription,

@@ -164,15 +164,53 @@ pub async fn handle_rpc(raft: &Raft, request: RpcRequest, change_timeout: Durati
     }
 }
 
+/// When this node last had an answer from each peer over Raft's own traffic. A leader
+/// exchanges append-entries (heartbeats, every `raft.heartbeat_interval`) with every member
+/// and a candidate asks every member for its vote, so on the leader this says within a few
+/// heartbeats which members are alive — far sooner and more exactly than anything written
+/// through the log.
+#[derive(Debug, Clone, Default)]
+pub struct PeerContacts {
+    last: Arc<std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>>,
+}
+
+impl PeerContacts {
+    /// Notes an answer from `peer` now.
+    pub fn touch(&self, peer: NodeId) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, tokio::time::Instant::now());
+    }
+
+    /// How long ago `peer` last answered, if it ever did.
+    pub fn since(&self, peer: NodeId) -> Option<Duration> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(|at| at.elapsed())
+    }
+}
+
 /// openraft's network factory over any [`ClusterRpc`] transport.
 #[derive(Debug)]
 pub struct RpcNetworkFactory<T: ?Sized> {
     transport: Arc<T>,
+    contacts: PeerContacts,
 }
 
 impl<T: ?Sized> RpcNetworkFactory<T> {
     pub fn new(transport: Arc<T>) -> Self {
-        Self { transport }
+        Self::with_contacts(transport, PeerContacts::default())
+    }
+
+    /// Records every answer of a peer in `contacts`.
+    pub fn with_contacts(transport: Arc<T>, contacts: PeerContacts) -> Self {
+        Self {
+            transport,
+            contacts,
+        }
     }
 }
 
@@ -184,6 +222,7 @@ impl<T: ClusterRpc + ?Sized> RaftNetworkFactory<TypeConfig> for RpcNetworkFactor
             transport: self.transport.clone(),
             target,
             node: node.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -194,6 +233,7 @@ pub struct RpcConnection<T: ?Sized> {
     transport: Arc<T>,
     target: NodeId,
     node: NodeInfo,
+    contacts: PeerContacts,
 }
 
 fn transport_to_rpc<E: std::error::Error>(e: TransportError) -> RpcError<E> {
@@ -216,9 +256,14 @@ impl<T: ClusterRpc + ?Sized> RpcConnection<T> {
         request: RpcRequest,
         option: &RPCOption,
     ) -> Result<RpcResponse, TransportError> {
-        self.transport
+        let answer = self
+            .transport
             .call(self.target, &self.node, request, option.hard_ttl())
-            .await
+            .await;
+        if answer.is_ok() {
+            self.contacts.touch(self.target);
+        }
+        answer
     }
 }
 

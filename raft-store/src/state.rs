@@ -35,6 +35,10 @@ pub struct Subscription {
     pub state: SubscriptionState,
     /// The node delivering to this subscription, if assigned.
     pub owner: Option<NodeId>,
+    /// A planned move of ownership (rebalancing, a node leaving): the owner stops delivering,
+    /// commits its exact cursor and then hands over to this node
+    /// ([`Command::CompleteHandover`]), so the move repeats nothing.
+    pub handover_to: Option<NodeId>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     /// The topic URL the subscriber named (an API's, under its base path), announced in every
@@ -53,6 +57,7 @@ impl std::fmt::Debug for Subscription {
             .field("lease_expires_at_ms", &self.lease_expires_at_ms)
             .field("state", &self.state)
             .field("owner", &self.owner)
+            .field("handover_to", &self.handover_to)
             .field("created_at_ms", &self.created_at_ms)
             .field("updated_at_ms", &self.updated_at_ms)
             .field("topic_url", &self.topic_url)
@@ -136,6 +141,7 @@ impl ControlState {
                     sub.created_at_ms = existing.created_at_ms;
                     if sub.owner.is_none() {
                         sub.owner = existing.owner;
+                        sub.handover_to = existing.handover_to;
                     }
                 }
                 touched.push(Touched::Subscription(sub.id.clone()));
@@ -156,9 +162,49 @@ impl ControlState {
             Command::AssignOwner { id, owner } => match self.subscriptions.get_mut(id) {
                 Some(sub) => {
                     sub.owner = *owner;
+                    sub.handover_to = None;
                     touched.push(Touched::Subscription(id.clone()));
                     Response::Applied
                 }
+                None => Response::NotFound,
+            },
+            Command::MoveOwners { moves } => {
+                let mut taken = 0;
+                for m in moves {
+                    let Some(sub) = self.subscriptions.get_mut(&m.id) else {
+                        continue;
+                    };
+                    // Compare-and-set: a move decided on a view that is out of date is skipped.
+                    // `to == from` without drain calls off a pending handover.
+                    if sub.owner != m.from || (m.drain && m.from == Some(m.to)) {
+                        continue;
+                    }
+                    if m.drain && m.from.is_some() {
+                        if sub.handover_to == Some(m.to) {
+                            continue;
+                        }
+                        sub.handover_to = Some(m.to);
+                    } else {
+                        sub.owner = Some(m.to);
+                        sub.handover_to = None;
+                    }
+                    taken += 1;
+                    touched.push(Touched::Subscription(m.id.clone()));
+                }
+                Response::Count(taken)
+            }
+            Command::CompleteHandover { id, from, to } => match self.subscriptions.get_mut(id) {
+                Some(sub) if sub.owner == Some(*from) && sub.handover_to == Some(*to) => {
+                    sub.owner = Some(*to);
+                    sub.handover_to = None;
+                    touched.push(Touched::Subscription(id.clone()));
+                    Response::Applied
+                }
+                Some(_) => Response::Refused {
+                    reason: format!(
+                        "no handover of subscription {id} from node {from} to node {to} is pending"
+                    ),
+                },
                 None => Response::NotFound,
             },
             Command::RemoveSubscription { id } => {
@@ -289,18 +335,17 @@ impl ControlState {
                     },
                 );
                 touched.push(Touched::Node(*node));
-                let mut released = 0;
-                for sub in self.subscriptions.values_mut() {
-                    if sub.owner == Some(*node) {
-                        sub.owner = None;
-                        released += 1;
-                        touched.push(Touched::Subscription(sub.id.clone()));
-                    }
-                }
+                // Its subscriptions stay with it until the leader hands them over (drained, at
+                // their exact cursors), or, if it is gone already, reassigns them.
+                let owned = self
+                    .subscriptions
+                    .values()
+                    .filter(|sub| sub.owner == Some(*node))
+                    .count();
                 let mut gov = Vec::new();
                 self.governance.forget_node(*node, &mut gov);
                 touched.extend(gov.into_iter().map(Touched::Gov));
-                Response::Count(released)
+                Response::Count(owned as u64)
             }
             other => {
                 let mut gov = Vec::new();
@@ -416,6 +461,7 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::OwnerMove;
 
     fn sub(id: &str, owner: Option<NodeId>, expires: u64) -> Subscription {
         Subscription {
@@ -429,6 +475,7 @@ mod tests {
             owner,
             created_at_ms: 1,
             updated_at_ms: 1,
+            handover_to: None,
             topic_url: None,
         }
     }
@@ -532,7 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn leaving_node_releases_its_subscriptions() {
+    fn leaving_node_keeps_its_subscriptions_until_they_are_handed_over() {
         let mut state = ControlState::default();
         let mut touched = Vec::new();
         state.apply(
@@ -544,10 +591,62 @@ mod tests {
             &mut touched,
         );
         let resp = state.apply(&Command::NodeLeaving { node: 2, at_ms: 3 }, &mut touched);
-        assert_eq!(resp, Response::Count(1));
-        assert_eq!(state.subscriptions["a"].owner, None);
-        assert_eq!(state.subscriptions["b"].owner, Some(1));
+        assert_eq!(
+            resp,
+            Response::Count(1),
+            "one subscription still to hand over"
+        );
+        assert_eq!(state.subscriptions["a"].owner, Some(2));
         assert!(state.nodes[&2].leaving);
+        let drain = |from, to| Command::MoveOwners {
+            moves: vec![OwnerMove {
+                id: "a".to_owned(),
+                from,
+                to,
+                drain: true,
+            }],
+        };
+        // A move decided on an outdated owner is skipped.
+        assert_eq!(
+            state.apply(&drain(Some(1), 3), &mut touched),
+            Response::Count(0)
+        );
+        assert_eq!(
+            state.apply(&drain(Some(2), 3), &mut touched),
+            Response::Count(1)
+        );
+        assert_eq!(
+            state.subscriptions["a"].owner,
+            Some(2),
+            "still delivering until drained"
+        );
+        assert_eq!(state.subscriptions["a"].handover_to, Some(3));
+        let complete = |from, to| Command::CompleteHandover {
+            id: "a".to_owned(),
+            from,
+            to,
+        };
+        assert!(matches!(
+            state.apply(&complete(2, 1), &mut touched),
+            Response::Refused { .. }
+        ));
+        assert_eq!(
+            state.apply(&complete(2, 3), &mut touched),
+            Response::Applied
+        );
+        assert_eq!(state.subscriptions["a"].owner, Some(3));
+        assert_eq!(state.subscriptions["a"].handover_to, None);
+        // An owner that died is replaced at once (no drain).
+        let reassign = Command::MoveOwners {
+            moves: vec![OwnerMove {
+                id: "a".to_owned(),
+                from: Some(3),
+                to: 1,
+                drain: false,
+            }],
+        };
+        assert_eq!(state.apply(&reassign, &mut touched), Response::Count(1));
+        assert_eq!(state.subscriptions["a"].owner, Some(1));
     }
 
     #[test]

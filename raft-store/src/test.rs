@@ -39,6 +39,7 @@ fn sub(id: &str) -> Subscription {
         owner: Some(1),
         created_at_ms: 1,
         updated_at_ms: 1,
+        handover_to: None,
         topic_url: None,
     }
 }

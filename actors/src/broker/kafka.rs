@@ -51,7 +51,13 @@ pub struct KafkaConfig {
     pub request_timeout: Duration,
     /// Further librdkafka properties (security, tuning), applied to every client.
     pub properties: Vec<(String, String)>,
+    /// Largest payload the gateway publishes (`broker.max_message_bytes`): the producer's
+    /// `message.max.bytes` is set to hold it with its key and headers.
+    pub max_message_bytes: usize,
 }
+
+/// Room for a record's key, headers and framing on top of its payload.
+const RECORD_OVERHEAD: usize = 64 * 1024;
 
 impl KafkaConfig {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
@@ -62,6 +68,7 @@ impl KafkaConfig {
             replication_factor: 1,
             request_timeout: Duration::from_secs(10),
             properties: Vec::new(),
+            max_message_bytes: 1024 * 1024,
         }
     }
 
@@ -96,6 +103,9 @@ pub struct KafkaBroker {
     metadata: Arc<BaseConsumer>,
     admin: AdminClient<DefaultClientContext>,
     partitions: Mutex<HashMap<String, (u32, Instant)>>,
+    /// The largest payload known to go through: the configured one, lowered to what the
+    /// broker accepts once that is known ([`KafkaBroker::broker_message_limit`]).
+    limit: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for KafkaBroker {
@@ -117,7 +127,15 @@ impl KafkaBroker {
             .set("message.timeout.ms", &timeout_ms)
             // A webhook provider waits for the 202: linger 1 ms, not librdkafka's 5 ms.
             // Concurrent publishes still batch; `properties` may override it.
-            .set("linger.ms", "1");
+            .set("linger.ms", "1")
+            // librdkafka refuses records over 1,000,000 bytes by default, below the gateway's
+            // own limit: make room for the largest payload the gateway accepts.
+            .set(
+                "message.max.bytes",
+                (config.max_message_bytes + RECORD_OVERHEAD)
+                    .clamp(1000, 1_000_000_000)
+                    .to_string(),
+            );
         let producer: FutureProducer = config.finish(producer).create().map_err(unavailable)?;
         let mut metadata = config.client();
         metadata
@@ -129,6 +147,7 @@ impl KafkaBroker {
             .create()
             .map_err(unavailable)?;
         Ok(Arc::new(Self {
+            limit: std::sync::atomic::AtomicUsize::new(config.max_message_bytes),
             config,
             producer,
             metadata: Arc::new(metadata),
@@ -174,6 +193,48 @@ impl KafkaBroker {
                 .insert(topic.to_owned(), (n, Instant::now()));
         }
         Ok(found)
+    }
+
+    /// The broker's `message.max.bytes` (the largest record batch it accepts), asked of one
+    /// of its brokers; from then on, publishes larger than it allows (less record framing)
+    /// are refused here with that limit, without a round trip.
+    pub async fn broker_message_limit(&self) -> BrokerResult<usize> {
+        use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+        let client = self.metadata.clone();
+        let timeout = self.config.request_timeout;
+        let broker = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(None, timeout)?;
+            Ok::<_, KafkaError>(metadata.brokers().first().map(|b| b.id()))
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?
+        .ok_or_else(|| unavailable("the cluster names no broker"))?;
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let described = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Broker(broker)], &options)
+            .await
+            .map_err(unavailable)?;
+        let value = described
+            .into_iter()
+            .next()
+            .and_then(|r| r.ok())
+            .and_then(|r| r.get("message.max.bytes").and_then(|e| e.value.clone()))
+            .ok_or_else(|| unavailable("the broker does not tell its message.max.bytes"))?;
+        let batch: usize = value
+            .parse()
+            .map_err(|_| unavailable(format!("message.max.bytes `{value}`")))?;
+        // A batch of one record: its framing (~70 bytes) and the headers and key.
+        let payload = batch.saturating_sub(1024);
+        self.limit
+            .fetch_min(payload, std::sync::atomic::Ordering::Relaxed);
+        Ok(batch)
+    }
+
+    /// The largest payload known to go through.
+    pub fn message_limit(&self) -> usize {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn require_partitions(&self, topic: &str) -> BrokerResult<u32> {
@@ -274,6 +335,13 @@ impl BrokerDriver for KafkaBroker {
         message: OutgoingMessage,
     ) -> BoxFuture<'a, BrokerResult<Option<Position>>> {
         Box::pin(async move {
+            let limit = self.message_limit();
+            if message.payload.len() > limit {
+                return Err(BrokerError::MessageTooLarge {
+                    size: message.payload.len(),
+                    limit,
+                });
+            }
             self.require_partitions(topic).await?;
             let mut headers = OwnedHeaders::new();
             if let Some(ct) = &message.content_type {
@@ -306,7 +374,7 @@ impl BrokerDriver for KafkaBroker {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     Err(BrokerError::MessageTooLarge {
                         size: message.payload.len(),
-                        limit: 0,
+                        limit: self.message_limit(),
                     })
                 }
                 Err((e, _)) => Err(unavailable(e)),

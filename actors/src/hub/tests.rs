@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventgate_raft_store::Command;
+use eventgate_raft_store::{Command, NodeId};
 use ractor::Actor;
 
 use super::*;
@@ -268,6 +268,29 @@ async fn the_hub_delivers_what_its_node_owns_and_lets_go_when_ownership_moves() 
     hub2.stop_and_wait(None, None).await.unwrap();
 }
 
+fn fast_coordinator() -> CoordinatorSettings {
+    CoordinatorSettings {
+        heartbeat_every: Duration::from_millis(20),
+        dead_after: Duration::from_millis(100),
+        grace: Duration::from_millis(30),
+        settle: Duration::from_millis(300),
+        handover_timeout: Duration::from_secs(10),
+    }
+}
+
+fn moves(control: &MemoryControl, drain: bool) -> usize {
+    control
+        .written()
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Command::MoveOwners { moves } => {
+                Some(moves.iter().filter(|m| m.drain == drain).count())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 #[tokio::test]
 async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
     let control = MemoryControl::new(1);
@@ -277,25 +300,46 @@ async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
     let ctx = context(&control, 1, broker.clone(), callback, settings(1));
     subscribe(&control, broker.as_ref(), "s1", "orders", 2).await;
     let cancel = CancellationToken::new();
-    let timing = CoordinatorSettings {
-        heartbeat_every: Duration::from_millis(20),
-        dead_after: Duration::from_millis(100),
-    };
-    let coordinator = tokio::spawn(run_coordinator(ctx, timing, cancel.clone()));
-    // Node 2 never writes a heartbeat: after the new leader's grace it is dead, and its
-    // subscription moves to the only live node.
+    // Node 2 stops answering Raft's heartbeats: after the new leader's grace and
+    // `dead_after` it is dead, and its subscription moves at once to the only live node.
+    control.set_silent(2, true);
+    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
     wait_until("s1 moved to node 1", || {
         control
             .reader()
             .read(|s| s.subscriptions["s1"].owner == Some(1))
     })
     .await;
-    let assigned = control
-        .written()
-        .into_iter()
-        .filter(|(_, c)| matches!(c, Command::AssignOwner { .. }))
-        .count();
-    assert_eq!(assigned, 1);
+    assert_eq!(moves(&control, false), 1);
+    assert_eq!(moves(&control, true), 0, "a dead owner cannot drain");
+    cancel.cancel();
+    coordinator.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_live_member_keeps_its_subscriptions_however_long_its_writes_fail() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(1), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let callback = ScriptedCallback::new(|_| Reply::Status(200));
+    let ctx = context(&control, 1, broker.clone(), callback, settings(1));
+    subscribe(&control, broker.as_ref(), "s1", "orders", 2).await;
+    let cancel = CancellationToken::new();
+    // Node 2 writes no heartbeat at all, but it answers Raft: it is alive.
+    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
+    let heartbeats = |c: &MemoryControl| {
+        c.written()
+            .iter()
+            .filter(|(n, c)| *n == 1 && matches!(c, Command::NodeHeartbeat { .. }))
+            .count()
+    };
+    // Twenty of node 1's heartbeats cover several `dead_after`s.
+    wait_until("twenty heartbeats of node 1", || heartbeats(&control) >= 20).await;
+    let owner = control.reader().read(|s| s.subscriptions["s1"].owner);
+    let handover = control.reader().read(|s| s.subscriptions["s1"].handover_to);
+    assert_eq!(owner, Some(2));
+    // Rendezvous hashing may prefer node 1 for s1: then a handover, never a takeover.
+    assert_eq!(moves(&control, false), 0, "{handover:?}");
     cancel.cancel();
     coordinator.await.unwrap();
 }
@@ -309,13 +353,10 @@ async fn a_follower_reassigns_nothing() {
     let ctx = context(&control, 1, broker.clone(), callback, settings(1));
     subscribe(&control, broker.as_ref(), "s1", "orders", 3).await;
     let cancel = CancellationToken::new();
-    let timing = CoordinatorSettings {
-        heartbeat_every: Duration::from_millis(20),
-        dead_after: Duration::from_millis(60),
-    };
-    let coordinator = tokio::spawn(run_coordinator(ctx, timing, cancel.clone()));
+    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
     // Node 1 keeps writing heartbeats; as long as it follows it moves nothing, however long
-    // node 3 is silent. Ten of its heartbeats cover several `dead_after`s.
+    // node 3 (not even a member) has been gone. Ten of its heartbeats cover several
+    // `dead_after`s.
     let heartbeats = |c: &MemoryControl| {
         c.written()
             .iter()
@@ -340,6 +381,155 @@ async fn a_follower_reassigns_nothing() {
     .await;
     cancel.cancel();
     coordinator.await.unwrap();
+}
+
+/// A subscription id whose rendezvous owner among `members` is `owner`.
+fn id_owned_by(owner: NodeId, members: [NodeId; 2]) -> String {
+    (0..)
+        .map(|i| format!("s{i}"))
+        .find(|id| crate::ownership::owner_of(id, members) == Some(owner))
+        .unwrap()
+}
+
+/// Offsets each callback received, in arrival order.
+fn offsets(callback: &ScriptedCallback) -> Vec<u64> {
+    callback
+        .deliveries()
+        .iter()
+        .filter_map(|s| s.position)
+        .map(|(_, o)| o)
+        .collect()
+}
+
+/// Publishes `n` messages to partition 0 of `orders`, one every 2 ms.
+fn publish_steadily(broker: Arc<PartitionedBroker>, n: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0..n {
+            broker.publish_to("orders", 0, format!("m{i}")).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+/// Every offset from 0 to `n` delivered exactly once over both callbacks, and the second
+/// carries on where the first stopped.
+fn assert_handed_over_exactly(first: &[u64], second: &[u64], n: u64) {
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "{first:?} / {second:?}"
+    );
+    let mut all: Vec<u64> = first.iter().chain(second).copied().collect();
+    assert_eq!(
+        all.len() as u64,
+        n,
+        "no message repeated or lost: {first:?} / {second:?}"
+    );
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+    assert_eq!(
+        second[0],
+        first.iter().max().unwrap() + 1,
+        "the new owner starts at the exact cursor"
+    );
+}
+
+#[tokio::test]
+async fn a_returning_node_gets_its_subscriptions_back_by_a_handover_that_repeats_nothing() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(1), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let id = id_owned_by(2, [1, 2]);
+    subscribe(&control, broker.as_ref(), &id, "orders", 2).await;
+    // Slow enough answers that deliveries are in flight (window 4) when the handover comes.
+    let one = ScriptedCallback::new(|_| Reply::Slow(200, Duration::from_millis(3)));
+    let two = ScriptedCallback::new(|_| Reply::Slow(200, Duration::from_millis(3)));
+    let ctx1 = context(&control, 1, broker.clone(), one.clone(), settings(4));
+    let (hub1, _) = Actor::spawn(None, HubSupervisor, ctx1.clone())
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    // Node 2 died: its subscription moves to node 1 at once.
+    control.set_silent(2, true);
+    let coordinator = tokio::spawn(run_coordinator(
+        ctx1.clone(),
+        fast_coordinator(),
+        cancel.clone(),
+    ));
+    wait_until("node 1 took over", || {
+        control
+            .reader()
+            .read(|s| s.subscriptions[&id].owner == Some(1))
+    })
+    .await;
+    let publishing = publish_steadily(broker.clone(), 300);
+    wait_until("node 1 delivering", || one.deliveries().len() >= 50).await;
+    // Node 2 comes back: once it has answered for `settle`, rendezvous hashing gives the
+    // subscription back to it, by handover.
+    control.set_silent(2, false);
+    let ctx2 = context(&control, 2, broker.clone(), two.clone(), settings(4));
+    let (hub2, _) = Actor::spawn(None, HubSupervisor, ctx2).await.unwrap();
+    publishing.await.unwrap();
+    wait_until("all 300 delivered", || {
+        one.deliveries().len() + two.deliveries().len() >= 300
+    })
+    .await;
+    assert_eq!(
+        control.reader().read(|s| s.subscriptions[&id].owner),
+        Some(2)
+    );
+    assert_eq!(moves(&control, true), 1);
+    assert_handed_over_exactly(&offsets(&one), &offsets(&two), 300);
+    cancel.cancel();
+    coordinator.await.unwrap();
+    hub1.stop_and_wait(None, None).await.unwrap();
+    hub2.stop_and_wait(None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_leaving_node_hands_its_subscriptions_over_and_repeats_nothing() {
+    let control = MemoryControl::new(1);
+    control.set_leadership(Some(1), [1, 2]);
+    let broker = PartitionedBroker::new(1);
+    let id = id_owned_by(1, [1, 2]);
+    subscribe(&control, broker.as_ref(), &id, "orders", 1).await;
+    let one = ScriptedCallback::new(|_| Reply::Slow(200, Duration::from_millis(3)));
+    let two = ScriptedCallback::new(|_| Reply::Slow(200, Duration::from_millis(3)));
+    let ctx1 = context(&control, 1, broker.clone(), one.clone(), settings(4));
+    let ctx2 = context(&control, 2, broker.clone(), two.clone(), settings(4));
+    let (hub1, _) = Actor::spawn(None, HubSupervisor, ctx1.clone())
+        .await
+        .unwrap();
+    let (hub2, _) = Actor::spawn(None, HubSupervisor, ctx2).await.unwrap();
+    let cancel = CancellationToken::new();
+    // Node 1 leads and is the one that leaves (a SIGTERM): it hands over itself.
+    let coordinator = tokio::spawn(run_coordinator(
+        ctx1.clone(),
+        fast_coordinator(),
+        cancel.clone(),
+    ));
+    let publishing = publish_steadily(broker.clone(), 300);
+    wait_until("node 1 delivering", || one.deliveries().len() >= 50).await;
+    control.apply(Command::NodeLeaving {
+        node: 1,
+        at_ms: eventgate_raft_store::clock::now_ms(),
+    });
+    wait_until("node 2 owns it", || {
+        control
+            .reader()
+            .read(|s| s.subscriptions[&id].owner == Some(2))
+    })
+    .await;
+    publishing.await.unwrap();
+    wait_until("all 300 delivered", || {
+        one.deliveries().len() + two.deliveries().len() >= 300
+    })
+    .await;
+    assert_eq!(moves(&control, false), 0, "no takeover");
+    assert_handed_over_exactly(&offsets(&one), &offsets(&two), 300);
+    cancel.cancel();
+    coordinator.await.unwrap();
+    hub1.stop_and_wait(None, None).await.unwrap();
+    hub2.stop_and_wait(None, None).await.unwrap();
 }
 
 /// A policy whose verdict the test sets: the node's rights, as the hub sees them.

@@ -394,6 +394,7 @@ async fn deliveries_are_signed_and_name_the_hub_and_topic() {
         owner: Some(1),
         created_at_ms: 0,
         updated_at_ms: 0,
+        handover_to: None,
         topic_url: None,
     };
     let message = Message {

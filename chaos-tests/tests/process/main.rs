@@ -9,6 +9,7 @@ mod t50_write_without_quorum;
 mod t60_foreign_ca_refused;
 mod t70_cluster_leave;
 mod t80_websub_owner_sigkill_on_kafka;
+mod t85_websub_handover_on_sigterm_and_rebalance;
 mod t90_sse_resume_across_nodes;
 mod t95_stalled_clients_bounded_memory;
 

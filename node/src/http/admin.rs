@@ -87,7 +87,9 @@ async fn cluster_leave(
             "node {node_id} is not a member"
         )));
     }
-    // Release what the node owns first, so others take over at once.
+    // Hand over what the node owns first (drained, at exact cursors; a dead node's move at
+    // once), so that no subscription waits for an owner that is gone.
+    crate::node::hand_over_subscriptions(control, node_id, state.inner.handover_timeout).await;
     control
         .write(Command::NodeLeaving {
             node: node_id,
@@ -113,6 +115,8 @@ struct SubscriptionView {
     lease_expires_at_ms: u64,
     has_secret: bool,
     owner: Option<NodeId>,
+    /// The node the owner is handing the subscription over to, while that runs.
+    handover_to: Option<NodeId>,
     cursor: BTreeMap<u32, u64>,
     pending_retries: usize,
     created_at_ms: u64,
@@ -141,6 +145,7 @@ fn view(state: &AppState, id: &str) -> Option<SubscriptionView> {
             lease_expires_at_ms: sub.lease_expires_at_ms,
             has_secret: sub.secret.is_some(),
             owner: sub.owner,
+            handover_to: sub.handover_to,
             cursor: s.cursors.get(id).cloned().unwrap_or_default(),
             pending_retries: s.retries.get(id).map_or(0, Vec::len),
             created_at_ms: sub.created_at_ms,
@@ -257,6 +262,7 @@ async fn put_subscription(
         owner: None,
         created_at_ms: now,
         updated_at_ms: now,
+        handover_to: None,
         topic_url: None,
     };
     state

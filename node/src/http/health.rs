@@ -1,4 +1,12 @@
-//! `/healthz` (the process answers) and `/readyz` (it has a leader and is caught up).
+//! `/healthz` (the process answers), `/readyz` (it can serve clients: what a load balancer
+//! checks) and `/readyz/control` (it also has a working control plane).
+//!
+//! Publishing, streams and the deliveries a node already owns need no Raft: the broker
+//! carries the messages and the node's applied state says who may do what. So a node that has
+//! lost its quorum stays ready for traffic, in a degraded mode — it refuses only what needs a
+//! write (subscribing, admin changes, plans with limits: 503 `no-quorum`) — and `/readyz` says
+//! so in its body. A node that is not a member, is stopping, or lags the leader it can reach
+//! is not ready: it could decide with rights the cluster has already withdrawn.
 
 use std::time::Duration;
 
@@ -9,54 +17,85 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 
+/// How long readiness waits for the leader's status: well inside a load balancer's check
+/// timeout (HAProxy's `timeout check 500ms` in `docker/haproxy.cfg`).
+const LEADER_STATUS_TIMEOUT: Duration = Duration::from_millis(200);
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when Raft runs, a leader is known, this node is a member, and either it is the leader
-/// with a recent quorum acknowledgement or its applied index is within `raft.ready_max_lag`
-/// entries of the leader's log.
+/// Whether the control plane works as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlPlane {
+    Ok,
+    /// No leader known or reachable, or a leader without a quorum.
+    NoQuorum,
+}
+
+/// Ready for traffic: Raft runs, this node is a member, it is not stopping, and it is not
+/// behind a leader it can reach by more than `raft.ready_max_lag` entries. Without a quorum it
+/// stays ready, `"control_plane": "no-quorum"`.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (body, _) = readiness(&state).await?;
+    Ok(Json(body))
+}
+
+/// `/readyz` and, in addition, a working control plane (a leader with a recent quorum): the
+/// strict check, for orchestration that should wait for a healthy cluster.
+pub async fn readyz_control(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match readiness(&state).await? {
+        (body, ControlPlane::Ok) => Ok(Json(body)),
+        (body, ControlPlane::NoQuorum) => Err(ApiError::not_ready(format!(
+            "no quorum: {}",
+            body["detail"].as_str().unwrap_or("no leader is known")
+        ))),
+    }
+}
+
+async fn readiness(state: &AppState) -> Result<(Value, ControlPlane), ApiError> {
+    if state.inner.shutdown.is_cancelled() {
+        return Err(ApiError::not_ready("the node is stopping"));
+    }
     let control = state.control();
     let m = control.raft().metrics().borrow().clone();
     if let Err(e) = &m.running_state {
         return Err(ApiError::not_ready(format!("raft stopped: {e}")));
     }
-    let Some(leader) = m.current_leader else {
-        return Err(ApiError::not_ready("no leader is known"));
-    };
     if m.membership_config.membership().get_node(&m.id).is_none() {
         return Err(ApiError::not_ready(
             "this node is not a member of the cluster (yet)",
         ));
     }
     let applied = m.last_applied.map_or(0, |l| l.index);
+    let degraded = |detail: String| {
+        let body = json!({
+            "status": "ready", "node_id": m.id, "leader": m.current_leader,
+            "applied_index": applied, "control_plane": "no-quorum", "detail": detail
+        });
+        Ok((body, ControlPlane::NoQuorum))
+    };
+    let Some(leader) = m.current_leader else {
+        return degraded("no leader is known".to_owned());
+    };
     if leader == m.id {
         let limit = state.inner.quorum_ack_limit.as_millis() as u64;
-        match m.millis_since_quorum_ack {
-            Some(ms) if ms <= limit => {}
-            Some(ms) => {
-                return Err(ApiError::not_ready(format!(
-                    "leader without a quorum acknowledgement for {ms} ms"
-                )))
-            }
-            None => {
-                return Err(ApiError::not_ready(
-                    "leader without a quorum acknowledgement",
-                ))
-            }
-        }
-        return Ok(Json(json!({
-            "status": "ready", "node_id": m.id, "leader": leader, "applied_index": applied, "lag": 0
-        })));
+        return match m.millis_since_quorum_ack {
+            Some(ms) if ms <= limit => Ok((
+                json!({
+                    "status": "ready", "node_id": m.id, "leader": leader,
+                    "applied_index": applied, "lag": 0, "control_plane": "ok"
+                }),
+                ControlPlane::Ok,
+            )),
+            Some(ms) => degraded(format!(
+                "leader without a quorum acknowledgement for {ms} ms"
+            )),
+            None => degraded("leader without a quorum acknowledgement".to_owned()),
+        };
     }
-    let Some(leader_status) = control
-        .member_status(leader, Duration::from_millis(500))
-        .await
-    else {
-        return Err(ApiError::not_ready(format!(
-            "leader {leader} does not answer"
-        )));
+    let Some(leader_status) = control.member_status(leader, LEADER_STATUS_TIMEOUT).await else {
+        return degraded(format!("leader {leader} does not answer"));
     };
     let lag = leader_status
         .last_log_index
@@ -67,7 +106,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "catching up: {lag} entries behind the leader"
         )));
     }
-    Ok(Json(json!({
-        "status": "ready", "node_id": m.id, "leader": leader, "applied_index": applied, "lag": lag
-    })))
+    Ok((
+        json!({
+            "status": "ready", "node_id": m.id, "leader": leader,
+            "applied_index": applied, "lag": lag, "control_plane": "ok"
+        }),
+        ControlPlane::Ok,
+    ))
 }

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventgate_actors::broker::validate_topic_name;
 use eventgate_actors::hub::{process_intent, Intent, IntentMode};
+use eventgate_raft_store::control::ControlError;
 use eventgate_raft_store::governance::Entrypoint;
 
 use super::error::ApiError;
@@ -188,6 +189,9 @@ fn secret_of(form: &HashMap<String, String>) -> Result<Option<String>, ApiError>
     }
 }
 
+/// How long `/hub` waits for a leader (an election under way) before it answers `no-quorum`.
+const HUB_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn hub(
     State(state): State<AppState>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -269,6 +273,16 @@ pub async fn hub(
         application,
         key,
     };
+    // Subscribing and unsubscribing change the replicated state after verification: without a
+    // quorum that cannot happen, so say so now rather than accept and then fail in silence.
+    // (A denial needs no write.)
+    let writes = !matches!(intent.mode, IntentMode::Deny { .. });
+    if writes && !state.control().leader_within(HUB_LEADER_WAIT).await {
+        return Err(ControlError::NoLeader {
+            millis: HUB_LEADER_WAIT.as_millis() as u64,
+        }
+        .into());
+    }
     tokio::spawn(process_intent(state.inner.delivery.clone(), intent));
     Ok((
         StatusCode::ACCEPTED,

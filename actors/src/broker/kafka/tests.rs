@@ -146,3 +146,49 @@ async fn unknown_topics_are_not_found() {
         Err(BrokerError::TopicNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_payload_of_a_mebibyte_goes_through_and_a_larger_one_is_refused_with_the_limit() {
+    // librdkafka's own default (`message.max.bytes` 1,000,000) refused these before.
+    let (_mock, broker) = cluster(&[("big", 1)]);
+    assert_eq!(broker.message_limit(), 1024 * 1024);
+    let payload = Bytes::from(vec![b'x'; 1024 * 1024]);
+    let position = broker
+        .publish(
+            "big",
+            OutgoingMessage {
+                key: None,
+                headers: Vec::new(),
+                content_type: Some("text/plain".to_owned()),
+                payload: payload.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mut consumer = broker
+        .consumer("big", 0, StartAt::Offset(position.offset))
+        .await
+        .unwrap();
+    let got = drain(&mut consumer, 1).await;
+    assert_eq!(got[0].payload.len(), payload.len());
+    assert_eq!(got[0].payload, payload);
+
+    let refused = broker
+        .publish(
+            "big",
+            OutgoingMessage {
+                key: None,
+                headers: Vec::new(),
+                content_type: None,
+                payload: Bytes::from(vec![b'x'; 1024 * 1024 + 1]),
+            },
+        )
+        .await;
+    match refused {
+        Err(BrokerError::MessageTooLarge { size, limit }) => {
+            assert_eq!((size, limit), (1024 * 1024 + 1, 1024 * 1024));
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+}
