@@ -176,13 +176,23 @@ impl ControlPlane {
         }
     }
 
-    /// Whether a leader is known now or becomes known within `timeout` (an election under
-    /// way). `false`: no quorum, as far as this node can tell.
-    pub async fn leader_within(&self, timeout: Duration) -> bool {
+    /// Whether the control plane looks able to commit now or within `timeout` (an election
+    /// under way): a leader is known, and if it is this node, a quorum acknowledged it within
+    /// `ack_limit`. `false`: no quorum, as far as this node can tell.
+    pub async fn quorum_within(&self, timeout: Duration, ack_limit: Duration) -> bool {
+        let me = self.id;
+        let limit = ack_limit.as_millis() as u64;
         let mut metrics = self.raft.metrics();
-        let known =
-            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
-        matches!(known, Ok(Ok(_)))
+        let able = tokio::time::timeout(
+            timeout,
+            metrics.wait_for(|m| match m.current_leader {
+                None => false,
+                Some(l) if l == me => m.millis_since_quorum_ack.is_some_and(|ms| ms <= limit),
+                Some(_) => true,
+            }),
+        )
+        .await;
+        matches!(able, Ok(Ok(_)))
     }
 
     /// Waits until this node has applied log index `index`, at most `timeout`. Answers whether

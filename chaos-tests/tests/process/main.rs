@@ -6,6 +6,7 @@ mod t20_leader_sigkill_failover;
 mod t30_snapshot_catch_up;
 mod t40_full_cluster_restart;
 mod t50_write_without_quorum;
+mod t55_serving_without_quorum;
 mod t60_foreign_ca_refused;
 mod t70_cluster_leave;
 mod t80_websub_owner_sigkill_on_kafka;

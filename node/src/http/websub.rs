@@ -277,7 +277,12 @@ pub async fn hub(
     // quorum that cannot happen, so say so now rather than accept and then fail in silence.
     // (A denial needs no write.)
     let writes = !matches!(intent.mode, IntentMode::Deny { .. });
-    if writes && !state.control().leader_within(HUB_LEADER_WAIT).await {
+    if writes
+        && !state
+            .control()
+            .quorum_within(HUB_LEADER_WAIT, state.inner.quorum_ack_limit)
+            .await
+    {
         return Err(ControlError::NoLeader {
             millis: HUB_LEADER_WAIT.as_millis() as u64,
         }
