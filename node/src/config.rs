@@ -239,8 +239,15 @@ impl Default for RawKafka {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMqtt {
-    /// `host:port` of the broker (MQTT 3.1.1 over TCP).
+    /// `host:port` of the broker (MQTT over TCP).
     pub address: Option<String>,
+    /// `"5"` (default: content type, headers and key travel with each message) or `"3.1.1"`
+    /// (for brokers without MQTT 5).
+    pub protocol: MqttProtocol,
+    /// Expiry of every message published (MQTT 5): the broker drops what no subscriber took
+    /// within it. None by default.
+    #[serde(with = "humantime_serde")]
+    pub message_expiry: Option<Duration>,
     /// Prefix of client ids: `<client_id>-n<node_id>` for the node's connection,
     /// `<client_id>-s-<subscription>` for each WebSub subscription's persistent session.
     pub client_id: String,
@@ -250,7 +257,7 @@ pub struct RawMqtt {
     pub keep_alive: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Content type given to every message read (MQTT 3.1.1 carries none).
+    /// Content type of a message read without one (every message on MQTT 3.1.1).
     pub content_type: String,
     /// Messages (and bytes) each node keeps per topic for SSE/WS readers resuming on it.
     pub stream_window_messages: usize,
@@ -264,6 +271,8 @@ impl Default for RawMqtt {
     fn default() -> Self {
         Self {
             address: None,
+            protocol: MqttProtocol::V5,
+            message_expiry: None,
             client_id: "eventgate".to_owned(),
             username: None,
             password: None,
@@ -391,6 +400,15 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// `broker.mqtt.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqttProtocol {
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 /// Which kind of broker a `[broker]` or `[brokers.<name>]` section configures.
@@ -1561,6 +1579,11 @@ impl RawBroker {
                     keep_alive: m.keep_alive,
                     request_timeout: m.request_timeout,
                     content_type: m.content_type.clone(),
+                    protocol: match m.protocol {
+                        MqttProtocol::V5 => eventgate_actors::broker::mqtt::MqttVersion::V5,
+                        MqttProtocol::V311 => eventgate_actors::broker::mqtt::MqttVersion::V311,
+                    },
+                    message_expiry: m.message_expiry,
                     tap_messages: m.stream_window_messages,
                     tap_bytes: m.stream_window_bytes,
                     tap_linger: m.stream_linger,

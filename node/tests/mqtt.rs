@@ -400,3 +400,97 @@ async fn topics_live_on_the_broker_they_are_routed_to() {
     node.stop().await;
     drop(mock);
 }
+
+/// MQTT 5 carries what MQTT 3.1.1 cannot: a device publishing with a content type, user
+/// properties and a key (`eventgate-key`) reaches a WebSub subscriber with that content type
+/// and a WebSocket reader with all three in its envelope; a webhook publish's content type
+/// travels to the broker and back. On `protocol = "3.1.1"` every message gets the configured
+/// content type and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_carries_content_type_headers_and_key_end_to_end() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path()).await.unwrap();
+    let node = common::start(&config(&mosquitto, "")).await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "orders", &cb.url("/m5"), &[]).await;
+    let mut ws = ws_open(&format!(
+        "{}/ws/orders?envelope=json",
+        node.base.replace("http://", "ws://")
+    ))
+    .await;
+
+    // A device speaking MQTT 5.
+    let mut options = rumqttc::v5::MqttOptions::new("sensor-5", "127.0.0.1", mosquitto.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (device, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let properties = PublishProperties {
+        content_type: Some("application/xml".to_owned()),
+        user_properties: vec![
+            ("trace".to_owned(), "abc-123".to_owned()),
+            ("eventgate-key".to_owned(), "device-7".to_owned()),
+        ],
+        ..Default::default()
+    };
+    device
+        .publish_with_properties(
+            "eg/orders",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "<reading v=\"7\"/>",
+            properties,
+        )
+        .await
+        .unwrap();
+    // And a webhook provider's JSON.
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("content-type", "application/json")
+        .body(r#"{"v":8}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let posts = cb.wait_for(&Method::POST, "/m5", 2, T).await;
+    assert_eq!(posts[0].headers["content-type"], "application/xml");
+    assert_eq!(posts[0].body.as_ref(), b"<reading v=\"7\"/>");
+    assert_eq!(posts[1].headers["content-type"], "application/json");
+
+    let mut envelopes = Vec::new();
+    for _ in 0..2 {
+        match ws_next(&mut ws, T).await {
+            Ok(Message::Text(text)) => {
+                envelopes.push(serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(envelopes[0]["content_type"], "application/xml");
+    assert_eq!(envelopes[0]["headers"]["trace"], "abc-123");
+    assert_eq!(envelopes[0]["key"], "device-7");
+    assert_eq!(envelopes[0]["payload"], "<reading v=\"7\"/>");
+    assert_eq!(envelopes[1]["content_type"], "application/json");
+    assert_eq!(envelopes[1]["payload"], r#"{"v":8}"#);
+
+    // The same on MQTT 3.1.1: payloads only, the configured content type.
+    let node311 = common::start(&config(&mosquitto, "").replace(
+        "[broker.mqtt]\n",
+        "[broker.mqtt]\nprotocol = \"3.1.1\"\nclient_id = \"eg311\"\n",
+    ))
+    .await;
+    subscribe(&node311, "orders", &cb.url("/m311"), &[]).await;
+    let r = node311
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node311.base))
+        .header("content-type", "application/json")
+        .body(r#"{"v":9}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let posts = cb.wait_for(&Method::POST, "/m311", 1, T).await;
+    assert_eq!(posts[0].headers["content-type"], "text/plain");
+}

@@ -1,4 +1,5 @@
-//! The MQTT driver (rumqttc, MQTT 3.1.1).
+//! The MQTT driver (rumqttc: MQTT 5 by default, 3.1.1 for brokers that need it; see
+//! [`wire`]).
 //!
 //! MQTT has no log: no offsets, no replay. What the gateway builds on it:
 //!
@@ -19,8 +20,8 @@
 //!   with the same client id and the broker redelivers what was not acknowledged. The session
 //!   is created when the subscription is verified ([`BrokerDriver::open_session`]) so that the
 //!   broker holds messages from that moment, and dropped when the subscription ends.
-//! - Headers, keys and content types do not travel on MQTT 3.1.1: every message read gets the
-//!   configured content type.
+//! - On MQTT 5 a message's content type, headers and key travel as properties ([`wire`]); a
+//!   message without a content type, and every message on MQTT 3.1.1, gets the configured one.
 
 use eventgate_raft_store::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
@@ -28,12 +29,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeReasonCode,
-};
+use rumqttc::Outgoing;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+mod wire;
 use tokio::time::Instant;
+use wire::{Client, Ev, Events, Incoming};
+pub use wire::{MqttVersion, KEY_PROPERTY};
 
 use super::{
     BrokerDriver, BrokerError, BrokerResult, Message, OutgoingMessage, PartitionConsumer, Position,
@@ -54,8 +56,13 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Bound on connecting, subscribing and waiting for a PUBACK.
     pub request_timeout: Duration,
-    /// Content type of every message read (MQTT 3.1.1 carries none).
+    /// Content type of a message read without one (every message on MQTT 3.1.1).
     pub content_type: String,
+    /// Which MQTT to speak.
+    pub protocol: MqttVersion,
+    /// Expiry given to every message published (MQTT 5): the broker drops what no session
+    /// took within it. `None`: messages do not expire.
+    pub message_expiry: Option<Duration>,
     /// Messages a tap keeps for readers resuming on this node.
     pub tap_messages: usize,
     /// Bytes of payload a tap keeps.
@@ -78,6 +85,8 @@ impl MqttConfig {
             keep_alive: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             content_type: "application/octet-stream".to_owned(),
+            protocol: MqttVersion::default(),
+            message_expiry: None,
             tap_messages: 10_000,
             tap_bytes: 64 * 1024 * 1024,
             tap_linger: Duration::from_secs(60),
@@ -85,33 +94,23 @@ impl MqttConfig {
         }
     }
 
-    fn options(&self, client_id: String, clean_session: bool, manual_acks: bool) -> MqttOptions {
-        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
-        o.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)))
-            .set_clean_session(clean_session)
-            .set_manual_acks(manual_acks)
-            // Room for the topic and the fixed header around the largest payload.
-            .set_max_packet_size(
-                self.max_message_bytes + 64 * 1024,
-                self.max_message_bytes + 64 * 1024,
-            )
-            .set_inflight(INFLIGHT);
-        if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            o.set_credentials(u.clone(), p.clone());
-        }
-        o
-    }
-
-    /// A client and its event loop, with Nagle off: publishes wait for PUBACKs one round
-    /// trip at a time, and Nagle would hold a PUBLISH behind our own unacknowledged PUBACKs
-    /// (tens of ms each with delayed ACKs).
-    fn client(&self, options: MqttOptions) -> (AsyncClient, EventLoop) {
-        let (client, mut events) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        network.set_connection_timeout(self.request_timeout.as_secs().max(1));
-        events.set_network_options(network);
-        (client, events)
+    /// A client and its event loop (see [`wire::connect`]); `session_expiry` in seconds.
+    fn connect(
+        &self,
+        client_id: String,
+        clean: bool,
+        session_expiry: Option<u32>,
+        manual_acks: bool,
+    ) -> (Client, Events) {
+        wire::connect(
+            self,
+            client_id,
+            clean,
+            session_expiry,
+            manual_acks,
+            REQUEST_CAPACITY,
+            INFLIGHT,
+        )
     }
 
     fn session_client_id(&self, subscription: &str) -> String {
@@ -119,6 +118,9 @@ impl MqttConfig {
     }
 }
 
+/// How long the broker keeps a node connection's session (its tap subscriptions) after the
+/// connection drops, on MQTT 5.
+const NODE_SESSION_EXPIRY: u32 = 300;
 /// Publishes in flight on one connection (rumqttc's packet-id window).
 const INFLIGHT: u16 = 100;
 /// Capacity of the request channel of a connection: above every publish, subscription and
@@ -166,28 +168,6 @@ fn check_topic(topic: &str) -> BrokerResult<()> {
 }
 
 type Reply = oneshot::Sender<Result<(), String>>;
-
-/// What a CONNACK says.
-fn connack_result(ack: &rumqttc::ConnAck) -> Result<(), String> {
-    if ack.code == ConnectReturnCode::Success {
-        Ok(())
-    } else {
-        Err(format!("connection refused: {:?}", ack.code))
-    }
-}
-
-/// What a SUBACK says.
-fn suback_result(ack: &rumqttc::SubAck) -> Result<(), String> {
-    if ack
-        .return_codes
-        .iter()
-        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-    {
-        Err("the broker refused the subscription (not authorized?)".to_owned())
-    } else {
-        Ok(())
-    }
-}
 
 /// Correlation of one connection's requests with the broker's acknowledgements.
 #[derive(Default)]
@@ -244,26 +224,22 @@ impl Pending {
         }
     }
 
-    fn incoming(&mut self, packet: &Packet) {
-        match packet {
-            Packet::PubAck(ack) => {
-                if let Some(reply) = self.sent.remove(&ack.pkid) {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Packet::SubAck(ack) => {
-                if let Some(reply) = self.subscribed.remove(&ack.pkid) {
-                    let _ = reply.send(suback_result(ack));
-                }
-            }
-            _ => {}
+    fn published(&mut self, pkid: u16, result: Result<(), String>) {
+        if let Some(reply) = self.sent.remove(&pkid) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn subscribed(&mut self, pkid: u16, result: Result<(), String>) {
+        if let Some(reply) = self.subscribed.remove(&pkid) {
+            let _ = reply.send(result);
         }
     }
 }
 
 /// One live connection: a client and what waits on it. Replaced, never reused, after an error.
 struct Link {
-    client: AsyncClient,
+    client: Client,
     pending: Mutex<Pending>,
 }
 
@@ -276,13 +252,14 @@ impl Link {
     fn publish(
         &self,
         topic: &str,
-        payload: &[u8],
+        message: &OutgoingMessage,
+        expiry: Option<Duration>,
     ) -> BrokerResult<oneshot::Receiver<Result<(), String>>> {
         let (tx, rx) = oneshot::channel();
         // Pushing the reply and queueing the request under one lock keeps both in one order.
         let mut pending = self.pending();
         self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, message, expiry)
             .map_err(unavailable)?;
         pending.publishes.push_back(tx);
         Ok(rx)
@@ -291,9 +268,7 @@ impl Link {
     fn subscribe(&self, filter: &str) -> BrokerResult<oneshot::Receiver<Result<(), String>>> {
         let (tx, rx) = oneshot::channel();
         let mut pending = self.pending();
-        self.client
-            .try_subscribe(filter, QoS::AtLeastOnce)
-            .map_err(unavailable)?;
+        self.client.subscribe(filter).map_err(unavailable)?;
         pending.subscribes.push_back(tx);
         Ok(rx)
     }
@@ -365,18 +340,10 @@ impl Tap {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, publish: &Publish, config: &MqttConfig) {
+    fn push(&self, incoming: &Incoming, config: &MqttConfig) {
         let next = {
             let mut s = self.state();
-            let message = Message {
-                partition: 0,
-                offset: s.next,
-                timestamp_ms: now_ms(),
-                key: None,
-                headers: Vec::new(),
-                content_type: Some(config.content_type.clone()),
-                payload: publish.payload.clone(),
-            };
+            let message = incoming.message(s.next, now_ms(), &config.content_type);
             s.next += 1;
             s.bytes += message.payload.len();
             s.messages.push_back(message);
@@ -421,11 +388,11 @@ impl NodeConnection {
         self.taps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn dispatch(&self, publish: &Publish) {
+    fn dispatch(&self, incoming: &Incoming) {
         // Lock order: the tap map, then a tap (as everywhere).
         for tap in self.taps().values() {
-            if rumqttc::matches(&publish.topic, &tap.filter) {
-                tap.push(publish, &self.config);
+            if rumqttc::matches(&incoming.topic, &tap.filter) {
+                tap.push(incoming, &self.config);
             }
         }
     }
@@ -437,12 +404,14 @@ async fn run_node_connection(conn: Weak<NodeConnection>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(c) = conn.upgrade() else { return };
-        let options = c.config.options(
+        // The broker keeps the node's tap subscriptions across a reconnect (5 minutes on
+        // MQTT 5).
+        let (client, mut events) = c.config.connect(
             format!("{}-n{}", c.config.client_id, c.config.node_id),
             false,
+            Some(NODE_SESSION_EXPIRY),
             false,
         );
-        let (client, mut events) = c.config.client(options);
         let link = Arc::new(Link {
             client,
             pending: Mutex::default(),
@@ -464,7 +433,7 @@ async fn run_node_connection(conn: Weak<NodeConnection>) {
 async fn drive(
     conn: &Weak<NodeConnection>,
     link: &Arc<Link>,
-    events: &mut EventLoop,
+    events: &mut Events,
     backoff: &mut Duration,
 ) -> String {
     loop {
@@ -473,15 +442,18 @@ async fn drive(
             return "driver dropped".to_owned();
         };
         match event {
-            Err(e) => return e.to_string(),
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if let Err(e) = connack_result(&ack) {
+            Err(e) => return e,
+            Ok(Ev::ConnAck {
+                result,
+                session_present,
+            }) => {
+                if let Err(e) = result {
                     return e;
                 }
                 *backoff = Duration::from_millis(100);
                 c.set_link(Some(link.clone()));
                 c.up.send_replace(true);
-                tracing::info!(session_present = ack.session_present, "mqtt connected");
+                tracing::info!(session_present, protocol = ?c.config.protocol, "mqtt connected");
                 let filters: Vec<String> = c.taps().keys().cloned().collect();
                 for filter in filters {
                     // Answers are not awaited here: a refusal shows in the log of the task
@@ -499,9 +471,11 @@ async fn drive(
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => c.dispatch(&publish),
-            Ok(Event::Incoming(packet)) => link.pending().incoming(&packet),
-            Ok(Event::Outgoing(outgoing)) => link.pending().outgoing(&outgoing),
+            Ok(Ev::Publish(incoming)) => c.dispatch(&incoming),
+            Ok(Ev::PubAck { pkid, result }) => link.pending().published(pkid, result),
+            Ok(Ev::SubAck { pkid, result }) => link.pending().subscribed(pkid, result),
+            Ok(Ev::Out(outgoing)) => link.pending().outgoing(&outgoing),
+            Ok(Ev::Other) => {}
         }
     }
 }
@@ -586,8 +560,13 @@ impl MqttBroker {
     async fn session(&self, subscription: &str, filter: &str) -> BrokerResult<SessionConsumer> {
         check_filter(filter)?;
         let config = &self.conn.config;
-        let options = config.options(config.session_client_id(subscription), false, true);
-        let (client, events) = config.client(options);
+        // The broker holds the session, and what arrives for it, until it is closed.
+        let (client, events) = config.connect(
+            config.session_client_id(subscription),
+            false,
+            Some(u32::MAX),
+            true,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(run_session(events, tx, ready_tx));
@@ -612,10 +591,7 @@ impl MqttBroker {
             early: VecDeque::new(),
         };
         // Subscribing again is harmless on an existing session and needed on a new one.
-        consumer
-            .client
-            .try_subscribe(filter, QoS::AtLeastOnce)
-            .map_err(unavailable)?;
+        consumer.client.subscribe(filter).map_err(unavailable)?;
         let deadline = Instant::now() + config.request_timeout;
         loop {
             match tokio::time::timeout_at(deadline, consumer.rx.recv()).await {
@@ -653,7 +629,7 @@ async fn sweep_taps(conn: Weak<NodeConnection>) {
         for filter in idle {
             c.taps().remove(&filter);
             if let Some(link) = c.link() {
-                let _ = link.client.try_unsubscribe(filter.clone());
+                let _ = link.client.unsubscribe(&filter);
             }
             tracing::info!(%filter, "mqtt tap unsubscribed (no readers)");
         }
@@ -718,7 +694,9 @@ impl BrokerDriver for MqttBroker {
                 .await
                 .map_err(|_| unavailable("too many publishes waiting for the broker"))?
                 .map_err(unavailable)?;
-            let rx = self.connected_link()?.publish(topic, &message.payload)?;
+            let rx =
+                self.connected_link()?
+                    .publish(topic, &message, self.conn.config.message_expiry)?;
             answer(rx, timeout, "publish").await?;
             Ok(None)
         })
@@ -775,8 +753,8 @@ impl BrokerDriver for MqttBroker {
         Box::pin(async move {
             // Connecting with a clean session makes the broker discard the stored one.
             let config = &self.conn.config;
-            let options = config.options(config.session_client_id(subscription), true, false);
-            let (client, events) = config.client(options);
+            let (client, events) =
+                config.connect(config.session_client_id(subscription), true, None, false);
             let (tx, _rx) = mpsc::unbounded_channel();
             let (ready_tx, ready_rx) = oneshot::channel();
             let task = tokio::spawn(run_session(events, tx, ready_tx));
@@ -899,22 +877,21 @@ impl PartitionConsumer for TapConsumer {
 
 enum SessionEvent {
     Subscribed(Result<(), String>),
-    Message(Publish),
+    Message(Box<Incoming>),
     Failed(String),
 }
 
 /// Polls a session's connection: reports the CONNACK once, then SUBACKs and messages, and
 /// ends at the first error (the session's owner opens a new one).
 async fn run_session(
-    mut events: EventLoop,
+    mut events: Events,
     tx: mpsc::UnboundedSender<SessionEvent>,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
     let mut ready = Some(ready);
     loop {
         match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                let result = connack_result(&ack);
+            Ok(Ev::ConnAck { result, .. }) => {
                 let failed = result.is_err();
                 if let Some(r) = ready.take() {
                     let _ = r.send(result);
@@ -923,23 +900,22 @@ async fn run_session(
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let result = suback_result(&ack);
+            Ok(Ev::SubAck { result, .. }) => {
                 let _ = tx.send(SessionEvent::Subscribed(result));
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Ev::Publish(p)) => {
                 let _ = tx.send(SessionEvent::Message(p));
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Ok(Ev::Out(Outgoing::Disconnect)) => {
                 let _ = tx.send(SessionEvent::Failed("disconnected".to_owned()));
                 return;
             }
             Ok(_) => {}
             Err(e) => {
                 if let Some(r) = ready.take() {
-                    let _ = r.send(Err(e.to_string()));
+                    let _ = r.send(Err(e.clone()));
                 }
-                let _ = tx.send(SessionEvent::Failed(e.to_string()));
+                let _ = tx.send(SessionEvent::Failed(e));
                 return;
             }
         }
@@ -949,13 +925,13 @@ async fn run_session(
 /// A WebSub subscription's persistent session: messages numbered from the cursor, each
 /// acknowledged to the broker once the reader committed past it.
 struct SessionConsumer {
-    client: AsyncClient,
+    client: Client,
     rx: mpsc::UnboundedReceiver<SessionEvent>,
     task: Option<tokio::task::JoinHandle<()>>,
-    unacked: VecDeque<(u64, Publish)>,
+    unacked: VecDeque<(u64, Incoming)>,
     next: u64,
     content_type: String,
-    early: VecDeque<Publish>,
+    early: VecDeque<Box<Incoming>>,
 }
 
 impl std::fmt::Debug for SessionConsumer {
@@ -978,19 +954,11 @@ impl Drop for SessionConsumer {
 }
 
 impl SessionConsumer {
-    fn number(&mut self, publish: Publish) -> Message {
+    fn number(&mut self, incoming: Box<Incoming>) -> Message {
         let offset = self.next;
         self.next += 1;
-        let message = Message {
-            partition: 0,
-            offset,
-            timestamp_ms: now_ms(),
-            key: None,
-            headers: Vec::new(),
-            content_type: Some(self.content_type.clone()),
-            payload: publish.payload.clone(),
-        };
-        self.unacked.push_back((offset, publish));
+        let message = incoming.message(offset, now_ms(), &self.content_type);
+        self.unacked.push_back((offset, *incoming));
         message
     }
 
@@ -1002,8 +970,8 @@ impl SessionConsumer {
         }
     }
 
-    async fn disconnect(client: &AsyncClient, task: tokio::task::JoinHandle<()>) {
-        if client.try_disconnect().is_ok() {
+    async fn disconnect(client: &Client, task: tokio::task::JoinHandle<()>) {
+        if client.disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         } else {
             task.abort();
@@ -1057,10 +1025,10 @@ impl PartitionConsumer for SessionConsumer {
 
     fn commit(&mut self, next: u64) {
         while self.unacked.front().is_some_and(|(o, _)| *o < next) {
-            if let Some((_, publish)) = self.unacked.pop_front() {
+            if let Some((_, incoming)) = self.unacked.pop_front() {
                 // Room is reserved in the request channel; a closed connection means the
                 // session is being replaced, and the broker redelivers.
-                let _ = self.client.try_ack(&publish);
+                let _ = self.client.ack(&incoming);
             }
         }
     }
