@@ -29,6 +29,8 @@ pub struct Compose {
     pub token: String,
     repo: PathBuf,
     client: reqwest::Client,
+    /// Services' addresses as last looked up (a restarted container may get another).
+    ips: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Compose {
@@ -51,6 +53,7 @@ impl Compose {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
+            ips: std::sync::Mutex::default(),
         })
     }
 
@@ -176,6 +179,39 @@ impl Compose {
             .await?;
         anyhow::ensure!(r.status().is_success(), "{service} {path}: {}", r.status());
         Ok(r.json().await?)
+    }
+
+    /// `service`'s own view of Raft (`/admin/cluster/node`: no fan-out to the others, so it
+    /// answers at once even with members down), if it answers within 300 ms. Its address is
+    /// looked up once and again only when it does not answer.
+    pub async fn node_view(&self, service: &str) -> Option<Value> {
+        for fresh in [false, true] {
+            let cached = self.ips.lock().unwrap().get(service).cloned();
+            let ip = match cached {
+                Some(ip) if !fresh => ip,
+                _ => {
+                    let ip = self.ip(service).await.ok()?;
+                    self.ips
+                        .lock()
+                        .unwrap()
+                        .insert(service.to_owned(), ip.clone());
+                    ip
+                }
+            };
+            let answer = self
+                .client
+                .get(format!("http://{ip}:8080/admin/cluster/node"))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await;
+            if let Ok(r) = answer {
+                if r.status().is_success() {
+                    return r.json().await.ok();
+                }
+            }
+        }
+        None
     }
 
     /// `service`'s view of the cluster, if it answers.

@@ -1,13 +1,17 @@
 //! The docker-compose cluster (`docker/`: three nodes, HAProxy, a Kafka-protocol broker)
 //! under container faults, with real clients through the load balancer: a webhook provider
 //! publishing steadily, a WebSub subscriber on the host, an SSE and a WebSocket client that
-//! reconnect and resume. Scenarios, one after the other under load: `docker kill` of the
-//! leader, `docker kill` of the subscription's owner, `docker network disconnect` of a node
-//! (and reconnect), a rolling restart of every node, a full stop and start.
+//! reconnect and resume. First SSE latency through the load balancer and directly; then
+//! scenarios, one after the other under load: `docker kill` of the leader, `docker kill` of
+//! the subscription's owner, `docker stop` (SIGTERM) of the owner and its return,
+//! `docker network disconnect` of a node (and reconnect), two nodes killed at once (quorum
+//! lost: publishing must go on through the survivor), a rolling restart of every node, a full
+//! stop and start.
 //!
 //! Then: no accepted message is missing at the WebSub callback, the SSE client or the
 //! WebSocket client, the subscription is still there, and the figures (time to recover,
-//! duplicates) are printed.
+//! election, handover pauses, publish availability without quorum, duplicates per scenario)
+//! are printed.
 //!
 //! Needs Docker; builds the images on first use (docker/local.sh). Ignored by a plain `cargo
 //! test`; `.ci/run` runs it when `docker info` answers:
@@ -179,16 +183,81 @@ fn ws_client(
     (got, reconnects, task)
 }
 
-/// The leader's service name and the term, as a node that answers sees it.
+/// The leader's service name and the term, as a node that answers sees it (its own view: no
+/// fan-out to members that may be down, so it answers at once).
+/// All nodes are asked at once, and the newest term wins: a dead node's silence costs nothing.
 async fn leader(compose: &Compose) -> Option<(String, u64)> {
-    for node in NODES {
-        if let Some(s) = compose.status(node).await {
-            if let Some(id) = s["leader"].as_u64() {
-                return Some((format!("node{id}"), s["term"].as_u64().unwrap_or(0)));
+    let views = futures_util::future::join_all(NODES.iter().map(|n| compose.node_view(n))).await;
+    views
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["leader"].as_u64()?, s["term"].as_u64().unwrap_or(0))))
+        .max_by_key(|(_, term)| *term)
+        .map(|(id, term)| (format!("node{id}"), term))
+}
+
+/// The longest silence of `got` between `from` and `to` (counting from `from`).
+fn longest_silence(got: &Received, from: Instant, to: Instant) -> Option<Duration> {
+    let mut times: Vec<Instant> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, at)| *at)
+        .filter(|at| *at >= from && *at <= to)
+        .collect();
+    times.sort();
+    std::iter::once(from)
+        .chain(times)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+}
+
+/// Publishes 100 messages (`lat-<i>`, 20 ms apart) through the load balancer while one SSE
+/// client reads through the load balancer and one reads a node directly; answers the median
+/// time from a publish's 202 to the event, for each.
+async fn sse_latency(lb: &str, direct: &str) -> anyhow::Result<(Duration, Duration)> {
+    async fn reader(url: String, n: usize) -> anyhow::Result<Vec<(usize, Instant)>> {
+        let mut sse = Sse::try_open(&url, None).await?;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), sse.next()).await
+            else {
+                anyhow::bail!("{url}: only {} of {n} latency probes", got.len());
+            };
+            if let Some(i) = event.data.strip_prefix("lat-").and_then(|i| i.parse().ok()) {
+                got.push((i, Instant::now()));
             }
         }
+        Ok(got)
     }
-    None
+    let n = 100;
+    let via_lb = tokio::spawn(reader(format!("{lb}/sse/orders"), n));
+    let via_node = tokio::spawn(reader(format!("{direct}/sse/orders"), n));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let r = client
+            .post(format!("{lb}/webhook-receiver?topic=orders"))
+            .header("content-type", "text/plain")
+            .body(format!("lat-{i}"))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 202, "latency probe {i}: {}", r.status());
+        sent.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let median = |got: Vec<(usize, Instant)>| {
+        let mut lat: Vec<Duration> = got
+            .into_iter()
+            .map(|(i, at)| at.saturating_duration_since(sent[i]))
+            .collect();
+        lat.sort();
+        lat[lat.len() / 2]
+    };
+    Ok((median(via_lb.await??), median(via_node.await??)))
 }
 
 /// Waits until every node is a reachable voter with no lag, as `via` sees it.
@@ -423,6 +492,18 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     // Each scenario's time span, to attribute duplicates.
     let mut windows: Vec<(&str, Instant, Instant)> = Vec::new();
 
+    // 0. SSE latency through HAProxy and directly (same node kind, same run).
+    let direct = format!("http://{}:8080", compose.ip("node1").await?);
+    let (via_lb, via_node) = sse_latency(&lb, &direct).await?;
+    report.push((
+        "SSE latency (p50, publish 202 → event)".to_owned(),
+        format!(
+            "through the load balancer {:.1} ms · directly {:.1} ms",
+            via_lb.as_secs_f64() * 1000.0,
+            via_node.as_secs_f64() * 1000.0
+        ),
+    ));
+
     // 1. docker kill of the leader.
     let (victim, term) = leader(&compose).await.expect("a leader");
     let container = compose.container(&victim).await?;
@@ -488,6 +569,55 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
         ),
     ));
 
+    // 2b. docker stop (SIGTERM) of the subscription's owner: its subscription is handed over
+    // before it exits; started again, the node gets it back once settled.
+    let owner = wait::until(
+        "an owner",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        owner_of,
+    )
+    .await?;
+    let container = compose.container(&owner).await?;
+    let t = Instant::now();
+    compose.docker(&["stop", "-t", "20", &container]).await?;
+    let stopped_in = t.elapsed();
+    let moved = owner_of().await;
+    wait_resumed(
+        &published,
+        &websub,
+        Instant::now(),
+        "deliveries after SIGTERM",
+    )
+    .await?;
+    let pause = longest_silence(&websub, t, Instant::now());
+    compose.docker(&["start", &container]).await?;
+    let started = Instant::now();
+    let back = wait::until(
+        "the subscription back on its rendezvous owner",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { (owner_of().await.as_deref() == Some(owner.as_str())).then(Instant::now) },
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let back_pause =
+        back.and_then(|b| longest_silence(&websub, b - Duration::from_secs(1), Instant::now()));
+    healthy(&compose, Duration::from_secs(90)).await?;
+    windows.push(("SIGTERM owner", t, Instant::now()));
+    report.push((
+        format!("SIGTERM owner ({owner})"),
+        format!(
+            "exited after {} (handed over to {}) · WebSub longest silence {} · back on {owner} {} after start, silence then {}",
+            ms(Some(stopped_in)),
+            moved.unwrap_or_default(),
+            ms(pause),
+            ms(back.map(|b| b.duration_since(started))),
+            ms(back_pause)
+        ),
+    ));
+
     // 3. Partition: the leader's container off the network, then back.
     let (victim, _) = leader(&compose).await.expect("a leader");
     let container = compose.container(&victim).await?;
@@ -534,6 +664,59 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
             ms(publish),
             ms(Some(resumed)),
             ms(Some(healed.elapsed().min(rejoined)))
+        ),
+    ));
+
+    // 3b. Two nodes killed at once: no quorum. The survivor stays in the load balancer and
+    // keeps publishing and streaming; the control plane returns with the others.
+    let survivor = leader(&compose)
+        .await
+        .map_or("node1".to_owned(), |(l, _)| l);
+    let victims: Vec<&str> = NODES.iter().copied().filter(|n| *n != survivor).collect();
+    let mut victim_containers = Vec::new();
+    for v in &victims {
+        victim_containers.push(compose.container(v).await?);
+    }
+    let t = Instant::now();
+    for c in &victim_containers {
+        compose.docker(&["kill", c]).await?;
+    }
+    let counted = |from: Instant, to: Instant| {
+        let p = published.lock().unwrap();
+        let ok = p
+            .accepted
+            .values()
+            .filter(|at| **at >= from && **at <= to)
+            .count();
+        let failed = p
+            .failures
+            .iter()
+            .filter(|at| **at >= from && **at <= to)
+            .count();
+        (ok, failed)
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lost_at = Instant::now();
+    let (ok_all, failed_all) = counted(t, lost_at);
+    let (ok_late, failed_late) = counted(t + Duration::from_secs(3), lost_at);
+    let sse_during = sse
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, at)| *at >= t + Duration::from_secs(3) && *at <= lost_at)
+        .count();
+    for c in &victim_containers {
+        compose.docker(&["start", c]).await?;
+    }
+    let restored = healthy(&compose, Duration::from_secs(90)).await?;
+    windows.push(("quorum loss", t, Instant::now()));
+    report.push((
+        format!("quorum loss ({} killed, {survivor} left)", victims.join("+")),
+        format!(
+            "publishes accepted {ok_all} of {} in 10 s ({ok_late} of {} after the first 3 s) · SSE events meanwhile {sse_during} · cluster healthy {} after restart",
+            ok_all + failed_all,
+            ok_late + failed_late,
+            ms(Some(restored))
         ),
     ));
 
