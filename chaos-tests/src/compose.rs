@@ -182,7 +182,7 @@ impl Compose {
     }
 
     /// `service`'s own view of Raft (`/admin/cluster/node`: no fan-out to the others, so it
-    /// answers at once even with members down), if it answers within 300 ms. Its address is
+    /// answers at once even with members down), if it answers within 150 ms. Its address is
     /// looked up once and again only when it does not answer.
     pub async fn node_view(&self, service: &str) -> Option<Value> {
         for fresh in [false, true] {
@@ -202,7 +202,7 @@ impl Compose {
                 .client
                 .get(format!("http://{ip}:8080/admin/cluster/node"))
                 .bearer_auth(&self.token)
-                .timeout(Duration::from_millis(300))
+                .timeout(Duration::from_millis(150))
                 .send()
                 .await;
             if let Ok(r) = answer {

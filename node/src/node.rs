@@ -472,14 +472,23 @@ pub(crate) async fn hand_over_subscriptions(
     node: eventgate_raft_store::NodeId,
     timeout: std::time::Duration,
 ) {
-    let others = control
+    // Someone must be able to take over: a voter other than `node` that is not leaving
+    // itself (when the whole cluster stops, nobody waits for anybody).
+    let voters: Vec<_> = control
         .raft()
         .metrics()
         .borrow()
         .membership_config
         .membership()
         .voter_ids()
-        .any(|v| v != node);
+        .collect();
+    let others = |c: &ControlPlane| {
+        c.reader().read(|s| {
+            voters
+                .iter()
+                .any(|v| *v != node && !s.nodes.get(v).is_some_and(|l| l.leaving))
+        })
+    };
     let owned = |c: &ControlPlane| {
         c.reader().read(|s| {
             s.subscriptions
@@ -488,7 +497,7 @@ pub(crate) async fn hand_over_subscriptions(
                 .count()
         })
     };
-    if !others || owned(control) == 0 {
+    if !others(control) || owned(control) == 0 {
         return;
     }
     let started = tokio::time::Instant::now();
@@ -510,7 +519,8 @@ pub(crate) async fn hand_over_subscriptions(
     let mut applied = control.reader().watch_applied();
     let rest = timeout.saturating_sub(started.elapsed());
     let done = tokio::time::timeout(rest, async {
-        while owned(control) > 0 {
+        // Until nothing is left, or nobody is left to take it (every voter stopping at once).
+        while owned(control) > 0 && others(control) {
             if applied.changed().await.is_err() {
                 return;
             }

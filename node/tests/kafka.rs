@@ -228,3 +228,58 @@ async fn topic_names_are_mapped_to_the_brokers() {
     assert_eq!(r.status(), 404);
     node.stop().await;
 }
+
+/// A webhook payload of exactly `webhook_receiver.max_body_bytes` (1 MiB by default) goes
+/// through Kafka to a WebSub subscriber and an SSE reader byte for byte; librdkafka's own
+/// default limit (1,000,000 bytes) refused it before. One byte more is refused by the gateway
+/// with 413 naming the real limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_payload_goes_through_kafka_end_to_end() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("big", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"big\"]\n[websub]\nallow_private_callbacks = true\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "big", &cb.url("/big"), &[]).await;
+    let mut sse =
+        eventgate_chaos_tests::sse::Sse::open(&format!("{}/sse/big", node.base), None).await;
+    let payload: String = (0..1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=big", node.base))
+        .header("content-type", "text/plain")
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let posts = cb.wait_for(&Method::POST, "/big", 1, T).await;
+    assert_eq!(posts[0].body.len(), payload.len());
+    assert!(posts[0].body.as_ref() == payload.as_bytes());
+    let event = sse.expect(T, "the 1 MiB event").await;
+    assert_eq!(event.data.len(), payload.len());
+    assert!(event.data == payload);
+
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=big", node.base))
+        .header("content-type", "text/plain")
+        .body(format!("{payload}!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1048576"),
+        "{problem}"
+    );
+}
