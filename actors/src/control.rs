@@ -24,6 +24,8 @@ pub struct Leadership {
     /// For each other voter, how long ago it last answered this node's Raft traffic (`None`:
     /// never). Exact on the leader, which exchanges heartbeats with every voter.
     pub contact: BTreeMap<NodeId, Option<Duration>>,
+    /// The current Raft term (0 where there is none: the in-memory control plane).
+    pub term: u64,
 }
 
 /// What the delivery actors need of the control plane.
@@ -65,6 +67,7 @@ impl ControlPort for ControlPlane {
             leader: metrics.current_leader,
             voters,
             contact,
+            term: metrics.current_term,
         }
     }
 }
@@ -99,6 +102,7 @@ impl MemoryControl {
                 leader: Some(node_id),
                 voters: BTreeSet::from([node_id]),
                 contact: BTreeMap::new(),
+                term: 0,
             }),
             ..MemoryShared::default()
         };
@@ -146,6 +150,7 @@ impl MemoryControl {
             leader,
             voters: voters.into_iter().collect(),
             contact: BTreeMap::new(),
+            term: 0,
         };
     }
 

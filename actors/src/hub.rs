@@ -578,8 +578,16 @@ async fn decide_owners(
                     tracing::info!(subscription = %m.id, from = ?m.from, to = m.to, "SubscriptionOwnerAssigned");
                 }
             }
-            if let Err(e) = ctx.control.write(Command::MoveOwners { moves }).await {
-                tracing::warn!(error = %e, "ownership moves not written");
+            let command = Command::MoveOwners {
+                term: leadership.term,
+                moves,
+            };
+            match ctx.control.write(command).await {
+                Ok(eventgate_raft_store::Response::Refused { reason }) => {
+                    tracing::info!(%reason, "ownership moves of an earlier leadership dropped")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ownership moves not written"),
             }
         }
         if expired {

@@ -69,8 +69,11 @@ pub enum Command {
     /// pending handover).
     AssignOwner { id: String, owner: Option<NodeId> },
     /// The leader's ownership decisions, in a batch; each applies only if the subscription's
-    /// owner is still `from` (compare-and-set).
-    MoveOwners { moves: Vec<OwnerMove> },
+    /// owner is still `from` (compare-and-set). `term`: the Raft term of the leadership that
+    /// decided; the batch is refused when it is committed in another term (a deposed leader's
+    /// decision, forwarded to its successor, is made on a view that no longer holds). 0: not
+    /// checked (the in-memory control plane of tests).
+    MoveOwners { term: u64, moves: Vec<OwnerMove> },
     /// The owner drained subscription `id` and committed its cursor: `to` owns it now.
     /// Applies only while that handover is pending.
     CompleteHandover {

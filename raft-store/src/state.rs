@@ -168,7 +168,7 @@ impl ControlState {
                 }
                 None => Response::NotFound,
             },
-            Command::MoveOwners { moves } => {
+            Command::MoveOwners { moves, .. } => {
                 let mut taken = 0;
                 for m in moves {
                     let Some(sub) = self.subscriptions.get_mut(&m.id) else {
@@ -599,6 +599,7 @@ mod tests {
         assert_eq!(state.subscriptions["a"].owner, Some(2));
         assert!(state.nodes[&2].leaving);
         let drain = |from, to| Command::MoveOwners {
+            term: 0,
             moves: vec![OwnerMove {
                 id: "a".to_owned(),
                 from,
@@ -638,6 +639,7 @@ mod tests {
         assert_eq!(state.subscriptions["a"].handover_to, None);
         // An owner that died is replaced at once (no drain).
         let reassign = Command::MoveOwners {
+            term: 0,
             moves: vec![OwnerMove {
                 id: "a".to_owned(),
                 from: Some(3),

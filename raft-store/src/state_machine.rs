@@ -442,7 +442,20 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                                 found: request.format,
                             }
                         } else {
-                            data.state.apply(&request.command, &mut touched)
+                            match &request.command {
+                                // A leader's decision holds only in the term it was made in.
+                                Command::MoveOwners { term, .. }
+                                    if *term != 0 && *term != entry.log_id.leader_id.term =>
+                                {
+                                    Response::Refused {
+                                        reason: format!(
+                                            "ownership decided in term {term}, committed in term {}",
+                                            entry.log_id.leader_id.term
+                                        ),
+                                    }
+                                }
+                                command => data.state.apply(command, &mut touched),
+                            }
                         }
                     }
                     EntryPayload::Membership(membership) => {

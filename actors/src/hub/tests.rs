@@ -283,7 +283,7 @@ fn moves(control: &MemoryControl, drain: bool) -> usize {
         .written()
         .iter()
         .filter_map(|(_, c)| match c {
-            Command::MoveOwners { moves } => {
+            Command::MoveOwners { moves, .. } => {
                 Some(moves.iter().filter(|m| m.drain == drain).count())
             }
             _ => None,

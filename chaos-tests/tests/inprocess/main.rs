@@ -3,3 +3,4 @@
 
 mod t10_partitioned_leader;
 mod t20_lossy_slow_network;
+mod t30_deposed_leader_decisions;
