@@ -43,6 +43,8 @@ pub const ATTEMPT_HEADER: &str = "x-eventgate-attempt";
 /// soon as there are any and the last commit is done, at most this often: a SIGKILLed owner's
 /// successor repeats only what was delivered in about one commit's time.
 pub const COMMIT_GAP: Duration = Duration::from_millis(25);
+/// How long a stopping node tries to commit its last cursor moves.
+const FINAL_COMMIT: Duration = Duration::from_secs(2);
 /// How long a failed commit waits before it is tried again.
 const COMMIT_RETRY: Duration = Duration::from_millis(100);
 /// Messages read from the broker at a time.
@@ -118,11 +120,13 @@ impl CursorCommitter {
     /// Commits every recorded move now. Moves that could not be committed are kept; answers
     /// whether every move recorded before the call is committed.
     pub async fn flush(&self) -> bool {
-        let taken = std::mem::take(&mut *self.pending());
-        if taken.is_empty() {
+        // Copied, not taken: a flush abandoned half-way (a stopping node) loses nothing, and
+        // moves recorded meanwhile stay for the next one.
+        let snapshot = self.pending().clone();
+        if snapshot.is_empty() {
             return true;
         }
-        let commits = taken
+        let commits = snapshot
             .iter()
             .map(|((id, partition), offset)| CursorCommit {
                 id: id.clone(),
@@ -135,13 +139,14 @@ impl CursorCommitter {
             commits,
         };
         if let Err(e) = self.inner.control.write(command).await {
-            tracing::warn!(error = %e, moves = taken.len(), "cursor commit failed; will retry");
-            let mut pending = self.pending();
-            for (key, offset) in taken {
-                let slot = pending.entry(key).or_insert(offset);
-                *slot = (*slot).max(offset);
-            }
+            tracing::warn!(error = %e, moves = snapshot.len(), "cursor commit failed; will retry");
             return false;
+        }
+        let mut pending = self.pending();
+        for (key, offset) in snapshot {
+            if pending.get(&key).is_some_and(|now| *now <= offset) {
+                pending.remove(&key);
+            }
         }
         true
     }
@@ -154,11 +159,12 @@ impl CursorCommitter {
                 () = cancel.cancelled() => break,
                 () = self.inner.moved.notified() => {}
             }
-            let pause = if self.flush().await {
-                COMMIT_GAP
-            } else {
-                COMMIT_RETRY
+            // A stopping node does not wait out a commit that cannot happen (no quorum).
+            let committed = tokio::select! {
+                ok = self.flush() => ok,
+                () = cancel.cancelled() => break,
             };
+            let pause = if committed { COMMIT_GAP } else { COMMIT_RETRY };
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(pause) => {}
@@ -168,7 +174,14 @@ impl CursorCommitter {
                 self.inner.moved.notify_one();
             }
         }
-        self.flush().await;
+        if tokio::time::timeout(FINAL_COMMIT, self.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "last cursor moves not committed before stopping; the next owner repeats them"
+            );
+        }
     }
 }
 

@@ -505,7 +505,10 @@ pub(crate) async fn hand_over_subscriptions(
         node,
         at_ms: eventgate_raft_store::clock::now_ms(),
     };
-    match tokio::time::timeout(timeout, control.write(leaving)).await {
+    // Without a quorum (the whole cluster stopping) nobody could take over anyway: do not wait
+    // long for it.
+    let announce = timeout.min(std::time::Duration::from_secs(2));
+    match tokio::time::timeout(announce, control.write(leaving)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not announce leaving; stopping without handing over");

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use eventgate_chaos_tests::inprocess::{subscription, Cluster};
 use eventgate_chaos_tests::init_logging;
+use eventgate_chaos_tests::inprocess::{subscription, Cluster};
 use eventgate_raft_store::{Command, OwnerMove, Response};
 use tracing::info;
 
@@ -11,7 +11,8 @@ use tracing::info;
 /// in, so the new leader's log refuses it: the live owner keeps the subscription (before, it
 /// lost it, and its subscriber got the last moments again from the deposed leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deposed_leaders_ownership_decision_is_refused_after_the_partition() -> anyhow::Result<()> {
+async fn a_deposed_leaders_ownership_decision_is_refused_after_the_partition() -> anyhow::Result<()>
+{
     init_logging();
     let cluster = Cluster::start(3, Duration::from_secs(10)).await?;
     let old = cluster
@@ -30,7 +31,10 @@ async fn a_deposed_leaders_ownership_decision_is_refused_after_the_partition() -
         .await?;
     let term = cluster.nodes[&old].raft().metrics().borrow().current_term;
 
-    info!(old, owner, "--- isolate the leader; it takes the subscription");
+    info!(
+        old,
+        owner, "--- isolate the leader; it takes the subscription"
+    );
     cluster.router.isolate(old);
     let deposed = cluster.nodes[&old].clone();
     let decision = tokio::spawn(async move {
