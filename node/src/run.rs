@@ -52,6 +52,7 @@ impl QuietRepeats {
             && [
                 "openraft::replication",
                 "openraft::core::raft_core",
+                "openraft::engine",
                 "openraft::network",
             ]
             .iter()
