@@ -98,6 +98,8 @@ pub enum CloseReason {
     CredentialRevoked,
     /// A published frame went over the plan's publish rate.
     RateLimited,
+    /// The API the stream was opened through was retired.
+    ApiRetired,
 }
 
 impl CloseReason {
@@ -116,6 +118,7 @@ impl CloseReason {
             CloseReason::CredentialExpired => 4001,
             CloseReason::CredentialRevoked => 4003,
             CloseReason::RateLimited => 4029,
+            CloseReason::ApiRetired => 4010,
         }
     }
 
@@ -134,6 +137,7 @@ impl CloseReason {
             CloseReason::CredentialExpired => "credential-expired",
             CloseReason::CredentialRevoked => "credential-revoked",
             CloseReason::RateLimited => "rate-limited",
+            CloseReason::ApiRetired => "api-retired",
         }
     }
 }

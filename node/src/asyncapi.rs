@@ -291,11 +291,39 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
         );
     }
     let info = match scope {
-        Some(api) => json!({
-            "title": api.name,
-            "version": api.version,
-            "description": api.description.clone().unwrap_or_else(|| format!("API `{}` of this eventgate gateway.", api.name)),
-        }),
+        Some(api) => {
+            let mut description = api
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("API `{}` of this eventgate gateway.", api.name));
+            if api.lifecycle == eventgate_raft_store::governance::Lifecycle::Deprecated {
+                let sunset = api.sunset_ms.map_or(String::new(), |ms| {
+                    format!(
+                        " It will be retired at {}.",
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                        )
+                    )
+                });
+                description = format!("**Deprecated.**{sunset} {description}");
+            }
+            let mut info = json!({
+                "title": api.name,
+                "version": api.version,
+                "description": description,
+                "x-eventgate-lifecycle": api.lifecycle.name(),
+            });
+            if api.lifecycle == eventgate_raft_store::governance::Lifecycle::Deprecated {
+                info["tags"] = json!([{ "name": "deprecated" }]);
+                if let Some(ms) = api.sunset_ms {
+                    info["x-eventgate-sunset"] = json!(humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                    )
+                    .to_string());
+                }
+            }
+            info
+        }
         None => json!({
             "title": "eventgate",
             "version": env!("CARGO_PKG_VERSION"),

@@ -35,10 +35,10 @@ pub enum Commands {
         #[command(subcommand)]
         command: AsyncapiCommand,
     },
-    /// APIs: topics exposed as products, with entrypoints and security.
+    /// APIs: topics exposed as products, with entrypoints, security and a lifecycle.
     Apis {
         #[command(subcommand)]
-        command: EntityCommand,
+        command: ApisCommand,
     },
     /// Plans: rate, connection and subscription limits.
     Plans {
@@ -74,6 +74,25 @@ pub struct ProbeArgs {
     /// Give up after this long.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+/// `eventgate apis …`: the entity commands, and the lifecycle.
+#[derive(Debug, Subcommand)]
+pub enum ApisCommand {
+    #[command(flatten)]
+    Entity(EntityCommand),
+    /// Move an API through its lifecycle: `created` → `published` → `deprecated` → `retired`
+    /// (back to created only while nothing is subscribed; retired is final).
+    Lifecycle {
+        name: String,
+        /// `created`, `published`, `deprecated` or `retired`.
+        state: String,
+        /// A deprecated API's planned retirement, RFC 3339 (`2027-06-30T00:00:00Z`).
+        #[arg(long)]
+        sunset: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 /// List, show, create or replace, and delete one kind of entity.

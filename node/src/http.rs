@@ -273,20 +273,47 @@ async fn by_base_path(state: AppState, routes: Router, mut req: Request) -> Resp
         Ok(uri) => *req.uri_mut() = uri,
         Err(e) => return ApiError::invalid_field("path", e.to_string()).into_response(),
     }
+    let api = via.api.clone();
     req.extensions_mut().insert(via);
-    match routes.oneshot(req).await {
+    let mut response = match routes.oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
+    };
+    // A deprecated API says so on every answer through it: `Deprecation` (RFC 9745, the date
+    // it was deprecated) and, when one is set, `Sunset` (RFC 8594, when it will be retired).
+    let notice = state.control().reader().read(|s| {
+        let api = s.governance.apis.get(&api)?;
+        (api.lifecycle == eventgate_raft_store::governance::Lifecycle::Deprecated)
+            .then_some((api.lifecycle_since_ms, api.sunset_ms))
+    });
+    if let Some((since_ms, sunset_ms)) = notice {
+        let headers = response.headers_mut();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("@{}", since_ms / 1000)) {
+            headers.insert("deprecation", v);
+        }
+        if let Some(sunset) = sunset_ms {
+            let date = httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(sunset),
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+                headers.insert("sunset", v);
+            }
+        }
     }
+    response
 }
 
 impl AppState {
     fn gateway_asyncapi(&self) -> serde_json::Value {
-        let apis: Vec<_> = self
-            .inner
-            .gate
-            .reader()
-            .read(|s| s.governance.apis.values().cloned().collect());
+        let apis: Vec<_> = self.inner.gate.reader().read(|s| {
+            // The catalog: only the APIs that admit clients.
+            s.governance
+                .apis
+                .values()
+                .filter(|a| a.lifecycle.admits())
+                .cloned()
+                .collect()
+        });
         self.inner.asyncapi.gateway(&apis)
     }
 
@@ -296,7 +323,8 @@ impl AppState {
             .gate
             .reader()
             .read(|s| s.governance.apis.get(name).cloned())
-            .ok_or_else(|| ApiError::not_found(format!("no API `{name}`")))?;
+            .filter(|a| a.lifecycle.admits())
+            .ok_or_else(|| ApiError::not_found(format!("no published API `{name}`")))?;
         Ok(self.inner.asyncapi.api(&api))
     }
 

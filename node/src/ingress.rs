@@ -364,7 +364,7 @@ impl Ingress {
     /// its permission removed): checked again on every change of who may do what.
     pub fn watch_rights(
         &self,
-        principal: Principal,
+        principal: Option<Principal>,
         topic: String,
         api: Option<String>,
         entrypoint: Entrypoint,
@@ -375,7 +375,8 @@ impl Ingress {
         tokio::spawn(async move {
             loop {
                 let expiry = principal
-                    .expires_at_ms
+                    .as_ref()
+                    .and_then(|p| p.expires_at_ms)
                     .map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
                 tokio::select! {
                     () = closer.closed() => return,
@@ -392,15 +393,19 @@ impl Ingress {
                     api: api.as_deref(),
                 };
                 if let Err(refusal) =
-                    gate.recheck(&principal, target, Action::Subscribe, entrypoint)
+                    gate.recheck(principal.as_ref(), target, Action::Subscribe, entrypoint)
                 {
-                    let expired = principal.expires_at_ms.is_some_and(|t| t <= now_ms());
-                    let reason = if expired {
-                        CloseReason::CredentialExpired
-                    } else {
-                        CloseReason::CredentialRevoked
+                    let expired = principal
+                        .as_ref()
+                        .and_then(|p| p.expires_at_ms)
+                        .is_some_and(|t| t <= now_ms());
+                    let reason = match refusal {
+                        Refusal::ApiRetired { .. } => CloseReason::ApiRetired,
+                        _ if expired => CloseReason::CredentialExpired,
+                        _ => CloseReason::CredentialRevoked,
                     };
-                    tracing::info!(app = %principal.app, %topic, reason = reason.name(), detail = %refusal, "ending a stream");
+                    let app = principal.as_ref().map_or("(anonymous)", |p| p.app.as_str());
+                    tracing::info!(%app, %topic, reason = reason.name(), detail = %refusal, "ending a stream");
                     closer.close(reason);
                     return;
                 }
@@ -523,8 +528,12 @@ impl DeliveryPolicy for WebsubPolicy {
                     via: key.map_or(Via::Jwt, Via::ApiKey),
                     expires_at_ms: key_expiry,
                 };
-                self.gate
-                    .recheck(&principal, target, Action::Subscribe, Entrypoint::Websub)
+                self.gate.recheck(
+                    Some(&principal),
+                    target,
+                    Action::Subscribe,
+                    Entrypoint::Websub,
+                )
             }
             None => self
                 .gate

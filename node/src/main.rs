@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Commands::Cluster { command } => eventgate::run::cluster(command),
         Commands::Certs { command } => eventgate::run::certs(command),
         Commands::Asyncapi { command } => eventgate::run::asyncapi(command),
-        Commands::Apis { command } => eventgate::run::entity("apis", command),
+        Commands::Apis { command } => eventgate::run::apis(command),
         Commands::Plans { command } => eventgate::run::entity("plans", command),
         Commands::Apps { command } => eventgate::run::entity("applications", command),
         Commands::Keys { command } => eventgate::run::keys(command),

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use eventgate_raft_store::governance::{
-    pattern_matches, AccessState, Entrypoint, Governance, Plan, Security,
+    pattern_matches, AccessState, Entrypoint, Governance, Lifecycle, Plan, Security,
 };
 use eventgate_raft_store::StateReader;
 
@@ -258,11 +258,18 @@ impl Gatekeeper {
     /// disabled, subscriptions ended, permissions changed, credentials expired since).
     pub fn recheck(
         &self,
-        principal: &Principal,
+        principal: Option<&Principal>,
         target: Target<'_>,
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<(), Refusal> {
+        let Some(principal) = principal else {
+            // Anonymous: as it was admitted, by the topic's (or the API's) openness.
+            return self.reader.read(|s| {
+                self.decide(&s.governance, None, false, target, action, entrypoint)
+                    .map(|_| ())
+            });
+        };
         if principal.expires_at_ms.is_some_and(|t| t <= now_ms()) {
             return Err(Refusal::unauthenticated("the credential has expired"));
         }
@@ -313,6 +320,19 @@ impl Gatekeeper {
             // Deleted, or its channel moved, since the request was routed.
             return Err(Refusal::NotOffered {
                 detail: format!("API `{name}` no longer offers topic `{topic}`"),
+            });
+        }
+        // Only published and deprecated APIs admit clients; an API being prepared or retired
+        // still holds its topics (nobody gets in through them).
+        let (apis, closed): (Vec<_>, Vec<_>) = apis.into_iter().partition(|a| a.lifecycle.admits());
+        if let (true, Some(api)) = (apis.is_empty(), closed.first()) {
+            return Err(match api.lifecycle {
+                Lifecycle::Retired => Refusal::ApiRetired {
+                    api: api.name.clone(),
+                },
+                _ => Refusal::NotOffered {
+                    detail: format!("API `{}` is not published", api.name),
+                },
             });
         }
         if apis.is_empty() {

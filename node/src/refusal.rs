@@ -25,6 +25,9 @@ pub enum Refusal {
     /// The API the request was routed through no longer offers the topic.
     #[error("{detail}")]
     NotOffered { detail: String },
+    /// The topic's API was retired: it admits nobody any more.
+    #[error("API `{api}` is retired")]
+    ApiRetired { api: String },
     /// A plan's rate for this window is spent.
     #[error("{detail}")]
     RateLimited { detail: String, status: RateStatus },

@@ -424,6 +424,31 @@ fn read_document(file: &std::path::Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))
 }
 
+/// `eventgate apis …`.
+pub fn apis(command: crate::cli::ApisCommand) -> ExitCode {
+    match command {
+        crate::cli::ApisCommand::Entity(command) => entity("apis", command),
+        crate::cli::ApisCommand::Lifecycle {
+            name,
+            state,
+            sunset,
+            target,
+        } => admin_command(async move {
+            let mut body = serde_json::json!({ "state": state });
+            if let Some(sunset) = sunset {
+                body["sunset"] = serde_json::Value::String(sunset);
+            }
+            admin_call(
+                &target,
+                reqwest::Method::PUT,
+                &format!("/admin/apis/{name}/lifecycle"),
+                Some(body),
+            )
+            .await
+        }),
+    }
+}
+
 /// `eventgate apis|plans|apps …`: `kind` is the admin API's collection.
 pub fn entity(kind: &'static str, command: crate::cli::EntityCommand) -> ExitCode {
     use crate::cli::EntityCommand as E;

@@ -592,9 +592,13 @@ async fn the_admin_api_manages_the_flow_and_refuses_bad_documents_whole() {
     assert_eq!(admin(Method::GET, "/apis/pay", None).await.0, 404);
     assert_eq!(admin(Method::GET, "/applications/shop", None).await.0, 404);
 
-    // The flow: an API, a plan needing approval, an application, a key, a subscription.
-    let (status, _) = admin(Method::PUT, "/apis/pay", Some(json!({ "version": "1.0.0", "channels": { "payments": "payments" }, "security": ["api_key"] }))).await;
-    assert_eq!(status, 201);
+    // The flow: an API (made through the admin API it starts `created`, admitting nobody;
+    // published here at once), a plan needing approval, an application, a key, a subscription.
+    let (status, api) = admin(Method::PUT, "/apis/pay", Some(json!({ "version": "1.0.0", "channels": { "payments": "payments" }, "security": ["api_key"], "lifecycle": "published" }))).await;
+    assert_eq!(
+        (status, api["lifecycle"].as_str()),
+        (201, Some("published"))
+    );
     let (status, _) = admin(
         Method::PUT,
         "/plans/gold",

@@ -125,6 +125,13 @@ pub enum Command {
     },
     /// Creates or replaces an API.
     PutApi(Api),
+    /// Moves an API through its lifecycle (refused when the move is not allowed).
+    SetApiLifecycle {
+        name: String,
+        lifecycle: crate::governance::Lifecycle,
+        sunset_ms: Option<u64>,
+        at_ms: u64,
+    },
     /// Removes an API and the applications' subscriptions to it.
     DeleteApi { name: String },
     /// Creates or replaces a plan.
@@ -210,6 +217,7 @@ impl Command {
             Command::ActivateSubscription { .. } => "activate-subscription",
             Command::PutApi(_) => "put-api",
             Command::DeleteApi { .. } => "delete-api",
+            Command::SetApiLifecycle { .. } => "set-api-lifecycle",
             Command::PutPlan(_) => "put-plan",
             Command::DeletePlan { .. } => "delete-plan",
             Command::PutApplication(_) => "put-application",

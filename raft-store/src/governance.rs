@@ -102,6 +102,65 @@ pub struct Api {
     pub max_message_bytes: Option<u64>,
     pub origin: Origin,
     pub updated_at_ms: u64,
+    /// Where the API stands in its life: only published and deprecated APIs admit clients.
+    pub lifecycle: Lifecycle,
+    /// When it entered its current state (unix ms): the `Deprecation` date of a deprecated API.
+    pub lifecycle_since_ms: u64,
+    /// When a deprecated API is to be retired (unix ms), announced in `Sunset` headers.
+    pub sunset_ms: Option<u64>,
+}
+
+/// The states of an API, in the order an API goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// Being prepared: in no catalog, admits nobody.
+    Created,
+    /// Offered: in the catalogs, admits clients.
+    Published,
+    /// Still offered, with a notice (AsyncAPI, `Deprecation`/`Sunset` headers).
+    Deprecated,
+    /// Withdrawn for good: its streams are closed, its WebSub subscriptions ended.
+    Retired,
+}
+
+impl Lifecycle {
+    pub const ALL: [Lifecycle; 4] = [
+        Lifecycle::Created,
+        Lifecycle::Published,
+        Lifecycle::Deprecated,
+        Lifecycle::Retired,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Created => "created",
+            Lifecycle::Published => "published",
+            Lifecycle::Deprecated => "deprecated",
+            Lifecycle::Retired => "retired",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Whether the API admits clients and appears in catalogs.
+    pub fn admits(self) -> bool {
+        matches!(self, Lifecycle::Published | Lifecycle::Deprecated)
+    }
+
+    /// Whether an API may go from `self` to `to` (staying is always allowed). Back from
+    /// published to created is checked for subscribers by the caller.
+    pub fn may_become(self, to: Lifecycle) -> bool {
+        use Lifecycle::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Created, Published)
+                    | (Published, Created | Deprecated | Retired)
+                    | (Deprecated, Published | Retired)
+            )
+    }
 }
 
 /// A budget: at most `count` per fixed window of `window_ms`.
@@ -425,6 +484,61 @@ impl Governance {
     pub(crate) fn put_api(&mut self, api: &Api, t: &mut Vec<GovTouched>) -> Response {
         t.push(GovTouched::Api(api.name.clone()));
         self.apis.insert(api.name.clone(), api.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    /// Moves API `name` to `to` (see [`Lifecycle::may_become`]); back to created only while no
+    /// application has access to it and no WebSub subscription was made through it.
+    /// `subscribed_paths`: the paths of the topic URLs WebSub subscribers named.
+    pub(crate) fn set_lifecycle<'a>(
+        &mut self,
+        name: &str,
+        to: Lifecycle,
+        sunset_ms: Option<u64>,
+        at_ms: u64,
+        subscribed_paths: impl IntoIterator<Item = &'a str>,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let under_base = self
+            .apis
+            .get(name)
+            .and_then(|a| a.base_path.clone())
+            .map(|base| format!("{base}/topics/"));
+        let in_use = self.access.keys().any(|(_, api)| api == name)
+            || self
+                .websub_applications
+                .values()
+                .any(|(_, api)| api == name)
+            || under_base
+                .is_some_and(|prefix| subscribed_paths.into_iter().any(|p| p.starts_with(&prefix)));
+        let Some(api) = self.apis.get_mut(name) else {
+            return Response::NotFound;
+        };
+        let from = api.lifecycle;
+        if !from.may_become(to) {
+            return Response::Refused {
+                reason: format!(
+                    "API `{name}` is {}; it cannot become {}",
+                    from.name(),
+                    to.name()
+                ),
+            };
+        }
+        if from == Lifecycle::Published && to == Lifecycle::Created && in_use {
+            return Response::Refused {
+                reason: format!(
+                    "API `{name}` has subscribers (applications' access or WebSub subscriptions); deprecate or retire it instead"
+                ),
+            };
+        }
+        if from != to {
+            api.lifecycle_since_ms = at_ms;
+        }
+        api.lifecycle = to;
+        api.sunset_ms = sunset_ms;
+        api.updated_at_ms = at_ms;
+        t.push(GovTouched::Api(name.to_owned()));
         self.version += 1;
         Response::Applied
     }
@@ -813,6 +927,9 @@ mod tests {
             max_message_bytes: None,
             origin: Origin::Config,
             updated_at_ms: 0,
+            lifecycle: Lifecycle::Published,
+            lifecycle_since_ms: 0,
+            sunset_ms: None,
         }
     }
 

@@ -361,6 +361,21 @@ impl ControlState {
         match command {
             Command::PutApi(api) => g.put_api(api, t),
             Command::DeleteApi { name } => g.delete_api(name, t),
+            Command::SetApiLifecycle {
+                name,
+                lifecycle,
+                sunset_ms,
+                at_ms,
+            } => {
+                // Anonymous subscribers through an API's base path are known by the topic URL
+                // they named.
+                let paths = self.subscriptions.values().filter_map(|s| {
+                    let url = s.topic_url.as_deref()?;
+                    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+                    rest.find('/').map(|i| &rest[i..])
+                });
+                g.set_lifecycle(name, *lifecycle, *sunset_ms, *at_ms, paths, t)
+            }
             Command::PutPlan(plan) => g.put_plan(plan, t),
             Command::DeletePlan { name } => g.delete_plan(name, t),
             Command::PutApplication(app) => g.put_application(app, t),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, Declared, Entrypoint, Origin, OverLimit,
-    Permission, Plan, RateLimit, Security,
+    Access, AccessState, Api, ApiKey, Application, Declared, Entrypoint, Lifecycle, Origin,
+    OverLimit, Permission, Plan, RateLimit, Security,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,55 @@ pub struct RawApi {
     /// `api_key`, `jwt`; empty: keyless.
     pub security: Option<Vec<String>>,
     pub max_message_bytes: Option<u64>,
+    /// `created`, `published`, `deprecated` or `retired`. Default: `published` for an API of
+    /// the configuration, `created` for one made through the admin API (an existing one keeps
+    /// its state).
+    pub lifecycle: Option<String>,
+    /// When a deprecated API will be retired (RFC 3339), announced in `Sunset` headers.
+    pub sunset: Option<String>,
+}
+
+/// `lifecycle` and `sunset` of an API description; errors name the field.
+pub fn lifecycle_from_raw(
+    lifecycle: Option<&str>,
+    sunset: Option<&str>,
+    default: Lifecycle,
+) -> Result<(Lifecycle, Option<u64>), (String, String)> {
+    let state = match lifecycle {
+        None => default,
+        Some(name) => Lifecycle::parse(name).ok_or_else(|| {
+            (
+                "lifecycle".to_owned(),
+                format!("`{name}` is not created, published, deprecated or retired"),
+            )
+        })?,
+    };
+    let sunset_ms = match sunset {
+        None => None,
+        Some(text) => {
+            let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+                (
+                    "sunset".to_owned(),
+                    format!("`{text}` is not an RFC 3339 date and time: {e}"),
+                )
+            })?;
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| ("sunset".to_owned(), "before 1970".to_owned()))?
+                .as_millis() as u64;
+            Some(ms)
+        }
+    };
+    if sunset_ms.is_some() && state != Lifecycle::Deprecated {
+        return Err((
+            "sunset".to_owned(),
+            format!(
+                "only a deprecated API has a sunset (this one is {})",
+                state.name()
+            ),
+        ));
+    }
+    Ok((state, sunset_ms))
 }
 
 /// `{ count = 100, per = "1m" }`.
@@ -341,6 +390,12 @@ pub fn api_from_raw(
             "must be 1 or more".to_owned(),
         ));
     }
+    let default = match origin {
+        Origin::Config => Lifecycle::Published,
+        Origin::Admin => Lifecycle::Created,
+    };
+    let (lifecycle, sunset_ms) =
+        lifecycle_from_raw(raw.lifecycle.as_deref(), raw.sunset.as_deref(), default)?;
     Ok(Api {
         name: name.to_owned(),
         version: if raw.version.is_empty() {
@@ -356,6 +411,9 @@ pub fn api_from_raw(
         max_message_bytes: raw.max_message_bytes,
         origin,
         updated_at_ms,
+        lifecycle,
+        lifecycle_since_ms: updated_at_ms,
+        sunset_ms,
     })
 }
 

@@ -250,6 +250,12 @@ impl From<Refusal> for ApiError {
             Refusal::Unauthenticated { detail } => ApiError::unauthorized(detail),
             Refusal::Forbidden { detail } => ApiError::forbidden(detail),
             Refusal::NotOffered { detail } => ApiError::not_found(detail),
+            Refusal::ApiRetired { api } => ApiError::new(
+                StatusCode::GONE,
+                "api-retired",
+                "The API is retired",
+                format!("API `{api}` is retired"),
+            ),
             Refusal::RateLimited { detail, status } => ApiError::rate_limited(detail, &status),
             Refusal::QuotaExceeded { detail } => ApiError::quota_exceeded(detail),
             Refusal::NodeFull { limit } => ApiError::too_many_connections(limit),

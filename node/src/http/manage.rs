@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, Origin, Plan,
+    Access, AccessState, Api, ApiKey, Application, Lifecycle, Origin, Plan,
 };
 use eventgate_raft_store::{Command, Response as Applied};
 use serde::Deserialize;
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/apis", get(list_apis))
         .route("/apis/{name}", get(get_api).put(put_api).delete(delete_api))
+        .route("/apis/{name}/lifecycle", put(put_lifecycle))
         .route("/plans", get(list_plans))
         .route(
             "/plans/{name}",
@@ -98,8 +99,61 @@ fn api_view(api: &Api) -> Value {
         "max_message_bytes": api.max_message_bytes,
         "origin": origin(api.origin),
         "updated_at_ms": api.updated_at_ms,
+        "lifecycle": api.lifecycle.name(),
+        "lifecycle_since_ms": api.lifecycle_since_ms,
+        "sunset": api.sunset_ms.map(ms_rfc3339),
         "asyncapi": format!("/apis/{}/asyncapi.json", api.name),
     })
+}
+
+/// Unix milliseconds as an RFC 3339 date and time (UTC).
+fn ms_rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `PUT /admin/apis/{name}/lifecycle`: `{"state": "...", "sunset"?: "<RFC 3339>"}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleBody {
+    state: String,
+    sunset: Option<String>,
+}
+
+async fn put_lifecycle(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<LifecycleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let field = |(f, e): (String, String)| {
+        ApiError::invalid_field(
+            if f == "lifecycle" {
+                "state".to_owned()
+            } else {
+                f
+            },
+            e,
+        )
+    };
+    let (lifecycle, sunset_ms) = rules::lifecycle_from_raw(
+        Some(&body.state),
+        body.sunset.as_deref(),
+        Lifecycle::Created,
+    )
+    .map_err(field)?;
+    let command = Command::SetApiLifecycle {
+        name: name.clone(),
+        lifecycle,
+        sunset_ms,
+        at_ms: now_ms(),
+    };
+    match state.control().write(command).await? {
+        Applied::NotFound => return Err(ApiError::not_found(format!("no API `{name}`"))),
+        Applied::Refused { reason } => return Err(ApiError::conflict(reason)),
+        _ => {}
+    }
+    read(&state, |g| g.apis.get(&name).map(api_view))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no API `{name}`")))
 }
 
 fn rate_view(r: Option<eventgate_raft_store::governance::RateLimit>) -> Value {
@@ -208,8 +262,30 @@ async fn put_api(
     JsonBody(raw): JsonBody<rules::RawApi>,
 ) -> Result<Response, ApiError> {
     path_name("name", &name)?;
-    let api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
+    let mut api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
         .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
+    // Replacing an API's description does not move it through its lifecycle: that takes
+    // `lifecycle` in the body or `PUT /admin/apis/{name}/lifecycle`.
+    if let Some(existing) = read(&state, |g| g.apis.get(&name).cloned()) {
+        match &raw.lifecycle {
+            None => {
+                api.lifecycle = existing.lifecycle;
+                api.lifecycle_since_ms = existing.lifecycle_since_ms;
+                api.sunset_ms = existing.sunset_ms;
+            }
+            Some(_) if !existing.lifecycle.may_become(api.lifecycle) => {
+                return Err(ApiError::conflict(format!(
+                    "API `{name}` is {}; it cannot become {}",
+                    existing.lifecycle.name(),
+                    api.lifecycle.name()
+                )));
+            }
+            Some(_) if existing.lifecycle == api.lifecycle => {
+                api.lifecycle_since_ms = existing.lifecycle_since_ms;
+            }
+            Some(_) => {}
+        }
+    }
     let jwt_named = raw
         .security
         .as_ref()

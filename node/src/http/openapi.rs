@@ -115,6 +115,13 @@ pub const ROUTES: &[Route] = &[
         201,
     ),
     route(
+        "put",
+        "/apis/{name}/lifecycle",
+        "Move an API through its lifecycle (409 when the move is not allowed)",
+        Some("Lifecycle"),
+        200,
+    ),
+    route(
         "delete",
         "/apis/{name}",
         "Delete an API and the applications' access to it",
@@ -262,6 +269,15 @@ fn schemas() -> Value {
                 "entrypoints": { "type": "array", "items": { "enum": ["websub", "websocket", "sse", "webhook"] } },
                 "security": { "type": "array", "items": { "enum": ["api_key", "jwt"] }, "description": "empty: keyless" },
                 "max_message_bytes": { "type": "integer", "minimum": 1 },
+                "lifecycle": { "enum": ["created", "published", "deprecated", "retired"], "description": "default: created for a new API, the current state for an existing one" },
+                "sunset": { "type": "string", "format": "date-time", "description": "a deprecated API's planned retirement (Sunset header)" },
+            },
+        },
+        "Lifecycle": {
+            "type": "object", "required": ["state"], "additionalProperties": false,
+            "properties": {
+                "state": { "enum": ["created", "published", "deprecated", "retired"] },
+                "sunset": { "type": "string", "format": "date-time" },
             },
         },
         "Plan": {

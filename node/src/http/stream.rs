@@ -41,17 +41,16 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    /// Ends the stream when its principal's rights are withdrawn or expire.
+    /// Ends the stream when its principal's rights are withdrawn or expire, or — anonymous
+    /// too — when the topic stops admitting it (its API retired or put behind credentials).
     pub(super) fn watch_rights(&self, state: &AppState, closer: &CloseSwitch) {
-        if let Some(principal) = self.grant.principal.clone() {
-            state.ingress().watch_rights(
-                principal,
-                self.info.topic.clone(),
-                self.api.clone(),
-                self.entrypoint,
-                closer.clone(),
-            );
-        }
+        state.ingress().watch_rights(
+            self.grant.principal.clone(),
+            self.info.topic.clone(),
+            self.api.clone(),
+            self.entrypoint,
+            closer.clone(),
+        );
     }
 }
 

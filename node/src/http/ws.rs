@@ -66,14 +66,12 @@ pub async fn ws(
     let connections = state.inner.connections.clone();
     let on_failure = connections.clone();
     let grant = prepared.grant;
-    let watch = grant.principal.clone().map(|p| {
-        (
-            p,
-            prepared.info.topic.clone(),
-            prepared.api.clone(),
-            prepared.entrypoint,
-        )
-    });
+    let watch = (
+        grant.principal.clone(),
+        prepared.info.topic.clone(),
+        prepared.api.clone(),
+        prepared.entrypoint,
+    );
     let ctx = WsContext {
         state: state.clone(),
         topic: prepared.info.topic.clone(),
@@ -99,11 +97,10 @@ pub async fn ws(
         })
         .on_upgrade(move |socket| async move {
             let closer = ctx.closer.clone();
-            if let Some((principal, topic, api, entrypoint)) = watch {
-                ctx.state
-                    .ingress()
-                    .watch_rights(principal, topic, api, entrypoint, closer.clone());
-            }
+            let (principal, topic, api, entrypoint) = watch;
+            ctx.state
+                .ingress()
+                .watch_rights(principal, topic, api, entrypoint, closer.clone());
             let io = run_ws(socket, feed, closer.clone(), ctx);
             connections.open(info, closer, Box::pin(io));
         }))
@@ -304,6 +301,7 @@ pub fn close_reason(refusal: &Refusal) -> CloseReason {
             CloseReason::PolicyViolation
         }
         Refusal::TopicNotFound { .. } => CloseReason::TopicGone,
+        Refusal::ApiRetired { .. } => CloseReason::ApiRetired,
         Refusal::Broker(e) if !e.is_retryable() => CloseReason::InternalError,
         Refusal::Broker(_) | Refusal::Control(_) | Refusal::NodeFull { .. } | Refusal::Stopping => {
             CloseReason::TryAgainLater
