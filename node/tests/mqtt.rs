@@ -443,7 +443,9 @@ async fn mqtt5_carries_content_type_headers_and_key_end_to_end() {
         )
         .await
         .unwrap();
-    // And a webhook provider's JSON.
+    // The device's message first (its client sends in the background), then a webhook
+    // provider's JSON.
+    cb.wait_for(&Method::POST, "/m5", 1, T).await;
     let r = node
         .client
         .post(format!("{}/webhook-receiver?topic=orders", node.base))
