@@ -16,6 +16,7 @@ pub mod compose;
 pub mod inprocess;
 pub mod mosquitto;
 pub mod sse;
+pub mod subscriber;
 pub mod tansu;
 pub mod wait;
 

@@ -1,33 +1,13 @@
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
-use axum::http::Method;
-use axum::routing::any;
-use axum::Router;
 use eventgate_actors::ownership::owner_of;
 use eventgate_actors::websub::subscription_id;
 use eventgate_chaos_tests::sse::Sse;
+use eventgate_chaos_tests::subscriber::{subscribe, Subscriber};
 use eventgate_chaos_tests::{get_json, init_logging, wait, ClusterOptions, ProcessCluster};
 use rdkafka::mocking::MockCluster;
 use tokio::time::Instant;
 use tracing::info;
-
-type Log = Arc<Mutex<Vec<u32>>>;
-
-async fn callback(
-    State(log): State<Log>,
-    method: Method,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> String {
-    if method == Method::GET {
-        return eventgate_chaos_tests::websub_challenge(query.as_deref());
-    }
-    let n: u32 = String::from_utf8_lossy(&body).parse().unwrap_or(u32::MAX);
-    log.lock().unwrap().push(n);
-    String::new()
-}
 
 async fn readyz(client: &reqwest::Client, base: &str, path: &str) -> (u16, serde_json::Value) {
     match client.get(format!("{base}{path}")).send().await {
@@ -49,13 +29,7 @@ async fn a_node_without_quorum_keeps_serving_its_data_plane() -> anyhow::Result<
     init_logging();
     let mock = MockCluster::new(1)?;
     mock.create_topic("orders", 1, 1)?;
-    let log: Log = Arc::default();
-    let app = Router::new()
-        .route("/{*path}", any(callback))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let cb_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let subscriber = Subscriber::start().await?;
     let mut cluster = ProcessCluster::start(ClusterOptions {
         extra_toml: format!(
             "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\n",
@@ -68,24 +42,17 @@ async fn a_node_without_quorum_keeps_serving_its_data_plane() -> anyhow::Result<
     let base = cluster.nodes[&survivor].base_url();
     let client = cluster.client().clone();
     // A subscriber whose subscription the survivor owns.
-    let callback_url = (0..200)
-        .map(|i| format!("http://{cb_addr}/s{i}"))
-        .find(|url| owner_of(&subscription_id("orders", url), [1, 2, 3]) == Some(survivor))
+    let callback_path = (0..200)
+        .map(|i| format!("s{i}"))
+        .find(|path| {
+            owner_of(&subscription_id("orders", &subscriber.url(path)), [1, 2, 3]) == Some(survivor)
+        })
         .expect("a callback owned by the survivor");
-    let subscribe = |callback: String| {
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("hub.mode", "subscribe")
-            .append_pair("hub.topic", "orders")
-            .append_pair("hub.callback", &callback)
-            .finish()
-    };
-    let r = client
-        .post(format!("{base}/hub"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(subscribe(callback_url.clone()))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
+    let callback_url = subscriber.url(&callback_path);
+    assert_eq!(
+        subscribe(&client, &base, "orders", &callback_url, None).await?,
+        202
+    );
     wait::until(
         "the subscription owned by the survivor",
         Duration::from_secs(30),
@@ -151,16 +118,24 @@ async fn a_node_without_quorum_keeps_serving_its_data_plane() -> anyhow::Result<
         "WebSub deliveries without quorum",
         Duration::from_secs(20),
         Duration::from_millis(20),
-        || async { (log.lock().unwrap().len() >= total as usize).then_some(()) },
+        || async { (subscriber.received(&callback_path).len() >= total as usize).then_some(()) },
     )
     .await?;
-    assert_eq!(*log.lock().unwrap(), (0..total).collect::<Vec<_>>());
+    assert_eq!(
+        subscriber.received(&callback_path),
+        (0..total).collect::<Vec<_>>()
+    );
 
     let asked = Instant::now();
+    let late = form_urlencoded::Serializer::new(String::new())
+        .append_pair("hub.mode", "subscribe")
+        .append_pair("hub.topic", "orders")
+        .append_pair("hub.callback", &subscriber.url("late"))
+        .finish();
     let r = client
         .post(format!("{base}/hub"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(subscribe(format!("http://{cb_addr}/late")))
+        .body(late)
         .send()
         .await?;
     let status = r.status();

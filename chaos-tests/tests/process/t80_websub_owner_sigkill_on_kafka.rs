@@ -1,38 +1,13 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::Method;
-use axum::routing::any;
-use axum::Router;
 use eventgate_actors::ownership::owner_of;
 use eventgate_actors::websub::subscription_id;
+use eventgate_chaos_tests::subscriber::{subscribe, Subscriber};
 use eventgate_chaos_tests::{init_logging, wait, ClusterOptions, ProcessCluster};
 use rdkafka::mocking::MockCluster;
 use tokio::time::Instant;
 use tracing::info;
-
-type Log = Arc<Mutex<BTreeMap<String, Vec<(u32, Instant)>>>>;
-
-async fn callback(
-    State(log): State<Log>,
-    method: Method,
-    Path(path): Path<String>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> String {
-    if method == Method::GET {
-        return eventgate_chaos_tests::websub_challenge(query.as_deref());
-    }
-    let n: u32 = String::from_utf8_lossy(&body).parse().unwrap_or(u32::MAX);
-    log.lock()
-        .unwrap()
-        .entry(path)
-        .or_default()
-        .push((n, Instant::now()));
-    String::new()
-}
 
 /// Three `eventgate` processes on one Kafka (librdkafka's mock cluster, on loopback TCP): 10k
 /// messages published at a steady rate to a topic with three subscribers owned by three
@@ -55,13 +30,8 @@ async fn websub_survives_sigkill_of_an_owner_without_loss() -> anyhow::Result<()
 /// The scenario above on any broker: `broker_toml` points the nodes at it; the topic is
 /// `orders`.
 pub(crate) async fn owner_sigkill_without_loss(broker_toml: String) -> anyhow::Result<()> {
-    let log: Log = Arc::default();
-    let app = Router::new()
-        .route("/{*path}", any(callback))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let cb_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let subscriber = Subscriber::start().await?;
+    let log = subscriber.log.clone();
 
     let mut cluster = ProcessCluster::start(ClusterOptions {
         extra_toml: format!(
@@ -74,7 +44,7 @@ pub(crate) async fn owner_sigkill_without_loss(broker_toml: String) -> anyhow::R
     // Three callbacks whose subscriptions rendezvous-hash to three different nodes.
     let mut chosen: BTreeMap<u64, String> = BTreeMap::new();
     for i in 0..200 {
-        let url = format!("http://{cb_addr}/s{i}");
+        let url = subscriber.url(&format!("s{i}"));
         let owner = owner_of(&subscription_id("orders", &url), [1, 2, 3]).expect("an owner");
         chosen.entry(owner).or_insert(url);
         if chosen.len() == 3 {
@@ -83,20 +53,9 @@ pub(crate) async fn owner_sigkill_without_loss(broker_toml: String) -> anyhow::R
     }
     assert_eq!(chosen.len(), 3);
     for (via, url) in &chosen {
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("hub.mode", "subscribe")
-            .append_pair("hub.topic", "orders")
-            .append_pair("hub.callback", url)
-            .append_pair("hub.secret", "chaos")
-            .finish();
-        let r = cluster
-            .client()
-            .post(format!("{}/hub", cluster.nodes[via].base_url()))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await?;
-        assert_eq!(r.status(), 202);
+        let base = cluster.nodes[via].base_url();
+        let status = subscribe(cluster.client(), &base, "orders", url, Some("chaos")).await?;
+        assert_eq!(status, 202);
     }
     let owners = wait::until(
         "three owned subscriptions",

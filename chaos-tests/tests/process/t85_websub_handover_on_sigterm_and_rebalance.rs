@@ -1,41 +1,16 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::Method;
-use axum::routing::any;
-use axum::Router;
 use eventgate_actors::ownership::owner_of;
 use eventgate_actors::websub::subscription_id;
+use eventgate_chaos_tests::subscriber::{subscribe, Deliveries, Subscriber};
 use eventgate_chaos_tests::{get_json, init_logging, wait, ClusterOptions, ProcessCluster};
 use rdkafka::mocking::MockCluster;
 use tokio::time::Instant;
 use tracing::info;
 
-type Log = Arc<Mutex<BTreeMap<String, Vec<(u32, Instant)>>>>;
-
-async fn callback(
-    State(log): State<Log>,
-    method: Method,
-    Path(path): Path<String>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> String {
-    if method == Method::GET {
-        return eventgate_chaos_tests::websub_challenge(query.as_deref());
-    }
-    let n: u32 = String::from_utf8_lossy(&body).parse().unwrap_or(u32::MAX);
-    log.lock()
-        .unwrap()
-        .entry(path)
-        .or_default()
-        .push((n, Instant::now()));
-    String::new()
-}
-
 /// The longest gap between two deliveries to `path` that arrived within `around` of `at`.
-fn longest_pause(log: &Log, path: &str, at: Instant, around: Duration) -> Duration {
+fn longest_pause(log: &Deliveries, path: &str, at: Instant, around: Duration) -> Duration {
     let log = log.lock().unwrap();
     let times: Vec<Instant> = log[path]
         .iter()
@@ -73,13 +48,8 @@ async fn sigterm_and_return_move_subscriptions_without_repeats() -> anyhow::Resu
     init_logging();
     let mock = MockCluster::new(1)?;
     mock.create_topic("orders", 1, 1)?;
-    let log: Log = Arc::default();
-    let app = Router::new()
-        .route("/{*path}", any(callback))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let cb_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let subscriber = Subscriber::start().await?;
+    let log = subscriber.log.clone();
 
     let mut cluster = ProcessCluster::start(ClusterOptions {
         extra_toml: format!(
@@ -91,7 +61,7 @@ async fn sigterm_and_return_move_subscriptions_without_repeats() -> anyhow::Resu
     .await?;
     let mut chosen: BTreeMap<u64, String> = BTreeMap::new();
     for i in 0..200 {
-        let url = format!("http://{cb_addr}/s{i}");
+        let url = subscriber.url(&format!("s{i}"));
         let owner = owner_of(&subscription_id("orders", &url), [1, 2, 3]).expect("an owner");
         chosen.entry(owner).or_insert(url);
         if chosen.len() == 3 {
@@ -99,19 +69,11 @@ async fn sigterm_and_return_move_subscriptions_without_repeats() -> anyhow::Resu
         }
     }
     for url in chosen.values() {
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("hub.mode", "subscribe")
-            .append_pair("hub.topic", "orders")
-            .append_pair("hub.callback", url)
-            .finish();
-        let r = cluster
-            .client()
-            .post(format!("{}/hub", cluster.nodes[&1].base_url()))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await?;
-        assert_eq!(r.status(), 202);
+        let base = cluster.nodes[&1].base_url();
+        assert_eq!(
+            subscribe(cluster.client(), &base, "orders", url, None).await?,
+            202
+        );
     }
     for (node, url) in &chosen {
         wait::until(
