@@ -531,10 +531,15 @@ pub(crate) async fn hand_over_subscriptions(
     })
     .await;
     match done {
-        Ok(()) => tracing::info!(
+        Ok(()) if owned(control) == 0 => tracing::info!(
             node,
             millis = started.elapsed().as_millis() as u64,
             "every subscription handed over"
+        ),
+        Ok(()) => tracing::info!(
+            node,
+            left = owned(control),
+            "no other member to hand subscriptions over to (the cluster is stopping); their next owners repeat what was not committed"
         ),
         Err(_) => tracing::warn!(
             left = owned(control),
@@ -543,7 +548,6 @@ pub(crate) async fn hand_over_subscriptions(
     }
 }
 
-/// Opens the driver of one configured broker (not yet name-mapped).
 /// The largest payload a client may publish (a webhook body or a WebSocket frame).
 fn largest_publish(config: &NodeConfig) -> usize {
     config
@@ -551,6 +555,8 @@ fn largest_publish(config: &NodeConfig) -> usize {
         .max(config.streams.max_publish_bytes)
 }
 
+/// Opens the driver of one configured broker (not yet name-mapped); `largest_publish` is
+/// checked against what a Kafka broker accepts.
 async fn open_broker(
     settings: &crate::config::BrokerSettings,
     largest_publish: usize,
