@@ -60,6 +60,24 @@ impl Subscriber {
         format!("http://{}/{path}", self.addr)
     }
 
+    /// For each of `nodes`, the callback URL (`s<i>`) of a subscription to `topic` that
+    /// rendezvous hashing over `nodes` gives to that node.
+    pub fn one_per_node(&self, topic: &str, nodes: &[u64]) -> BTreeMap<u64, String> {
+        let mut chosen = BTreeMap::new();
+        for i in 0..1000 {
+            let url = self.url(&format!("s{i}"));
+            let id = eventgate_actors::websub::subscription_id(topic, &url);
+            if let Some(owner) = eventgate_actors::ownership::owner_of(&id, nodes.iter().copied()) {
+                chosen.entry(owner).or_insert(url);
+            }
+            if chosen.len() == nodes.len() {
+                break;
+            }
+        }
+        assert_eq!(chosen.len(), nodes.len(), "a callback for every node");
+        chosen
+    }
+
     /// The sequence numbers delivered to `path`, in arrival order.
     pub fn received(&self, path: &str) -> Vec<u32> {
         self.log

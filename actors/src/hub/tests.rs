@@ -291,19 +291,45 @@ fn moves(control: &MemoryControl, drain: bool) -> usize {
         .sum()
 }
 
-#[tokio::test]
-async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
+/// Node 1's coordinator, with node `leader` leading voters 1 and 2, and subscription `s1`
+/// owned by `owner`.
+async fn coordinator_of_node_1(
+    leader: NodeId,
+    owner: NodeId,
+    silent: Option<NodeId>,
+) -> (
+    MemoryControl,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let control = MemoryControl::new(1);
-    control.set_leadership(Some(1), [1, 2]);
+    control.set_leadership(Some(leader), [1, 2]);
     let broker = PartitionedBroker::new(1);
     let callback = ScriptedCallback::new(|_| Reply::Status(200));
     let ctx = context(&control, 1, broker.clone(), callback, settings(1));
-    subscribe(&control, broker.as_ref(), "s1", "orders", 2).await;
+    subscribe(&control, broker.as_ref(), "s1", "orders", owner).await;
+    if let Some(node) = silent {
+        control.set_silent(node, true);
+    }
     let cancel = CancellationToken::new();
+    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
+    (control, cancel, coordinator)
+}
+
+/// How many heartbeats node 1 has written.
+fn heartbeats_of_node_1(control: &MemoryControl) -> usize {
+    control
+        .written()
+        .iter()
+        .filter(|(n, c)| *n == 1 && matches!(c, Command::NodeHeartbeat { .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
     // Node 2 stops answering Raft's heartbeats: after the new leader's grace and
     // `dead_after` it is dead, and its subscription moves at once to the only live node.
-    control.set_silent(2, true);
-    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
+    let (control, cancel, coordinator) = coordinator_of_node_1(1, 2, Some(2)).await;
     wait_until("s1 moved to node 1", || {
         control
             .reader()
@@ -317,24 +343,14 @@ async fn the_leader_reassigns_the_subscriptions_of_a_silent_node() {
 }
 
 #[tokio::test]
-async fn a_live_member_keeps_its_subscriptions_however_long_its_writes_fail() {
-    let control = MemoryControl::new(1);
-    control.set_leadership(Some(1), [1, 2]);
-    let broker = PartitionedBroker::new(1);
-    let callback = ScriptedCallback::new(|_| Reply::Status(200));
-    let ctx = context(&control, 1, broker.clone(), callback, settings(1));
-    subscribe(&control, broker.as_ref(), "s1", "orders", 2).await;
-    let cancel = CancellationToken::new();
+async fn a_live_member_keeps_its_subscriptions_without_writing_any_heartbeat() {
     // Node 2 writes no heartbeat at all, but it answers Raft: it is alive.
-    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
-    let heartbeats = |c: &MemoryControl| {
-        c.written()
-            .iter()
-            .filter(|(n, c)| *n == 1 && matches!(c, Command::NodeHeartbeat { .. }))
-            .count()
-    };
+    let (control, cancel, coordinator) = coordinator_of_node_1(1, 2, None).await;
     // Twenty of node 1's heartbeats cover several `dead_after`s.
-    wait_until("twenty heartbeats of node 1", || heartbeats(&control) >= 20).await;
+    wait_until("twenty heartbeats of node 1", || {
+        heartbeats_of_node_1(&control) >= 20
+    })
+    .await;
     let owner = control.reader().read(|s| s.subscriptions["s1"].owner);
     let handover = control.reader().read(|s| s.subscriptions["s1"].handover_to);
     assert_eq!(owner, Some(2));
@@ -346,24 +362,14 @@ async fn a_live_member_keeps_its_subscriptions_however_long_its_writes_fail() {
 
 #[tokio::test]
 async fn a_follower_reassigns_nothing() {
-    let control = MemoryControl::new(1);
-    control.set_leadership(Some(2), [1, 2]);
-    let broker = PartitionedBroker::new(1);
-    let callback = ScriptedCallback::new(|_| Reply::Status(200));
-    let ctx = context(&control, 1, broker.clone(), callback, settings(1));
-    subscribe(&control, broker.as_ref(), "s1", "orders", 3).await;
-    let cancel = CancellationToken::new();
-    let coordinator = tokio::spawn(run_coordinator(ctx, fast_coordinator(), cancel.clone()));
     // Node 1 keeps writing heartbeats; as long as it follows it moves nothing, however long
     // node 3 (not even a member) has been gone. Ten of its heartbeats cover several
     // `dead_after`s.
-    let heartbeats = |c: &MemoryControl| {
-        c.written()
-            .iter()
-            .filter(|(n, c)| *n == 1 && matches!(c, Command::NodeHeartbeat { .. }))
-            .count()
-    };
-    wait_until("ten heartbeats of node 1", || heartbeats(&control) >= 10).await;
+    let (control, cancel, coordinator) = coordinator_of_node_1(2, 3, None).await;
+    wait_until("ten heartbeats of node 1", || {
+        heartbeats_of_node_1(&control) >= 10
+    })
+    .await;
     assert_eq!(
         control
             .as_node(1)

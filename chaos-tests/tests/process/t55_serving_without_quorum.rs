@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use eventgate_actors::ownership::owner_of;
-use eventgate_actors::websub::subscription_id;
 use eventgate_chaos_tests::sse::Sse;
 use eventgate_chaos_tests::subscriber::{subscribe, Subscriber};
 use eventgate_chaos_tests::{get_json, init_logging, wait, ClusterOptions, ProcessCluster};
@@ -42,13 +40,12 @@ async fn a_node_without_quorum_keeps_serving_its_data_plane() -> anyhow::Result<
     let base = cluster.nodes[&survivor].base_url();
     let client = cluster.client().clone();
     // A subscriber whose subscription the survivor owns.
-    let callback_path = (0..200)
-        .map(|i| format!("s{i}"))
-        .find(|path| {
-            owner_of(&subscription_id("orders", &subscriber.url(path)), [1, 2, 3]) == Some(survivor)
-        })
-        .expect("a callback owned by the survivor");
-    let callback_url = subscriber.url(&callback_path);
+    let callback_url = subscriber.one_per_node("orders", &[1, 2, 3])[&survivor].clone();
+    let callback_path = callback_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(
         subscribe(&client, &base, "orders", &callback_url, None).await?,
         202

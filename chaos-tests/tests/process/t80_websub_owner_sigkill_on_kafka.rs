@@ -1,8 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use eventgate_actors::ownership::owner_of;
-use eventgate_actors::websub::subscription_id;
 use eventgate_chaos_tests::subscriber::{subscribe, Subscriber};
 use eventgate_chaos_tests::{init_logging, wait, ClusterOptions, ProcessCluster};
 use rdkafka::mocking::MockCluster;
@@ -42,16 +40,7 @@ pub(crate) async fn owner_sigkill_without_loss(broker_toml: String) -> anyhow::R
     .await?;
 
     // Three callbacks whose subscriptions rendezvous-hash to three different nodes.
-    let mut chosen: BTreeMap<u64, String> = BTreeMap::new();
-    for i in 0..200 {
-        let url = subscriber.url(&format!("s{i}"));
-        let owner = owner_of(&subscription_id("orders", &url), [1, 2, 3]).expect("an owner");
-        chosen.entry(owner).or_insert(url);
-        if chosen.len() == 3 {
-            break;
-        }
-    }
-    assert_eq!(chosen.len(), 3);
+    let chosen = subscriber.one_per_node("orders", &[1, 2, 3]);
     for (via, url) in &chosen {
         let base = cluster.nodes[via].base_url();
         let status = subscribe(cluster.client(), &base, "orders", url, Some("chaos")).await?;

@@ -1,8 +1,6 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use eventgate_actors::ownership::owner_of;
-use eventgate_actors::websub::subscription_id;
 use eventgate_chaos_tests::subscriber::{subscribe, Deliveries, Subscriber};
 use eventgate_chaos_tests::{get_json, init_logging, wait, ClusterOptions, ProcessCluster};
 use rdkafka::mocking::MockCluster;
@@ -59,15 +57,7 @@ async fn sigterm_and_return_move_subscriptions_without_repeats() -> anyhow::Resu
         ..Default::default()
     })
     .await?;
-    let mut chosen: BTreeMap<u64, String> = BTreeMap::new();
-    for i in 0..200 {
-        let url = subscriber.url(&format!("s{i}"));
-        let owner = owner_of(&subscription_id("orders", &url), [1, 2, 3]).expect("an owner");
-        chosen.entry(owner).or_insert(url);
-        if chosen.len() == 3 {
-            break;
-        }
-    }
+    let chosen = subscriber.one_per_node("orders", &[1, 2, 3]);
     for url in chosen.values() {
         let base = cluster.nodes[&1].base_url();
         assert_eq!(
