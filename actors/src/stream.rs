@@ -100,6 +100,8 @@ pub enum CloseReason {
     RateLimited,
     /// The API the stream was opened through was retired.
     ApiRetired,
+    /// A published frame did not match its channel's schema.
+    InvalidMessage,
 }
 
 impl CloseReason {
@@ -119,6 +121,7 @@ impl CloseReason {
             CloseReason::CredentialRevoked => 4003,
             CloseReason::RateLimited => 4029,
             CloseReason::ApiRetired => 4010,
+            CloseReason::InvalidMessage => 1007,
         }
     }
 
@@ -138,6 +141,7 @@ impl CloseReason {
             CloseReason::CredentialRevoked => "credential-revoked",
             CloseReason::RateLimited => "rate-limited",
             CloseReason::ApiRetired => "api-retired",
+            CloseReason::InvalidMessage => "invalid-message",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The `eventgate` command line: `serve`, `cluster status|leave`, `certs init|issue`,
 //! `asyncapi export`, and API management through a node's admin API: `apis`, `plans`, `apps`,
-//! `keys`, `access`.
+//! `keys`, `access`, `secrets` (OAuth2 client secrets), `signing-keys`.
 
 use std::path::PathBuf;
 
@@ -62,8 +62,60 @@ pub enum Commands {
         #[command(subcommand)]
         command: AccessCommand,
     },
+    /// OAuth2 client secrets of applications (the client id is the application's id).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// The cluster's OAuth2 token signing keys.
+    SigningKeys {
+        #[command(subcommand)]
+        command: SigningKeysCommand,
+    },
     /// Exit 0 when a URL answers 2xx (a container health check needing no curl).
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Issue a client secret (printed once); the application's other secrets keep working
+    /// for the overlap, then stop.
+    Create {
+        app: String,
+        /// How long the other secrets keep working (`1h`; `0s`: stop now). Default:
+        /// auth.oauth2.secret_overlap.
+        #[arg(long)]
+        overlap: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List an application's client secrets (never the secrets themselves).
+    List {
+        app: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Revoke a client secret and every access token issued on it.
+    Revoke {
+        app: String,
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeysCommand {
+    /// The keys: current, and those still verifying tokens they signed.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Sign with a new key from now on; the previous one verifies its tokens until they expire.
+    Rotate {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +133,26 @@ pub struct ProbeArgs {
 pub enum ApisCommand {
     #[command(flatten)]
     Entity(EntityCommand),
+    /// Create or replace an API from an AsyncAPI document (3.0, 3.1 or 2.6; JSON or YAML; `-`
+    /// for standard input). A new API starts `created`.
+    Import {
+        file: PathBuf,
+        /// The API's name (default: from x-eventgate.name or info.title).
+        #[arg(long)]
+        name: Option<String>,
+        /// The API's base path (default: /<name>/<version>).
+        #[arg(long)]
+        base_path: Option<String>,
+        /// A channel's topic, `CHANNEL=TOPIC` (the channel's id in the document; 2.x: its
+        /// address); needed for channels with parameters in their address.
+        #[arg(long = "topic", value_name = "CHANNEL=TOPIC")]
+        topics: Vec<String>,
+        /// Check published messages against the channels' payload schemas.
+        #[arg(long)]
+        validate_messages: Option<bool>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Move an API through its lifecycle: `created` → `published` → `deprecated` → `retired`
     /// (back to created only while nothing is subscribed; retired is final).
     Lifecycle {

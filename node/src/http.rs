@@ -4,10 +4,12 @@
 //! [`crate::refusal::Refusal`] becomes one through its single `From` conversion.
 
 pub mod admin;
+pub mod clients;
 pub mod error;
 pub mod health;
 pub mod listener;
 pub mod manage;
+pub mod oauth2;
 pub mod openapi;
 pub mod serve;
 pub mod sse;
@@ -79,6 +81,8 @@ struct Inner {
     metrics: Arc<crate::metrics::Metrics>,
     /// What the AsyncAPI documents are generated from.
     asyncapi: crate::asyncapi::Source,
+    /// OAuth2 access tokens.
+    tokens: Arc<crate::oauth2::TokenService>,
 }
 
 impl AppState {
@@ -98,6 +102,11 @@ impl AppState {
             limiter,
         } = services;
         let asyncapi = crate::asyncapi::Source::new(config, &delivery.public_url);
+        let tokens = Arc::new(crate::oauth2::TokenService::new(
+            config.auth.oauth2.clone(),
+            &delivery.public_url,
+            delivery.secrets.clone(),
+        ));
         let ingress = crate::ingress::Ingress::new(
             broker.clone(),
             gate.clone(),
@@ -123,6 +132,7 @@ impl AppState {
                 streams: config.streams.clone(),
                 allowed_origins: config.streams_allowed_origins.clone(),
                 asyncapi,
+                tokens,
                 ws_allow_publish: config.streams_allow_publish,
                 gate,
                 limiter,
@@ -155,6 +165,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let admin = admin::router()
         .merge(manage::router())
+        .merge(clients::router())
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
@@ -175,6 +186,12 @@ pub fn router(state: AppState) -> Router {
         .route("/topics/{name}", get(websub::topic))
         .route("/ws/{topic}", get(ws::ws))
         .route("/sse/{topic}", get(sse::sse))
+        .route("/oauth2/token", post(oauth2::token))
+        .route("/.well-known/jwks.json", get(oauth2::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth2::metadata),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/admin", admin)
         .with_state(state.clone());
@@ -206,6 +223,25 @@ async fn by_base_path(state: AppState, routes: Router, mut req: Request) -> Resp
     use tower::ServiceExt;
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
+    // A stream opened at the base path itself (`ws://host/shop/1.0.0`): WebSocket when it asks
+    // for the upgrade, SSE when it accepts event streams.
+    let at_base = {
+        let headers = req.headers();
+        let header_has = |name: axum::http::HeaderName, needle: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.to_ascii_lowercase().contains(needle))
+        };
+        if header_has(axum::http::header::UPGRADE, "websocket") {
+            Some("ws")
+        } else if header_has(axum::http::header::ACCEPT, "text/event-stream") {
+            Some("sse")
+        } else {
+            None
+        }
+    };
     let resolved = state.control().reader().read(|s| {
         let (api, rest) = s.governance.api_of_path(&path)?;
         let via = |channel: &str| ViaApi {
@@ -224,6 +260,34 @@ async fn by_base_path(state: AppState, routes: Router, mut req: Request) -> Resp
         };
         let mut parts = rest.trim_start_matches('/').splitn(2, '/');
         Some(match (parts.next().unwrap_or_default(), parts.next()) {
+            ("", None) => match at_base {
+                None => Err(ApiError::upgrade_required(format!(
+                    "API `{}`: open a WebSocket (or an SSE stream, Accept: text/event-stream) here, or use ws/{{channel}}, sse/{{channel}}, webhook-receiver?topic={{channel}}, asyncapi.json",
+                    api.name
+                ))),
+                Some(kind) => {
+                    let named = webhook::query_param(query.as_deref(), "channel");
+                    let channel = match named {
+                        Some(c) => Ok(c),
+                        None if api.channels.len() == 1 => {
+                            Ok(api.channels.keys().next().cloned().unwrap_or_default())
+                        }
+                        None => Err(ApiError::invalid_field(
+                            "channel",
+                            format!(
+                                "API `{}` has several channels ({}); name one with ?channel=",
+                                api.name,
+                                api.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        )),
+                    };
+                    channel.and_then(|channel| {
+                        topic_of(&channel).map(|topic| {
+                            (with_query(format!("/{kind}/{topic}")), via(&channel))
+                        })
+                    })
+                }
+            },
             (kind @ ("ws" | "sse" | "topics"), Some(channel)) if !channel.contains('/') => {
                 topic_of(channel).map(|topic| (with_query(format!("/{kind}/{topic}")), via(channel)))
             }
@@ -318,13 +382,29 @@ impl AppState {
     }
 
     fn api_asyncapi(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        self.api_asyncapi_in(name, false)
+    }
+
+    /// An API's document; `any_state`: also of an API that admits nobody (the admin API's
+    /// preview and export of a created or retired API).
+    pub fn api_asyncapi_in(
+        &self,
+        name: &str,
+        any_state: bool,
+    ) -> Result<serde_json::Value, ApiError> {
         let api = self
             .inner
             .gate
             .reader()
             .read(|s| s.governance.apis.get(name).cloned())
-            .filter(|a| a.lifecycle.admits())
-            .ok_or_else(|| ApiError::not_found(format!("no published API `{name}`")))?;
+            .filter(|a| any_state || a.lifecycle.admits())
+            .ok_or_else(|| {
+                ApiError::not_found(if any_state {
+                    format!("no API `{name}`")
+                } else {
+                    format!("no published API `{name}`")
+                })
+            })?;
         Ok(self.inner.asyncapi.api(&api))
     }
 
@@ -341,6 +421,14 @@ impl AppState {
     /// The operations every entrypoint shares.
     pub fn ingress(&self) -> &crate::ingress::Ingress {
         &self.inner.ingress
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn tokens(&self) -> &crate::oauth2::TokenService {
+        &self.inner.tokens
     }
 }
 
@@ -378,7 +466,7 @@ pub fn credential(
         .map(Credential::Bearer)
 }
 
-fn yaml_response(document: &serde_json::Value) -> Response {
+pub fn yaml_response(document: &serde_json::Value) -> Response {
     let mut response = Response::new(axum::body::Body::from(crate::asyncapi::to_yaml(document)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -34,6 +34,8 @@ pub struct Ingress {
     limiter: Limiter,
     metrics: Arc<Metrics>,
     topics_auto_create: bool,
+    /// Channels' payload schemas, compiled.
+    checker: Arc<crate::schema::MessageChecker>,
     /// `eventgate_messages_in_total` of the entrypoints that publish (webhook, WebSocket),
     /// resolved once: it is counted per message.
     published_webhook: Counter,
@@ -112,6 +114,7 @@ impl Ingress {
             limiter,
             metrics,
             topics_auto_create,
+            checker: Arc::default(),
         }
     }
 
@@ -218,6 +221,14 @@ impl Ingress {
                 });
             }
         }
+        // Before the quota: an invalid message is not counted against the plan.
+        self.gate
+            .reader()
+            .read(|s| {
+                self.checker
+                    .check(&s.governance, &publisher.topic, &message.payload)
+            })
+            .map_err(Refusal::InvalidMessage)?;
         let admission = &publisher.admission;
         let rate = match (&admission.principal, &admission.grant) {
             (Some(p), Some(grant)) => match grant.plan.publish {
@@ -316,7 +327,8 @@ impl Ingress {
             .await?;
         let key_of = |via: &Via| match via {
             Via::ApiKey(id) => Some(id.clone()),
-            Via::Jwt => None,
+            // A token is short-lived: the subscription lives by the application's rights.
+            Via::Jwt | Via::OAuth2 { .. } => None,
         };
         let (principal, grant) = match (admission.principal, admission.grant) {
             (Some(p), Some(g)) => (p, g),

@@ -25,10 +25,12 @@ pub mod ingress;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod oauth2;
 pub mod outbound;
 pub mod policy;
 pub mod rate;
 pub mod refusal;
 pub mod run;
+pub mod schema;
 
 pub use error::{Error, Result};

@@ -235,7 +235,7 @@ pub async fn start_with_broker(
     let flusher = state_machine.clone();
     if config.websub.secret_key.is_none() && !config.dev_profile {
         tracing::warn!(
-            "websub.secret_key is not configured: WebSub subscribers' secrets are stored unsealed in the data directory; set it (the same 32-byte key on every node)"
+            "websub.secret_key is not configured: WebSub subscribers' secrets and the OAuth2 token signing keys are stored unsealed in the data directory; set it (the same 32-byte key on every node)"
         );
     }
     if config.admin_token.is_none() && !config.dev_profile {

@@ -82,6 +82,12 @@ pub enum Via {
     /// The API key with this id.
     ApiKey(String),
     Jwt,
+    /// An access token of this gateway, issued on the client secret `secret`, limited to the
+    /// APIs of `scope` when it has one.
+    OAuth2 {
+        secret: String,
+        scope: Option<Vec<String>>,
+    },
 }
 
 /// An authenticated application.
@@ -118,6 +124,8 @@ pub struct Gatekeeper {
     reader: StateReader,
     anonymous: bool,
     jwt: Option<Arc<JwtVerifier>>,
+    /// The cluster's token signing keys, decoded.
+    tokens: Arc<crate::oauth2::VerifyKeys>,
     changes: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -141,6 +149,7 @@ impl Gatekeeper {
             reader,
             anonymous,
             jwt,
+            tokens: Arc::default(),
             changes,
         }
     }
@@ -165,9 +174,30 @@ impl Gatekeeper {
             }
             Credential::Bearer(token) => token,
         };
+        if let Some(found) = self.reader.read(|s| {
+            let g = &s.governance;
+            crate::oauth2::is_cluster_token(g, token).then(|| {
+                let claims = self
+                    .tokens
+                    .verify(g, token)
+                    .map_err(Refusal::unauthenticated)?;
+                secret_usable(g, &claims.sid)?;
+                app_usable(g, &claims.sub)?;
+                Ok(Principal {
+                    via: Via::OAuth2 {
+                        secret: claims.sid.clone(),
+                        scope: claims.scopes(),
+                    },
+                    app: claims.sub,
+                    expires_at_ms: Some(claims.exp * 1000),
+                })
+            })
+        }) {
+            return found;
+        }
         let Some(jwt) = &self.jwt else {
             return Err(Refusal::unauthenticated(
-                "not an API key of this gateway, and no JWT verification is configured",
+                "not an API key or access token of this gateway, and no JWT verification is configured",
             ));
         };
         let claims = jwt
@@ -275,15 +305,17 @@ impl Gatekeeper {
         }
         self.reader.read(|s| {
             let g = &s.governance;
-            if let Via::ApiKey(id) = &principal.via {
-                match g.keys.get(id) {
+            match &principal.via {
+                Via::ApiKey(id) => match g.keys.get(id) {
                     Some(k) if k.revoked_at_ms.is_none() => {}
                     _ => {
                         return Err(Refusal::unauthenticated(format!(
                             "API key {id} has been revoked"
                         )))
                     }
-                }
+                },
+                Via::OAuth2 { secret, .. } => secret_usable(g, secret)?,
+                Via::Jwt => {}
             }
             app_usable(g, &principal.app)?;
             self.decide(g, Some(principal), true, target, action, entrypoint)
@@ -380,10 +412,25 @@ impl Gatekeeper {
         };
         let mut refusal = None;
         for api in &offering {
+            if let Via::OAuth2 {
+                scope: Some(scope), ..
+            } = &p.via
+            {
+                if !scope.contains(&api.name) {
+                    refusal.get_or_insert_with(|| {
+                        Refusal::forbidden(format!(
+                            "the access token's scope does not include API `{}`",
+                            api.name
+                        ))
+                    });
+                    continue;
+                }
+            }
             let accepted = api.security.is_empty()
                 || match p.via {
                     Via::ApiKey(_) => api.security.contains(&Security::ApiKey),
                     Via::Jwt => api.security.contains(&Security::Jwt),
+                    Via::OAuth2 { .. } => api.security.contains(&Security::OAuth2),
                 };
             if !accepted {
                 refusal.get_or_insert_with(|| {
@@ -438,6 +485,17 @@ impl Gatekeeper {
             }
         }
         Err(refusal.unwrap_or_else(|| Refusal::forbidden("not allowed")))
+    }
+}
+
+/// Whether the client secret an access token was issued on still stands (a secret rotated out
+/// keeps its tokens until they expire; a revoked one ends them).
+fn secret_usable(g: &Governance, id: &str) -> Result<(), Refusal> {
+    match g.client_secrets.get(id) {
+        Some(s) if s.revoked_at_ms.is_none() => Ok(()),
+        _ => Err(Refusal::unauthenticated(format!(
+            "client secret {id} has been revoked"
+        ))),
     }
 }
 

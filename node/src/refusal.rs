@@ -43,6 +43,9 @@ pub enum Refusal {
     /// A message larger than the API or the entrypoint accepts.
     #[error("the message exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A message that does not match its channel's payload schema (the API validates).
+    #[error(transparent)]
+    InvalidMessage(Box<crate::schema::InvalidMessage>),
     /// A request field is missing or invalid.
     #[error("{field}: {detail}")]
     InvalidField { field: String, detail: String },

@@ -177,15 +177,30 @@ async fn admin_call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
+    admin_send(target, method, path, |request| match body {
+        Some(body) => request.json(&body),
+        None => request,
+    })
+    .await
+}
+
+/// Sends an admin request made by `build`; a problem answer becomes its detail (with the
+/// pointer or field it names).
+async fn admin_send(
+    target: &AdminTarget,
+    method: reqwest::Method,
+    path: &str,
+    build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<serde_json::Value, String> {
     let url = format!("{}{path}", target.node.trim_end_matches('/'));
     let mut request = admin_client().request(method, &url);
     if let Some(token) = &target.token {
         request = request.bearer_auth(token);
     }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let response = build(request)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     let status = response.status();
     let bytes = response
         .bytes()
@@ -200,7 +215,12 @@ async fn admin_call(
         Ok(value)
     } else {
         let detail = value["detail"].as_str().unwrap_or("no detail");
-        Err(format!("{url}: {status}: {detail}"))
+        let at = match (value["pointer"].as_str(), value["field"].as_str()) {
+            (Some(p), _) if !p.is_empty() => format!(" (at {p})"),
+            (_, Some(f)) => format!(" (field {f})"),
+            _ => String::new(),
+        };
+        Err(format!("{url}: {status}: {detail}{at}"))
     }
 }
 
@@ -428,6 +448,14 @@ fn read_document(file: &std::path::Path) -> Result<serde_json::Value, String> {
 pub fn apis(command: crate::cli::ApisCommand) -> ExitCode {
     match command {
         crate::cli::ApisCommand::Entity(command) => entity("apis", command),
+        crate::cli::ApisCommand::Import {
+            file,
+            name,
+            base_path,
+            topics,
+            validate_messages,
+            target,
+        } => import_api(file, name, base_path, topics, validate_messages, target),
         crate::cli::ApisCommand::Lifecycle {
             name,
             state,
@@ -447,6 +475,108 @@ pub fn apis(command: crate::cli::ApisCommand) -> ExitCode {
             .await
         }),
     }
+}
+
+/// `eventgate apis import`: the document as it is (JSON or YAML), the options as the query.
+fn import_api(
+    file: std::path::PathBuf,
+    name: Option<String>,
+    base_path: Option<String>,
+    topics: Vec<String>,
+    validate_messages: Option<bool>,
+    target: crate::cli::AdminTarget,
+) -> ExitCode {
+    admin_command(async move {
+        let bytes = if file.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| format!("standard input: {e}"))?;
+            bytes
+        } else {
+            std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?
+        };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(n) = &name {
+            query.append_pair("name", n);
+        }
+        if let Some(b) = &base_path {
+            query.append_pair("base_path", b);
+        }
+        if let Some(v) = validate_messages {
+            query.append_pair("validate_messages", if v { "true" } else { "false" });
+        }
+        for mapping in &topics {
+            let (channel, topic) = mapping
+                .split_once('=')
+                .ok_or_else(|| format!("--topic {mapping}: give CHANNEL=TOPIC"))?;
+            query.append_pair(&format!("topic.{channel}"), topic);
+        }
+        let query = query.finish();
+        let path = if query.is_empty() {
+            "/admin/apis/import".to_owned()
+        } else {
+            format!("/admin/apis/import?{query}")
+        };
+        admin_send(&target, reqwest::Method::POST, &path, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes)
+        })
+        .await
+    })
+}
+
+/// `eventgate secrets …`.
+pub fn secrets(command: crate::cli::SecretsCommand) -> ExitCode {
+    use crate::cli::SecretsCommand as S;
+    use reqwest::Method;
+    admin_command(async move {
+        let (target, method, path, body) = match command {
+            S::Create {
+                app,
+                overlap,
+                target,
+            } => (
+                target,
+                Method::POST,
+                format!("/admin/applications/{app}/client-secrets"),
+                overlap.map(|o| serde_json::json!({ "overlap": o })),
+            ),
+            S::List { app, target } => (
+                target,
+                Method::GET,
+                format!("/admin/applications/{app}/client-secrets"),
+                None,
+            ),
+            S::Revoke { app, id, target } => (
+                target,
+                Method::DELETE,
+                format!("/admin/applications/{app}/client-secrets/{id}"),
+                None,
+            ),
+        };
+        admin_call(&target, method, &path, body).await
+    })
+}
+
+/// `eventgate signing-keys …`.
+pub fn signing_keys(command: crate::cli::SigningKeysCommand) -> ExitCode {
+    use crate::cli::SigningKeysCommand as K;
+    admin_command(async move {
+        match command {
+            K::List { target } => {
+                admin_call(&target, reqwest::Method::GET, "/admin/oauth2/keys", None).await
+            }
+            K::Rotate { target } => {
+                admin_call(
+                    &target,
+                    reqwest::Method::POST,
+                    "/admin/oauth2/keys/rotate",
+                    None,
+                )
+                .await
+            }
+        }
+    })
 }
 
 /// `eventgate apis|plans|apps …`: `kind` is the admin API's collection.

@@ -673,7 +673,7 @@ async fn the_admin_api_manages_the_flow_and_refuses_bad_documents_whole() {
         .unwrap();
     assert_eq!(doc["info"]["title"], "pay");
     assert_eq!(
-        doc["operations"]["payments.send"]["security"][0]["$ref"],
+        doc["operations"]["payments.publish"]["security"][0]["$ref"],
         "#/components/securitySchemes/apiKeyHeader"
     );
     assert!(doc["servers"].get("websocket").is_some());

@@ -146,6 +146,22 @@ pub enum Command {
     AddApiKey(ApiKey),
     /// Revokes an API key on every node.
     RevokeApiKey { id: String, at_ms: u64 },
+    /// Adds an application's OAuth2 client secret (stored hashed); its other usable secrets
+    /// expire at `others_expire_at_ms` when given (rotation with an overlap).
+    AddClientSecret {
+        secret: crate::governance::ClientSecret,
+        others_expire_at_ms: Option<u64>,
+    },
+    /// Revokes a client secret and the access tokens issued on it, on every node.
+    RevokeClientSecret { id: String, at_ms: u64 },
+    /// Makes `key` the cluster's token signing key if the current one is still `expected`;
+    /// the previous key keeps verifying for `keep_verifying_ms`.
+    RotateSigningKey {
+        key: crate::governance::SigningKey,
+        expected: Option<String>,
+        at_ms: u64,
+        keep_verifying_ms: u64,
+    },
     /// Creates or replaces an application's subscription to an API.
     PutAccess(Access),
     /// Ends an application's subscription to an API.
@@ -224,6 +240,9 @@ impl Command {
             Command::DeleteApplication { .. } => "delete-application",
             Command::AddApiKey(_) => "add-api-key",
             Command::RevokeApiKey { .. } => "revoke-api-key",
+            Command::AddClientSecret { .. } => "add-client-secret",
+            Command::RevokeClientSecret { .. } => "revoke-client-secret",
+            Command::RotateSigningKey { .. } => "rotate-signing-key",
             Command::PutAccess(_) => "put-access",
             Command::DeleteAccess { .. } => "delete-access",
             Command::Declare(_) => "declare",

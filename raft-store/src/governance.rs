@@ -64,22 +64,55 @@ impl Entrypoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Security {
     ApiKey,
+    /// A JWT from the issuer `[auth.jwt]` names.
     Jwt,
+    /// An access token this gateway issued at `/oauth2/token` (client credentials).
+    OAuth2,
 }
 
 impl Security {
+    pub const ALL: [Security; 3] = [Security::ApiKey, Security::Jwt, Security::OAuth2];
+
     pub fn name(self) -> &'static str {
         match self {
             Security::ApiKey => "api_key",
             Security::Jwt => "jwt",
+            Security::OAuth2 => "oauth2",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Security::ApiKey, Security::Jwt]
-            .into_iter()
-            .find(|s| s.name() == text)
+        Self::ALL.into_iter().find(|s| s.name() == text)
     }
+}
+
+/// What an API's documentation says about one of its channels (from an AsyncAPI import or the
+/// admin API's `schemas`): kept with the API, exported again in its AsyncAPI document, and the
+/// payload schemas checked on publish when the API validates messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSpec {
+    /// The channel's address in the document it came from (may hold `{parameters}`).
+    pub address: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// The messages the channel carries; a publish is valid when it matches one of them.
+    pub messages: Vec<MessageSpec>,
+}
+
+/// One kind of message of a channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSpec {
+    /// Identifier within the channel.
+    pub name: String,
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub content_type: Option<String>,
+    /// The payload's JSON Schema (AsyncAPI schema object, draft 7 by default), as JSON text
+    /// with every `$ref` resolved. JSON text rather than a value: the log's encoding is not
+    /// self-describing.
+    pub payload: Option<String>,
+    /// Examples of the payload, as JSON text.
+    pub examples: Vec<String>,
 }
 
 /// A set of broker topics exposed as one product.
@@ -108,6 +141,11 @@ pub struct Api {
     pub lifecycle_since_ms: u64,
     /// When a deprecated API is to be retired (unix ms), announced in `Sunset` headers.
     pub sunset_ms: Option<u64>,
+    /// Channel name → what its documentation says (schemas, examples, content types).
+    pub channel_specs: BTreeMap<String, ChannelSpec>,
+    /// Whether messages published through this API are checked against their channel's
+    /// payload schemas (invalid: refused, nothing stored).
+    pub validate_messages: bool,
 }
 
 /// The states of an API, in the order an API goes through them.
@@ -234,6 +272,46 @@ pub struct ApiKey {
     pub origin: Origin,
 }
 
+/// An application's OAuth2 client secret (the client id is the application's id), stored as
+/// the SHA-256 of the secret; the secret itself is shown once. A rotated-out secret keeps
+/// working until `expires_at_ms` (the overlap window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecret {
+    /// The first 16 hex digits of `sha256`.
+    pub id: String,
+    pub app: String,
+    /// Lowercase hex SHA-256 of the whole secret.
+    pub sha256: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+}
+
+impl ClientSecret {
+    /// Whether it authenticates a client at `now_ms`.
+    pub fn usable(&self, now_ms: u64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|t| t > now_ms)
+    }
+}
+
+/// A key the cluster signs its OAuth2 access tokens with (ES256, P-256). The private key is
+/// kept sealed (AES-256-GCM under the cluster's secret key, when one is configured); the
+/// public key is published at `/.well-known/jwks.json` as long as tokens it signed may live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// `kid` of the JWK and of every token header it signs.
+    pub kid: String,
+    /// The PKCS#8 document of the private key, sealed (or base64 when no cluster key is set).
+    pub private_pkcs8: String,
+    /// The public point's coordinates, base64url without padding (JWK `x`, `y`).
+    pub x: String,
+    pub y: String,
+    pub created_at_ms: u64,
+    /// When a newer key took over signing; it still verifies until `verify_until_ms`.
+    pub retired_at_ms: Option<u64>,
+    pub verify_until_ms: Option<u64>,
+}
+
 /// State of an application's subscription to an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccessState {
@@ -302,6 +380,11 @@ pub struct Governance {
     /// WebSub subscription id → a slot of its (application, API)'s `max_subscriptions` held
     /// while its verification of intent runs.
     pub websub_reservations: BTreeMap<String, WebsubReservation>,
+    /// Client secret id → secret (OAuth2 client credentials).
+    pub client_secrets: BTreeMap<String, ClientSecret>,
+    /// `kid` → the cluster's token signing keys: the current one (not retired) and those
+    /// still verifying tokens they signed.
+    pub signing_keys: BTreeMap<String, SigningKey>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -321,6 +404,8 @@ pub enum GovTouched {
     WebsubApplication(String),
     WebsubKey(String),
     WebsubReservation(String),
+    ClientSecret(String),
+    SigningKey(String),
 }
 
 /// A slot of a plan's `max_subscriptions`, taken when `/hub` accepts a subscribe and held
@@ -626,6 +711,125 @@ impl Governance {
             }
             keep
         });
+        self.client_secrets.retain(|sid, secret| {
+            let keep = secret.app != id;
+            if !keep {
+                t.push(GovTouched::ClientSecret(sid.clone()));
+            }
+            keep
+        });
+        self.version += 1;
+        Response::Applied
+    }
+
+    /// The client secret whose SHA-256 (lowercase hex) is `sha256`, if any.
+    pub fn client_secret_by_hash(&self, sha256: &str) -> Option<&ClientSecret> {
+        let secret = self.client_secrets.get(sha256.get(..16)?)?;
+        (secret.sha256 == sha256).then_some(secret)
+    }
+
+    /// Adds an application's client secret; the application's other usable secrets stop
+    /// working at `others_expire_at_ms` (the rotation's overlap), or keep working when `None`.
+    pub(crate) fn add_client_secret(
+        &mut self,
+        secret: &ClientSecret,
+        others_expire_at_ms: Option<u64>,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        if !self.applications.contains_key(&secret.app) {
+            return Response::NotFound;
+        }
+        if secret.sha256.len() != 64 || secret.id != secret.sha256[..16] {
+            return refused("a secret's id is the first 16 hex digits of its 64-digit SHA-256");
+        }
+        if self.client_secrets.contains_key(&secret.id) {
+            return refused(format!("client secret `{}` exists", secret.id));
+        }
+        if let Some(at) = others_expire_at_ms {
+            for (id, other) in self.client_secrets.iter_mut() {
+                if other.app == secret.app && other.revoked_at_ms.is_none() {
+                    let until = other.expires_at_ms.map_or(at, |e| e.min(at));
+                    if other.expires_at_ms != Some(until) {
+                        other.expires_at_ms = Some(until);
+                        t.push(GovTouched::ClientSecret(id.clone()));
+                    }
+                }
+            }
+        }
+        t.push(GovTouched::ClientSecret(secret.id.clone()));
+        self.client_secrets
+            .insert(secret.id.clone(), secret.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    /// Revokes a client secret: it authenticates nobody any more, and the access tokens issued
+    /// on it are refused on every node.
+    pub(crate) fn revoke_client_secret(
+        &mut self,
+        id: &str,
+        at_ms: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        match self.client_secrets.get_mut(id) {
+            None => Response::NotFound,
+            Some(secret) => {
+                if secret.revoked_at_ms.is_none() {
+                    secret.revoked_at_ms = Some(at_ms);
+                    t.push(GovTouched::ClientSecret(id.to_owned()));
+                    self.version += 1;
+                }
+                Response::Applied
+            }
+        }
+    }
+
+    /// The key tokens are signed with now, if any.
+    pub fn current_signing_key(&self) -> Option<&SigningKey> {
+        self.signing_keys
+            .values()
+            .filter(|k| k.retired_at_ms.is_none())
+            .max_by_key(|k| k.created_at_ms)
+    }
+
+    /// Makes `key` the signing key, if the current one is still `expected` (so two nodes
+    /// rotating at once make one new key, not two): the previous one keeps verifying until
+    /// `at_ms + keep_verifying_ms`; keys past their verification time are dropped.
+    pub(crate) fn rotate_signing_key(
+        &mut self,
+        key: &SigningKey,
+        expected: Option<&str>,
+        at_ms: u64,
+        keep_verifying_ms: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let current = self.current_signing_key().map(|k| k.kid.clone());
+        if current.as_deref() != expected {
+            return refused(format!(
+                "the signing key is `{}` now, not `{}`",
+                current.as_deref().unwrap_or("(none)"),
+                expected.unwrap_or("(none)")
+            ));
+        }
+        if self.signing_keys.contains_key(&key.kid) {
+            return refused(format!("signing key `{}` exists", key.kid));
+        }
+        for (kid, old) in self.signing_keys.iter_mut() {
+            if old.retired_at_ms.is_none() {
+                old.retired_at_ms = Some(at_ms);
+                old.verify_until_ms = Some(at_ms.saturating_add(keep_verifying_ms));
+                t.push(GovTouched::SigningKey(kid.clone()));
+            }
+        }
+        self.signing_keys.retain(|kid, old| {
+            let keep = old.verify_until_ms.is_none_or(|until| until > at_ms);
+            if !keep {
+                t.push(GovTouched::SigningKey(kid.clone()));
+            }
+            keep
+        });
+        t.push(GovTouched::SigningKey(key.kid.clone()));
+        self.signing_keys.insert(key.kid.clone(), key.clone());
         self.version += 1;
         Response::Applied
     }
@@ -930,6 +1134,8 @@ mod tests {
             lifecycle: Lifecycle::Published,
             lifecycle_since_ms: 0,
             sunset_ms: None,
+            channel_specs: BTreeMap::new(),
+            validate_messages: false,
         }
     }
 

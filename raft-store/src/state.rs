@@ -382,6 +382,17 @@ impl ControlState {
             Command::DeleteApplication { id } => g.delete_application(id, t),
             Command::AddApiKey(key) => g.add_key(key, t),
             Command::RevokeApiKey { id, at_ms } => g.revoke_key(id, *at_ms, t),
+            Command::AddClientSecret {
+                secret,
+                others_expire_at_ms,
+            } => g.add_client_secret(secret, *others_expire_at_ms, t),
+            Command::RevokeClientSecret { id, at_ms } => g.revoke_client_secret(id, *at_ms, t),
+            Command::RotateSigningKey {
+                key,
+                expected,
+                at_ms,
+                keep_verifying_ms,
+            } => g.rotate_signing_key(key, expected.as_deref(), *at_ms, *keep_verifying_ms, t),
             Command::PutAccess(access) => g.put_access(access, t),
             Command::DeleteAccess { app, api } => g.delete_access(app, api, t),
             Command::Declare(declared) => g.declare(declared, t),

@@ -37,6 +37,8 @@ const P_CONNS: u8 = b'x';
 const P_WEBSUB_APPLICATION: u8 = b'w';
 const P_WEBSUB_KEY: u8 = b'W';
 const P_WEBSUB_RESERVATION: u8 = b'v';
+const P_CLIENT_SECRET: u8 = b'C';
+const P_SIGNING_KEY: u8 = b'S';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -202,6 +204,16 @@ impl SledStateMachine {
                 entity_key(P_WEBSUB_RESERVATION, id)?,
                 g.websub_reservations.get(id),
             ),
+            GovTouched::ClientSecret(id) => put_or_remove(
+                batch,
+                entity_key(P_CLIENT_SECRET, id)?,
+                g.client_secrets.get(id),
+            ),
+            GovTouched::SigningKey(kid) => put_or_remove(
+                batch,
+                entity_key(P_SIGNING_KEY, kid)?,
+                g.signing_keys.get(kid),
+            ),
         }
     }
 
@@ -258,6 +270,12 @@ impl SledStateMachine {
         }
         for (k, v) in &g.websub_reservations {
             batch.insert(entity_key(P_WEBSUB_RESERVATION, k)?, enc(v)?);
+        }
+        for (k, v) in &g.client_secrets {
+            batch.insert(entity_key(P_CLIENT_SECRET, k)?, enc(v)?);
+        }
+        for (k, v) in &g.signing_keys {
+            batch.insert(entity_key(P_SIGNING_KEY, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -363,6 +381,16 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_WEBSUB_RESERVATION => {
                     let g = &mut data.state.governance;
                     g.websub_reservations
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_CLIENT_SECRET => {
+                    let g = &mut data.state.governance;
+                    g.client_secrets
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_SIGNING_KEY => {
+                    let g = &mut data.state.governance;
+                    g.signing_keys
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, Declared, Entrypoint, Lifecycle, Origin,
-    OverLimit, Permission, Plan, RateLimit, Security,
+    Access, AccessState, Api, ApiKey, Application, ChannelSpec, Declared, Entrypoint, Lifecycle,
+    MessageSpec, Origin, OverLimit, Permission, Plan, RateLimit, Security,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,7 @@ pub struct RawAuth {
     /// Topics that belong to no API are open to clients without credentials.
     pub anonymous: bool,
     pub jwt: Option<RawJwt>,
+    pub oauth2: RawOAuth2,
 }
 
 impl Default for RawAuth {
@@ -29,8 +30,94 @@ impl Default for RawAuth {
         Self {
             anonymous: true,
             jwt: None,
+            oauth2: RawOAuth2::default(),
         }
     }
+}
+
+/// `[auth.oauth2]`: the access tokens this gateway issues (client credentials).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOAuth2 {
+    /// `iss` of the tokens and of the RFC 8414 metadata. Default: `http.public_url` (or the
+    /// node's advertised address). Give every node the same.
+    pub issuer: Option<String>,
+    /// How long an access token lives.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Age at which the cluster's signing key is replaced by a new one (the old one keeps
+    /// verifying the tokens it signed until they expire).
+    #[serde(with = "humantime_serde")]
+    pub key_rotation: Duration,
+    /// How long a client secret rotated out keeps working by default.
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+    /// Token requests per client id on each node (per client address: ten times as many).
+    pub token_requests: RawRate,
+}
+
+impl Default for RawOAuth2 {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            token_ttl: Duration::from_secs(900),
+            key_rotation: Duration::from_secs(24 * 3600),
+            secret_overlap: Duration::from_secs(24 * 3600),
+            token_requests: RawRate {
+                count: 60,
+                per: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// `[auth.oauth2]`, validated.
+#[derive(Debug, Clone)]
+pub struct OAuth2Settings {
+    /// None: the node's public URL.
+    pub issuer: Option<String>,
+    pub token_ttl: Duration,
+    pub key_rotation: Duration,
+    pub secret_overlap: Duration,
+    pub token_requests: RateLimit,
+}
+
+fn build_oauth2(
+    o: &RawOAuth2,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<OAuth2Settings, ConfigError> {
+    if let Some(issuer) = &o.issuer {
+        let ok = reqwest::Url::parse(issuer).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none()
+        });
+        if !ok {
+            return Err(invalid(
+                "auth.oauth2.issuer",
+                "must be an http or https URL without query or fragment (RFC 8414)".to_owned(),
+            ));
+        }
+    }
+    if o.token_ttl < Duration::from_secs(10) || o.token_ttl > Duration::from_secs(24 * 3600) {
+        return Err(invalid(
+            "auth.oauth2.token_ttl",
+            "must be between 10s and 24h".to_owned(),
+        ));
+    }
+    if o.key_rotation <= o.token_ttl {
+        return Err(invalid(
+            "auth.oauth2.key_rotation",
+            "must be longer than auth.oauth2.token_ttl".to_owned(),
+        ));
+    }
+    let token_requests = rate(o.token_requests.count, o.token_requests.per)
+        .map_err(|e| invalid("auth.oauth2.token_requests", e))?;
+    Ok(OAuth2Settings {
+        issuer: o.issuer.clone().map(|i| i.trim_end_matches('/').to_owned()),
+        token_ttl: o.token_ttl,
+        key_rotation: o.key_rotation,
+        secret_overlap: o.secret_overlap,
+        token_requests,
+    })
 }
 
 /// `[auth.jwt]`: how bearer JWTs are verified.
@@ -78,6 +165,10 @@ pub struct RawApi {
     pub lifecycle: Option<String>,
     /// When a deprecated API will be retired (RFC 3339), announced in `Sunset` headers.
     pub sunset: Option<String>,
+    /// Channel → the JSON Schema of its messages' payloads (draft 7 unless `$schema` says).
+    pub schemas: BTreeMap<String, serde_json::Value>,
+    /// Whether messages published through this API must match their channel's schema.
+    pub validate_messages: bool,
 }
 
 /// `lifecycle` and `sunset` of an API description; errors name the field.
@@ -192,6 +283,7 @@ pub struct JwtSettings {
 pub struct AuthSettings {
     pub anonymous: bool,
     pub jwt: Option<JwtSettings>,
+    pub oauth2: OAuth2Settings,
 }
 
 /// Whether `name` is an identifier of APIs, plans and applications.
@@ -236,8 +328,8 @@ pub fn parse_entrypoints(given: &[String]) -> Result<Vec<Entrypoint>, String> {
 pub fn parse_security(given: &[String]) -> Result<Vec<Security>, String> {
     let mut out = Vec::new();
     for name in given {
-        let s =
-            Security::parse(name).ok_or_else(|| format!("`{name}` is not one of api_key, jwt"))?;
+        let s = Security::parse(name)
+            .ok_or_else(|| format!("`{name}` is not one of api_key, jwt, oauth2"))?;
         if !out.contains(&s) {
             out.push(s);
         }
@@ -295,6 +387,7 @@ pub fn valid_sha256(text: &str) -> Result<String, String> {
 
 /// First path segments the gateway's own routes use; no API's base path may start with one.
 const RESERVED_SEGMENTS: &[&str] = &[
+    ".well-known",
     "admin",
     "apis",
     "asyncapi.json",
@@ -302,6 +395,7 @@ const RESERVED_SEGMENTS: &[&str] = &[
     "healthz",
     "hub",
     "metrics",
+    "oauth2",
     "readyz",
     "sse",
     "topics",
@@ -381,7 +475,7 @@ pub fn api_from_raw(
         Some(given) => parse_entrypoints(given).map_err(|e| ("entrypoints".to_owned(), e))?,
     };
     let security = match &raw.security {
-        None => vec![Security::ApiKey, Security::Jwt],
+        None => Security::ALL.to_vec(),
         Some(given) => parse_security(given).map_err(|e| ("security".to_owned(), e))?,
     };
     if raw.max_message_bytes == Some(0) {
@@ -396,6 +490,7 @@ pub fn api_from_raw(
     };
     let (lifecycle, sunset_ms) =
         lifecycle_from_raw(raw.lifecycle.as_deref(), raw.sunset.as_deref(), default)?;
+    let channel_specs = schemas_from_raw(&raw.channels, &raw.schemas)?;
     Ok(Api {
         name: name.to_owned(),
         version: if raw.version.is_empty() {
@@ -414,7 +509,75 @@ pub fn api_from_raw(
         lifecycle,
         lifecycle_since_ms: updated_at_ms,
         sunset_ms,
+        channel_specs,
+        validate_messages: raw.validate_messages,
     })
+}
+
+/// Checks a payload schema: a JSON Schema (object or boolean) that compiles, with no `$ref`
+/// outside itself. Errors name what is wrong.
+pub fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
+    if !(schema.is_object() || schema.is_boolean()) {
+        return Err("a schema is a JSON object (or true/false)".to_owned());
+    }
+    if let Some(pointer) = external_ref(schema, "") {
+        return Err(format!(
+            "`$ref` at {pointer} points outside the schema; only references within it (`#/…`) are kept"
+        ));
+    }
+    crate::schema::compile(schema).map(|_| ())
+}
+
+/// The pointer of the first `$ref` that does not start with `#`, if any.
+fn external_ref(value: &serde_json::Value, at: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                if !r.starts_with('#') {
+                    return Some(format!("{at}/$ref"));
+                }
+            }
+            map.iter().find_map(|(k, v)| {
+                external_ref(
+                    v,
+                    &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                )
+            })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| external_ref(v, &format!("{at}/{i}"))),
+        _ => None,
+    }
+}
+
+/// The channels' specifications from `schemas` (channel → payload schema).
+pub fn schemas_from_raw(
+    channels: &BTreeMap<String, String>,
+    schemas: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, ChannelSpec>, (String, String)> {
+    let mut specs = BTreeMap::new();
+    for (channel, schema) in schemas {
+        let field = format!("schemas.{channel}");
+        if !channels.contains_key(channel) {
+            return Err((field, format!("`{channel}` is not a channel of the API")));
+        }
+        check_schema(schema).map_err(|e| (field.clone(), e))?;
+        specs.insert(
+            channel.clone(),
+            ChannelSpec {
+                messages: vec![MessageSpec {
+                    name: channel.clone(),
+                    content_type: Some("application/json".to_owned()),
+                    payload: Some(schema.to_string()),
+                    ..MessageSpec::default()
+                }],
+                ..ChannelSpec::default()
+            },
+        );
+    }
+    Ok(specs)
 }
 
 /// A plan from its description (the name already checked); errors name the field.
@@ -552,6 +715,7 @@ pub fn build(
         AuthSettings {
             anonymous: auth.anonymous,
             jwt,
+            oauth2: build_oauth2(&auth.oauth2, invalid)?,
         },
     ))
 }

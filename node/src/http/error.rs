@@ -27,6 +27,8 @@ pub struct ApiError {
     /// Further response headers (`WWW-Authenticate`, `RateLimit-*`); boxed to keep the error
     /// small.
     pub headers: Option<Box<Vec<(&'static str, String)>>>,
+    /// Further members of the problem document (`pointer`, `errors`).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Serialize)]
@@ -38,6 +40,8 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -50,7 +54,28 @@ impl ApiError {
             field: None,
             retry_after: None,
             headers: None,
+            extra: None,
         }
+    }
+
+    /// Adds a member to the problem document.
+    pub fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value);
+        self
+    }
+
+    /// An AsyncAPI document (or another imported document) that cannot be taken, with the
+    /// JSON pointer of the problem.
+    pub fn invalid_document(pointer: &str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-document",
+            "The document cannot be imported",
+            detail.into(),
+        )
+        .with_member("pointer", serde_json::Value::String(pointer.to_owned()))
     }
 
     fn with_header(&mut self, name: &'static str, value: String) {
@@ -261,6 +286,28 @@ impl From<Refusal> for ApiError {
             Refusal::NodeFull { limit } => ApiError::too_many_connections(limit),
             Refusal::TopicNotFound { topic } => ApiError::topic_not_found(&topic),
             Refusal::PayloadTooLarge { limit } => ApiError::payload_too_large(limit),
+            Refusal::InvalidMessage(invalid) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-message",
+                "The message does not match its channel's schema",
+                invalid.to_string(),
+            )
+            .with_member(
+                "errors",
+                serde_json::Value::Array(
+                    invalid
+                        .errors
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "instancePath": e.instance_path,
+                                "schemaPath": e.schema_path,
+                                "message": e.message,
+                            })
+                        })
+                        .collect(),
+                ),
+            ),
             Refusal::InvalidField { field, detail } => ApiError::invalid_field(field, detail),
             Refusal::Control(e) => e.into(),
             Refusal::Broker(e) => e.into(),
@@ -323,6 +370,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             field: self.field.as_deref(),
+            extra: self.extra.as_deref(),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, Lifecycle, Origin, Plan,
+    Access, AccessState, Api, ApiKey, Application, Lifecycle, Origin, Plan, Security,
 };
 use eventgate_raft_store::{Command, Response as Applied};
 use serde::Deserialize;
@@ -27,6 +27,9 @@ pub fn router() -> Router<AppState> {
         .route("/apis", get(list_apis))
         .route("/apis/{name}", get(get_api).put(put_api).delete(delete_api))
         .route("/apis/{name}/lifecycle", put(put_lifecycle))
+        .route("/apis/import", post(import_api))
+        .route("/apis/{name}/asyncapi.json", get(preview_json))
+        .route("/apis/{name}/asyncapi.yaml", get(preview_yaml))
         .route("/plans", get(list_plans))
         .route(
             "/plans/{name}",
@@ -102,6 +105,15 @@ fn api_view(api: &Api) -> Value {
         "lifecycle": api.lifecycle.name(),
         "lifecycle_since_ms": api.lifecycle_since_ms,
         "sunset": api.sunset_ms.map(ms_rfc3339),
+        "validate_messages": api.validate_messages,
+        "messages": api.channel_specs.iter().map(|(channel, spec)| {
+            let messages: Vec<Value> = spec.messages.iter().map(|m| json!({
+                "name": m.name,
+                "content_type": m.content_type,
+                "schema": m.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+            })).collect();
+            (channel.clone(), Value::Array(messages))
+        }).collect::<serde_json::Map<String, Value>>(),
         "asyncapi": format!("/apis/{}/asyncapi.json", api.name),
     })
 }
@@ -226,7 +238,11 @@ async fn commit(state: &AppState, command: Command) -> Result<(), ApiError> {
 
 /// Commits `command`; a command about something that does not exist answers 404 with
 /// `missing` as its detail.
-async fn commit_about(state: &AppState, command: Command, missing: String) -> Result<(), ApiError> {
+pub(super) async fn commit_about(
+    state: &AppState,
+    command: Command,
+    missing: String,
+) -> Result<(), ApiError> {
     match state.control().write(command).await? {
         Applied::NotFound => Err(ApiError::not_found(missing)),
         Applied::Refused { reason } => Err(ApiError::conflict(reason)),
@@ -234,7 +250,7 @@ async fn commit_about(state: &AppState, command: Command, missing: String) -> Re
     }
 }
 
-fn read<R>(
+pub(super) fn read<R>(
     state: &AppState,
     f: impl FnOnce(&eventgate_raft_store::governance::Governance) -> R,
 ) -> R {
@@ -262,30 +278,8 @@ async fn put_api(
     JsonBody(raw): JsonBody<rules::RawApi>,
 ) -> Result<Response, ApiError> {
     path_name("name", &name)?;
-    let mut api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
+    let api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
         .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
-    // Replacing an API's description does not move it through its lifecycle: that takes
-    // `lifecycle` in the body or `PUT /admin/apis/{name}/lifecycle`.
-    if let Some(existing) = read(&state, |g| g.apis.get(&name).cloned()) {
-        match &raw.lifecycle {
-            None => {
-                api.lifecycle = existing.lifecycle;
-                api.lifecycle_since_ms = existing.lifecycle_since_ms;
-                api.sunset_ms = existing.sunset_ms;
-            }
-            Some(_) if !existing.lifecycle.may_become(api.lifecycle) => {
-                return Err(ApiError::conflict(format!(
-                    "API `{name}` is {}; it cannot become {}",
-                    existing.lifecycle.name(),
-                    api.lifecycle.name()
-                )));
-            }
-            Some(_) if existing.lifecycle == api.lifecycle => {
-                api.lifecycle_since_ms = existing.lifecycle_since_ms;
-            }
-            Some(_) => {}
-        }
-    }
     let jwt_named = raw
         .security
         .as_ref()
@@ -296,7 +290,34 @@ async fn put_api(
             "`jwt` needs [auth.jwt] in the nodes' configuration",
         ));
     }
-    read(&state, |g| {
+    let (status, view) = store_api(&state, api, raw.lifecycle.is_some()).await?;
+    Ok((status, Json(view)).into_response())
+}
+
+/// Stores an API made through the admin API (a PUT or an import) in one write. Replacing an
+/// API's description does not move it through its lifecycle unless `lifecycle_given`.
+async fn store_api(
+    state: &AppState,
+    mut api: Api,
+    lifecycle_given: bool,
+) -> Result<(StatusCode, Value), ApiError> {
+    let name = api.name.clone();
+    if let Some(existing) = read(state, |g| g.apis.get(&name).cloned()) {
+        if !lifecycle_given {
+            api.lifecycle = existing.lifecycle;
+            api.lifecycle_since_ms = existing.lifecycle_since_ms;
+            api.sunset_ms = existing.sunset_ms;
+        } else if !existing.lifecycle.may_become(api.lifecycle) {
+            return Err(ApiError::conflict(format!(
+                "API `{name}` is {}; it cannot become {}",
+                existing.lifecycle.name(),
+                api.lifecycle.name()
+            )));
+        } else if existing.lifecycle == api.lifecycle {
+            api.lifecycle_since_ms = existing.lifecycle_since_ms;
+        }
+    }
+    read(state, |g| {
         rules::base_path_free(
             &name,
             api.base_path.as_deref(),
@@ -306,15 +327,98 @@ async fn put_api(
         )
     })
     .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
-    let existed = read(&state, |g| g.apis.contains_key(&name));
+    let existed = read(state, |g| g.apis.contains_key(&name));
     let view = api_view(&api);
-    commit(&state, Command::PutApi(api)).await?;
+    commit(state, Command::PutApi(api)).await?;
     let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(view)).into_response())
+    Ok((status, view))
+}
+
+/// `GET /admin/apis/{name}/asyncapi.json`: an API's document in any lifecycle state (a created
+/// API's preview before it is published; the export to import elsewhere).
+async fn preview_json(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.api_asyncapi_in(&name, true).map(Json)
+}
+
+/// `GET /admin/apis/{name}/asyncapi.yaml`.
+async fn preview_yaml(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(super::yaml_response(&state.api_asyncapi_in(&name, true)?))
+}
+
+/// `POST /admin/apis/import`: an AsyncAPI document (JSON or YAML) as an API, created or
+/// replaced in one write; query options `name`, `base_path`, `validate_messages` and
+/// `topic.<channel id>=<topic>`. A new API is created (in no catalog until published); an
+/// existing one keeps its lifecycle state.
+async fn import_api(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::asyncapi::import;
+    let mut options = import::Options {
+        jwt_configured: state.gate().verifies_jwt(),
+        ..import::Options::default()
+    };
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "name" => options.name = Some(value.into_owned()),
+            "base_path" => options.base_path = Some(value.into_owned()),
+            "validate_messages" => {
+                options.validate_messages = Some(match value.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::invalid_field(
+                            "validate_messages",
+                            "true or false",
+                        ))
+                    }
+                })
+            }
+            other => match other.strip_prefix("topic.") {
+                Some(channel) if !channel.is_empty() => {
+                    options
+                        .topics
+                        .insert(channel.to_owned(), value.into_owned());
+                }
+                _ => return Err(ApiError::invalid_field(
+                    other,
+                    "the import takes name, base_path, validate_messages and topic.<channel id>",
+                )),
+            },
+        }
+    }
+    let problem = |e: import::ImportError| ApiError::invalid_document(&e.pointer, e.detail);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_document(
+            "",
+            "the body is an AsyncAPI document",
+        ));
+    }
+    let document = import::parse(&body).map_err(problem)?;
+    let imported = import::import(&document, &options, now_ms()).map_err(problem)?;
+    if imported.api.security.contains(&Security::Jwt) && !state.gate().verifies_jwt() {
+        return Err(ApiError::invalid_document(
+            "/x-eventgate/security",
+            "`jwt` needs [auth.jwt] in the nodes' configuration",
+        ));
+    }
+    let (status, view) = store_api(&state, imported.api, false).await?;
+    Ok((
+        status,
+        Json(json!({ "api": view, "warnings": imported.warnings })),
+    )
+        .into_response())
 }
 
 async fn delete_api(

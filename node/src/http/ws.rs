@@ -127,19 +127,28 @@ struct WsContext {
 enum WsEnd {
     /// Send this close frame.
     Close(CloseReason),
+    /// Send this close frame, its reason followed by what went wrong.
+    CloseWith(CloseReason, String),
     /// The client closed (its close was answered) or the connection broke.
     Gone,
 }
 
 async fn run_ws(mut socket: WebSocket, mut feed: Feed, closer: CloseSwitch, ctx: WsContext) {
     let end = ws_loop(&mut socket, &mut feed, &closer, &ctx).await;
-    if let WsEnd::Close(reason) = end {
+    let (reason, text) = match end {
+        WsEnd::Gone => return,
+        WsEnd::Close(reason) => (reason, Utf8Bytes::from_static(reason.name())),
+        WsEnd::CloseWith(reason, detail) => {
+            (reason, Utf8Bytes::from(close_text(reason.name(), &detail)))
+        }
+    };
+    {
         if reason != CloseReason::GoingAway {
             tracing::debug!(topic = %ctx.topic, reason = reason.name(), "closing websocket");
         }
         let frame = CloseFrame {
             code: reason.code(),
-            reason: Utf8Bytes::from_static(reason.name()),
+            reason: text,
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
     }
@@ -280,6 +289,38 @@ async fn on_incoming(
             });
             send_text(socket, nack.to_string(), ctx).await
         }
+        Err(Refusal::InvalidMessage(invalid)) => {
+            // Nothing was stored; the client learns where its frame failed: in the close
+            // reason (the first failing instance path) and, with envelopes, a nack with all.
+            if ctx.envelope {
+                let errors: Vec<serde_json::Value> = invalid
+                    .errors
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "instancePath": e.instance_path,
+                            "schemaPath": e.schema_path,
+                            "message": e.message,
+                        })
+                    })
+                    .collect();
+                let nack = serde_json::json!({
+                    "type": "nack",
+                    "reason": "invalid-message",
+                    "errors": errors,
+                });
+                send_text(socket, nack.to_string(), ctx).await?;
+            }
+            let first = invalid.errors.first().map_or(String::new(), |e| {
+                let at = if e.instance_path.is_empty() {
+                    "/"
+                } else {
+                    &e.instance_path
+                };
+                format!("{at} {}", e.message)
+            });
+            Err(WsEnd::CloseWith(CloseReason::InvalidMessage, first))
+        }
         Err(refusal) => {
             if let Refusal::Broker(e) = &refusal {
                 tracing::warn!(topic = %ctx.topic, error = %e, "websocket publish failed");
@@ -287,6 +328,19 @@ async fn on_incoming(
             Err(WsEnd::Close(close_reason(&refusal)))
         }
     }
+}
+
+/// `name: detail`, cut to the 123 bytes a close frame's reason may hold.
+fn close_text(name: &str, detail: &str) -> String {
+    let mut text = format!("{name}: {detail}");
+    if text.len() > 123 {
+        let mut end = 123;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// The one translation of a [`Refusal`] into a WebSocket close.
@@ -302,6 +356,7 @@ pub fn close_reason(refusal: &Refusal) -> CloseReason {
         }
         Refusal::TopicNotFound { .. } => CloseReason::TopicGone,
         Refusal::ApiRetired { .. } => CloseReason::ApiRetired,
+        Refusal::InvalidMessage(_) => CloseReason::InvalidMessage,
         Refusal::Broker(e) if !e.is_retryable() => CloseReason::InternalError,
         Refusal::Broker(_) | Refusal::Control(_) | Refusal::NodeFull { .. } | Refusal::Stopping => {
             CloseReason::TryAgainLater
