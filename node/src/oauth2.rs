@@ -69,12 +69,35 @@ impl AccessClaims {
     }
 }
 
+/// The `typ` of the access tokens this gateway issues (RFC 9068).
+pub const TOKEN_TYPE: &str = "at+jwt";
+
+/// How long after it was issued a token whose key this node does not know yet is worth
+/// waiting for: the key was made by another node and its write is still on its way here.
+const FRESH_FOR_SECS: u64 = 60;
+
 /// Whether `token` is signed by one of the cluster's keys (its header names one of them).
 pub fn is_cluster_token(g: &Governance, token: &str) -> bool {
     jsonwebtoken::decode_header(token)
         .ok()
         .and_then(|h| h.kid)
         .is_some_and(|kid| g.signing_keys.contains_key(&kid))
+}
+
+/// The key id of a token that looks like a fresh access token of this gateway (its type, a
+/// `kid`, issued within the last minute), read without verifying anything: a node that has not
+/// applied the key's rotation yet waits for it instead of refusing a valid token.
+pub fn fresh_kid(token: &str) -> Option<String> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() != Some(TOKEN_TYPE) {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let iat = claims.get("iat")?.as_u64()?;
+    let now = now_ms() / 1000;
+    (iat <= now + 5 && now.saturating_sub(iat) <= FRESH_FOR_SECS).then_some(header.kid?)
 }
 
 /// Public keys by `kid`, decoded once.
@@ -351,6 +374,7 @@ impl TokenService {
         let (kid, encoding) = self.open(&key)?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid);
+        header.typ = Some(TOKEN_TYPE.to_owned());
         let access_token = jsonwebtoken::encode(&header, claims, &encoding).map_err(|e| {
             TokenError::new(
                 "server_error",

@@ -76,6 +76,10 @@ impl Action {
     }
 }
 
+/// Longest a node waits to apply a signing key another node has just made, before refusing a
+/// token it signed.
+const KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
@@ -174,6 +178,10 @@ impl Gatekeeper {
             }
             Credential::Bearer(token) => token,
         };
+        if let Some(kid) = crate::oauth2::fresh_kid(token) {
+            // Signed by a key another node just made: wait (briefly) to apply it.
+            self.await_signing_key(&kid).await;
+        }
         if let Some(found) = self.reader.read(|s| {
             let g = &s.governance;
             crate::oauth2::is_cluster_token(g, token).then(|| {
@@ -212,6 +220,24 @@ impl Gatekeeper {
                 expires_at_ms: claims.expires_at_ms,
             })
         })
+    }
+
+    /// Waits until this node has applied signing key `kid`, at most [`KEY_WAIT`].
+    async fn await_signing_key(&self, kid: &str) {
+        let known =
+            |reader: &StateReader| reader.read(|s| s.governance.signing_keys.contains_key(kid));
+        if known(&self.reader) {
+            return;
+        }
+        let mut applied = self.reader.watch_applied();
+        let _ = tokio::time::timeout(KEY_WAIT, async {
+            while !known(&self.reader) {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     fn authenticate_key(&self, key: &str) -> Result<Principal, Refusal> {

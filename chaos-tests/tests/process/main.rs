@@ -19,3 +19,4 @@ mod t95_stalled_clients_bounded_memory;
 mod t100_tansu_end_to_end;
 mod t110_websub_owner_sigkill_on_mqtt;
 mod t120_rate_limit_and_revocation_across_nodes;
+mod t130_oauth2_tokens_across_nodes;
