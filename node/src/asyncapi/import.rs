@@ -425,6 +425,33 @@ pub fn import(document: &Value, options: &Options, now_ms: u64) -> Result<Import
         }
         Some(_) => return Err(err("/channels", "must be an object")),
     };
+    // Every channel that names many topics and has none given, named at once.
+    let unmapped: Vec<&str> = raw_channels
+        .iter()
+        .filter(|(key, channel)| {
+            let address = match spec {
+                Spec::V3 => channel.get("address").and_then(Value::as_str),
+                Spec::V2 => Some(key.as_str()),
+            };
+            address.is_some_and(|a| a.contains('{'))
+                && !options.topics.contains_key(*key)
+                && channel
+                    .get("x-eventgate")
+                    .and_then(|e| e.get("topic"))
+                    .is_none()
+        })
+        .map(|(key, _)| key.as_str())
+        .collect();
+    let also = match unmapped.as_slice() {
+        [] | [_] => String::new(),
+        [_, rest @ ..] => format!(
+            " (so do {})",
+            rest.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     for (key, channel) in raw_channels {
         let at = format!("/channels/{}", esc(key));
         if !channel.is_object() {
@@ -471,7 +498,7 @@ pub fn import(document: &Value, options: &Options, now_ms: u64) -> Result<Import
                 Some(a) if a.contains('{') => {
                     return Err(err(
                         address_at,
-                        format!("channel `{key}` has parameters in its address `{a}`: it names many topics, and one gateway topic cannot stand for them. Map it to a topic with `x-eventgate: {{topic: …}}` on the channel or the import's topic option for `{key}`"),
+                        format!("channel `{key}` has parameters in its address `{a}`{also}: it names many topics, and one gateway topic cannot stand for them. Map each to a topic with `x-eventgate: {{topic: …}}` on the channel or the import's topic option (`topic.{key}=…`)"),
                     ));
                 }
                 Some(a) => {
@@ -843,6 +870,112 @@ mod tests {
         assert_eq!(e.pointer, "/components/loop/$ref");
         let e = resolve_refs(&serde_json::json!({ "p": { "$ref": "#/nowhere" } })).unwrap_err();
         assert_eq!(e.pointer, "/p/$ref");
+    }
+
+    #[test]
+    fn a_3_1_document_imports() {
+        let doc = serde_json::json!({
+            "asyncapi": "3.1.0",
+            "info": { "title": "Orders", "version": "3" },
+            "channels": { "orderPlaced": { "address": "orders/placed" } },
+        });
+        let imported = import(&doc, &Options::default(), 1).unwrap();
+        assert_eq!(imported.api.name, "orders");
+        assert_eq!(imported.api.base_path.as_deref(), Some("/orders/3"));
+        assert_eq!(
+            imported
+                .api
+                .channels
+                .get("order-placed")
+                .map(String::as_str),
+            Some("orders.placed")
+        );
+    }
+
+    /// JSON trees made of the words AsyncAPI documents use.
+    fn documents() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let keys = prop::sample::select(vec![
+            "asyncapi",
+            "info",
+            "title",
+            "version",
+            "channels",
+            "address",
+            "messages",
+            "payload",
+            "$ref",
+            "operations",
+            "security",
+            "servers",
+            "components",
+            "type",
+            "x-eventgate",
+            "topic",
+            "schemaFormat",
+            "schema",
+            "oneOf",
+            "subscribe",
+            "publish",
+            "message",
+            "examples",
+            "contentType",
+            "securitySchemes",
+            "flows",
+            "a",
+            "b",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "3.0.0",
+                "2.6.0",
+                "3.1.0",
+                "#/components/a",
+                "#/",
+                "#",
+                "x.{y}",
+                "a/b",
+                "http",
+                "bearer",
+                "oauth2",
+                "apiKey",
+                "object",
+                "",
+                "other.yaml#/a",
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a document holds, the import answers an API or an error; never a panic.
+        #[test]
+        fn arbitrary_documents_never_panic(mut doc in documents(), version in proptest::sample::select(vec!["3.0.0", "2.6.0"])) {
+            if let Value::Object(map) = &mut doc {
+                map.insert("asyncapi".to_owned(), Value::String(version.to_owned()));
+            }
+            let _ = import(&doc, &Options::default(), 0);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(doc) = parse(&bytes) {
+                let _ = import(&doc, &Options::default(), 0);
+            }
+        }
     }
 
     #[test]
