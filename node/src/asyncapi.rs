@@ -253,7 +253,8 @@ fn build(config: &NodeConfig, public_url: &str, apis: &[Api], scope: Option<&Api
     // One API's document with a base path: its own routes, channels by channel name.
     let api_base = scope.and_then(|a| a.base_path.clone());
     let prefix = api_base.clone().unwrap_or_default();
-    let token_url = format!("{public_url}/oauth2/token");
+    let issuer = config.auth.oauth2.issuer.as_deref().unwrap_or(public_url);
+    let token_url = format!("{issuer}/oauth2/token");
     let server = |protocol: &str, path: &str, title: &str, description: &str| {
         json!({
             "host": host,

@@ -171,14 +171,9 @@ fn management_commands_against_nothing_fail_clearly() {
     );
 }
 
-/// `eventgate probe` (the container health check): 0 when the URL answers 2xx, 1 with the URL
-/// and the answer otherwise, against a real node.
-#[tokio::test]
-async fn probe_answers_by_exit_code() {
-    let out = eventgate(&["probe", "http://127.0.0.1:1/readyz"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
-
+/// A development node as a process of its own, ready; answers it, its directory and its HTTP
+/// port.
+async fn serve_process() -> (std::process::Child, tempfile::TempDir, u16) {
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -188,7 +183,7 @@ async fn probe_answers_by_exit_code() {
     };
     let (http, cluster) = (free(), free());
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Command::new(env!("CARGO_BIN_EXE_eventgate"))
+    let node = Command::new(env!("CARGO_BIN_EXE_eventgate"))
         .args(["serve", "--data-dir"])
         .arg(dir.path())
         .args(["--http-listen", &format!("127.0.0.1:{http}")])
@@ -206,6 +201,91 @@ async fn probe_answers_by_exit_code() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    (node, dir, http)
+}
+
+/// `eventgate apis import` sends the document as it is: a refusal prints the JSON pointer,
+/// success the API; `eventgate secrets create` prints the secret once, `signing-keys rotate`
+/// the new key's id.
+#[tokio::test]
+async fn import_secrets_and_signing_keys_from_the_command_line() {
+    let (mut node, _dir, http) = serve_process().await;
+    let url = format!("http://127.0.0.1:{http}");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/import/lamps-kafka-3.0.yaml"
+    );
+    let out = eventgate(&["apis", "import", fixture, "--node", &url], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(at /channels/brightnessMeasured/address)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eventgate(
+        &[
+            "apis",
+            "import",
+            fixture,
+            "--node",
+            &url,
+            "--topic",
+            "brightnessMeasured=lamps.brightness",
+            "--topic",
+            "lampDim=lamps.dim",
+            "--validate-messages",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("smart-lamps-kafka-api"), "{stdout}");
+    assert!(stdout.contains("scramSha256"), "the warnings: {stdout}");
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new()
+        .put(format!("{url}/admin/applications/lamps"))
+        .json(&serde_json::json!({ "permissions": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out = eventgate(
+        &[
+            "secrets",
+            "create",
+            "lamps",
+            "--overlap",
+            "0s",
+            "--node",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("egcs_"));
+    let out = eventgate(&["secrets", "list", "lamps", "--node", &url], &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("egcs_"),
+        "never shown again"
+    );
+    let out = eventgate(&["signing-keys", "rotate", "--node", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kid"));
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
+/// `eventgate probe` (the container health check): 0 when the URL answers 2xx, 1 with the URL
+/// and the answer otherwise, against a real node.
+#[tokio::test]
+async fn probe_answers_by_exit_code() {
+    let out = eventgate(&["probe", "http://127.0.0.1:1/readyz"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+
+    let (mut node, _dir, http) = serve_process().await;
     let out = eventgate(&["probe", &format!("http://127.0.0.1:{http}/nope")], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
