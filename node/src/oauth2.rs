@@ -271,12 +271,10 @@ impl TokenService {
         )
     }
 
-    /// Counts a token request from `address`: ten times a client's budget.
+    /// Counts a token request from `address` (`auth.oauth2.token_requests_per_address`).
     pub fn allow_address(&self, address: &str) -> bool {
-        self.count(
-            &format!("address:{address}"),
-            self.settings.token_requests.count.saturating_mul(10),
-        )
+        let limit = self.settings.token_requests_per_address;
+        limit == 0 || self.count(&format!("address:{address}"), limit)
     }
 
     fn count(&self, key: &str, count: u64) -> bool {

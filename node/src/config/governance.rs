@@ -52,8 +52,12 @@ pub struct RawOAuth2 {
     /// How long a client secret rotated out keeps working by default.
     #[serde(with = "humantime_serde")]
     pub secret_overlap: Duration,
-    /// Token requests per client id on each node (per client address: ten times as many).
+    /// Token requests per client id on each node, per window.
     pub token_requests: RawRate,
+    /// Token requests per client address on each node in the same window (default ten times
+    /// `token_requests.count`; 0: no limit per address, for nodes behind a proxy whose clients
+    /// all arrive from its address).
+    pub token_requests_per_address: Option<u64>,
 }
 
 impl Default for RawOAuth2 {
@@ -67,6 +71,7 @@ impl Default for RawOAuth2 {
                 count: 60,
                 per: Duration::from_secs(60),
             },
+            token_requests_per_address: None,
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct OAuth2Settings {
     pub key_rotation: Duration,
     pub secret_overlap: Duration,
     pub token_requests: RateLimit,
+    /// Per client address in the same window; 0: none.
+    pub token_requests_per_address: u64,
 }
 
 fn build_oauth2(
@@ -116,6 +123,9 @@ fn build_oauth2(
         token_ttl: o.token_ttl,
         key_rotation: o.key_rotation,
         secret_overlap: o.secret_overlap,
+        token_requests_per_address: o
+            .token_requests_per_address
+            .unwrap_or(token_requests.count.saturating_mul(10)),
         token_requests,
     })
 }
