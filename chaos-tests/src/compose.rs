@@ -181,6 +181,30 @@ impl Compose {
         Ok(r.json().await?)
     }
 
+    /// Sends `method path` to `service`'s admin API (not behind the load balancer) with
+    /// `body` (JSON, or raw bytes when it is a string); answers status and JSON.
+    pub async fn admin_call(
+        &self,
+        service: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let ip = self.ip(service).await?;
+        let mut r = self
+            .client
+            .request(method, format!("http://{ip}:8080/admin{path}"))
+            .bearer_auth(&self.token);
+        r = match body {
+            Some(Value::String(raw)) => r.body(raw),
+            Some(json) => r.json(&json),
+            None => r,
+        };
+        let r = r.send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     /// `service`'s own view of Raft (`/admin/cluster/node`: no fan-out to the others, so it
     /// answers at once even with members down), if it answers within 150 ms. Its address is
     /// looked up once and again only when it does not answer.

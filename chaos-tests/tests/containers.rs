@@ -416,6 +416,161 @@ impl Drop for Purge<'_> {
     }
 }
 
+/// An admin request of a scenario: node, method, path, body, the statuses that are success.
+type AdminStep<'a> = (&'a str, reqwest::Method, &'a str, Option<Value>, &'a [u16]);
+
+/// The publisher's flow against the compose cluster (see scenario 0b); answers the figures.
+async fn publisher_flow(compose: &Compose) -> anyhow::Result<String> {
+    use reqwest::Method;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let lb = compose.lb();
+    let document = include_str!("../../node/tests/fixtures/import/sweet-prod-ws-3.0.yaml");
+    let steps: [AdminStep<'_>; 5] = [
+        (
+            "node1",
+            Method::POST,
+            "/apis/import",
+            Some(Value::String(document.to_owned())),
+            &[200, 201],
+        ),
+        (
+            "node1",
+            Method::PUT,
+            "/apis/sweet-prod-app/lifecycle",
+            Some(serde_json::json!({ "state": "published" })),
+            &[200],
+        ),
+        (
+            "node2",
+            Method::PUT,
+            "/plans/gold",
+            Some(serde_json::json!({})),
+            &[200, 201],
+        ),
+        (
+            "node2",
+            Method::PUT,
+            "/applications/sweet",
+            Some(
+                serde_json::json!({ "permissions": [{ "topics": "sweet.*", "publish": true, "subscribe": true }] }),
+            ),
+            &[200, 201],
+        ),
+        (
+            "node2",
+            Method::PUT,
+            "/applications/sweet/access/sweet-prod-app",
+            Some(serde_json::json!({ "plan": "gold" })),
+            &[200, 201],
+        ),
+    ];
+    for (node, method, path, body, ok) in steps {
+        let (status, answer) = compose.admin_call(node, method, path, body).await?;
+        anyhow::ensure!(ok.contains(&status), "{path} on {node}: {status} {answer}");
+    }
+    let (status, created) = compose
+        .admin_call(
+            "node3",
+            Method::POST,
+            "/applications/sweet/client-secrets",
+            None,
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "client secret: {status} {created}");
+    let secret = created["client_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let token = || {
+        let (client, lb, secret) = (client.clone(), lb.clone(), secret.clone());
+        async move {
+            let r = client
+                .post(format!("{lb}/oauth2/token"))
+                .basic_auth("sweet", Some(&secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .ok()?;
+            let body: Value = r.json().await.ok()?;
+            body["access_token"].as_str().map(str::to_owned)
+        }
+    };
+    let t = Instant::now();
+    let first = wait::until(
+        "an access token through the load balancer",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        token,
+    )
+    .await?;
+    let token_in = t.elapsed();
+    let ws_url = format!(
+        "{}/sweet-prod-app/1.0.0",
+        lb.replacen("http://", "ws://", 1)
+    );
+    let mut request = ws_url.as_str().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {first}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let publish = |token: String, body: &'static str| {
+        let (client, lb) = (client.clone(), lb.clone());
+        async move {
+            client
+                .post(format!(
+                    "{lb}/sweet-prod-app/1.0.0/webhook-receiver?topic=production"
+                ))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let t = Instant::now();
+    let status = publish(first.clone(), r#"{"sweet":"toffee","count":12}"#).await;
+    anyhow::ensure!(status == 202, "publish through the load balancer: {status}");
+    let message = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+                Some(Ok(_)) => {}
+                other => return Err(anyhow::anyhow!("the WebSocket ended: {other:?}")),
+            }
+        }
+    })
+    .await??;
+    let delivered_in = t.elapsed();
+    anyhow::ensure!(message.contains("toffee"), "{message}");
+    let (status, rotated) = compose
+        .admin_call("node3", Method::POST, "/oauth2/keys/rotate", None)
+        .await?;
+    anyhow::ensure!(status == 200, "rotate: {status} {rotated}");
+    let second = wait::until(
+        "a token of the new key",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        token,
+    )
+    .await?;
+    for (which, t) in [("old", first), ("new", second)] {
+        let status = publish(t, r#"{"sweet":"fudge","count":1}"#).await;
+        anyhow::ensure!(
+            status == 202,
+            "the {which} key's token after the rotation: {status}"
+        );
+    }
+    Ok(format!(
+        "token {} · publish → WebSocket at the base path {} · both keys' tokens accepted after a rotation",
+        ms(Some(token_in)),
+        ms(Some(delivered_in))
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and builds images; .ci/run runs it when Docker is available"]
 async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
@@ -530,6 +685,16 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
             via_lb.as_secs_f64() * 1000.0,
             via_node.as_secs_f64() * 1000.0
         ),
+    ));
+
+    // 0b. The publisher's flow through the load balancer: an API imported from an AsyncAPI
+    // document and published through one node's admin API, an application's client secret
+    // through another's; a token, a WebSocket at the API's base path and a publish through
+    // HAProxy (each may land on any node); the signing key rotated through a third node, the
+    // token signed before it still good.
+    report.push((
+        "publisher's flow through the load balancer".to_owned(),
+        publisher_flow(&compose).await?,
     ));
 
     // 1. docker kill of the leader.

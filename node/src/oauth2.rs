@@ -401,6 +401,24 @@ impl TokenService {
         control: &eventgate_raft_store::control::ControlPlane,
         force: bool,
     ) -> Result<SigningKey, TokenError> {
+        // A forced rotation that loses the race to another node's tries again on top of it.
+        for _ in 0..3 {
+            if let Some(key) = self.try_current_key(control, force).await? {
+                return Ok(key);
+            }
+        }
+        Err(TokenError::new(
+            "temporarily_unavailable",
+            "the signing key is being replaced by other nodes; try again",
+        ))
+    }
+
+    /// One attempt of [`Self::current_key`]; `None`: a forced rotation lost a race.
+    async fn try_current_key(
+        &self,
+        control: &eventgate_raft_store::control::ControlPlane,
+        force: bool,
+    ) -> Result<Option<SigningKey>, TokenError> {
         let rotation_ms = self.settings.key_rotation.as_millis() as u64;
         let now = now_ms();
         let current = control
@@ -410,7 +428,7 @@ impl TokenService {
             .as_ref()
             .is_none_or(|k| now.saturating_sub(k.created_at_ms) >= rotation_ms);
         if let (Some(key), false, false) = (&current, due, force) {
-            return Ok(key.clone());
+            return Ok(Some(key.clone()));
         }
         let fresh =
             new_signing_key(&self.sealer, now).map_err(|e| TokenError::new("server_error", e))?;
@@ -422,21 +440,21 @@ impl TokenService {
             keep_verifying_ms: self.settings.token_ttl.as_millis() as u64 + 60_000,
         };
         match control.write(command).await {
-            Ok(Applied::Applied) => Ok(fresh),
-            Ok(Applied::Refused { .. }) if !force => {
-                // Another node rotated first: sign with its key.
-                control
-                    .reader()
-                    .read(|s| s.governance.current_signing_key().cloned())
-                    .ok_or_else(|| TokenError::new("server_error", "no signing key"))
-            }
+            Ok(Applied::Applied) => Ok(Some(fresh)),
+            // Another node rotated first (its entry is applied here before our refused one).
+            Ok(Applied::Refused { .. }) if force => Ok(None),
+            Ok(Applied::Refused { .. }) => control
+                .reader()
+                .read(|s| s.governance.current_signing_key().cloned())
+                .map(Some)
+                .ok_or_else(|| TokenError::new("server_error", "no signing key")),
             Ok(other) => Err(TokenError::new(
                 "server_error",
                 format!("the signing key was not replaced: {other:?}"),
             )),
             // Without a quorum, a key still current signs on; none: nothing to sign with.
             Err(e) => match current {
-                Some(key) if !force => Ok(key),
+                Some(key) if !force => Ok(Some(key)),
                 _ => Err(TokenError::new(
                     "temporarily_unavailable",
                     format!("the signing key could not be replaced: {e}"),

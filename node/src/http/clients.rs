@@ -171,6 +171,9 @@ async fn rotate_key(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         .tokens()
         .rotate(state.control())
         .await
-        .map_err(|e| ApiError::internal(format!("{}: {}", e.code, e.description)))?;
+        .map_err(|e| match e.code {
+            "temporarily_unavailable" => ApiError::not_ready(e.description),
+            _ => ApiError::internal(format!("{}: {}", e.code, e.description)),
+        })?;
     Ok(Json(json!({ "kid": kid })))
 }

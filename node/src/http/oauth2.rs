@@ -233,7 +233,8 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(set).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
+        // Short: a rotated-in key signs at once, and verifiers fetch again on an unknown kid.
+        HeaderValue::from_static("public, max-age=10"),
     );
     response
 }
