@@ -34,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "webhook_receiver",
     "websub",
     "streams",
+    "portal",
     "auth",
     "apis",
     "plans",
@@ -60,6 +61,8 @@ pub struct RawNodeConfig {
     pub webhook_receiver: RawWebhookReceiver,
     pub websub: RawWebsub,
     pub streams: RawStreams,
+    /// `[portal]`: the developer portal.
+    pub portal: RawPortal,
     /// `[auth]`: anonymous access, JWT verification.
     pub auth: governance::RawAuth,
     /// `[apis.<name>]`.
@@ -68,6 +71,50 @@ pub struct RawNodeConfig {
     pub plans: std::collections::BTreeMap<String, governance::RawPlan>,
     /// `[applications.<id>]`.
     pub applications: std::collections::BTreeMap<String, governance::RawApplication>,
+}
+
+/// `[portal]`: the developer portal every node serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPortal {
+    pub enabled: bool,
+    /// Where it is served (`/portal`).
+    pub path: String,
+    /// Its name, in every page's title and header.
+    pub title: String,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/portal".to_owned(),
+            title: "eventgate developer portal".to_owned(),
+        }
+    }
+}
+
+/// `[portal]`, validated.
+#[derive(Debug, Clone)]
+pub struct PortalSettings {
+    pub enabled: bool,
+    pub path: String,
+    pub title: String,
+}
+
+impl RawPortal {
+    fn build(&self, invalid: &Invalid<'_>) -> Result<PortalSettings, ConfigError> {
+        governance::valid_portal_path(&self.path).map_err(|e| invalid("portal.path", e))?;
+        let title = self.title.trim();
+        if title.is_empty() || title.len() > 100 {
+            return Err(invalid("portal.title", "1 to 100 characters".to_owned()));
+        }
+        Ok(PortalSettings {
+            enabled: self.enabled,
+            path: self.path.clone(),
+            title: title.to_owned(),
+        })
+    }
 }
 
 /// `[streams]`: WebSocket and SSE.
@@ -446,6 +493,7 @@ impl Default for RawNodeConfig {
             webhook_receiver: RawWebhookReceiver::default(),
             websub: RawWebsub::default(),
             streams: RawStreams::default(),
+            portal: RawPortal::default(),
             auth: governance::RawAuth::default(),
             apis: std::collections::BTreeMap::new(),
             plans: std::collections::BTreeMap::new(),
@@ -576,6 +624,8 @@ pub struct NodeConfig {
     pub declared: eventgate_raft_store::governance::Declared,
     /// Authentication settings.
     pub auth: governance::AuthSettings,
+    /// The developer portal.
+    pub portal: PortalSettings,
     /// No config file was given: the development profile.
     pub dev_profile: bool,
     /// Where the configuration came from, for messages.
@@ -953,6 +1003,7 @@ impl RawNodeConfig {
         }
         let websub = self.websub.build(dev_profile, &invalid)?;
         let public_url = self.http.public_url(&invalid)?;
+        let portal = self.portal.build(&invalid)?;
         let (declared, auth) = governance::build(
             &self.apis,
             &self.plans,
@@ -995,6 +1046,7 @@ impl RawNodeConfig {
             streams,
             streams_allow_publish: self.streams.allow_publish,
             streams_allowed_origins,
+            portal,
             dev_profile,
             source,
         })

@@ -83,6 +83,8 @@ struct Inner {
     asyncapi: crate::asyncapi::Source,
     /// OAuth2 access tokens.
     tokens: Arc<crate::oauth2::TokenService>,
+    /// The developer portal's settings.
+    portal: crate::config::PortalSettings,
 }
 
 impl AppState {
@@ -133,6 +135,7 @@ impl AppState {
                 allowed_origins: config.streams_allowed_origins.clone(),
                 asyncapi,
                 tokens,
+                portal: config.portal.clone(),
                 ws_allow_publish: config.streams_allow_publish,
                 gate,
                 limiter,
@@ -193,8 +196,13 @@ pub fn router(state: AppState) -> Router {
             get(oauth2::metadata),
         )
         .method_not_allowed_fallback(method_not_allowed)
-        .nest("/admin", admin)
-        .with_state(state.clone());
+        .nest("/admin", admin);
+    let routes = if state.portal().enabled {
+        routes.merge(crate::portal::router(&state.portal().path))
+    } else {
+        routes
+    };
+    let routes = routes.with_state(state.clone());
     let inner = routes.clone();
     routes.fallback(move |req: Request| by_base_path(state.clone(), inner.clone(), req))
 }
@@ -427,6 +435,15 @@ impl AppState {
         &self.inner.metrics
     }
 
+    pub fn portal(&self) -> &crate::config::PortalSettings {
+        &self.inner.portal
+    }
+
+    /// The gateway's base URL as clients see it (`http.public_url`, or the node's own).
+    pub fn public_url(&self) -> &str {
+        &self.inner.delivery.public_url
+    }
+
     pub fn tokens(&self) -> &crate::oauth2::TokenService {
         &self.inner.tokens
     }
@@ -641,6 +658,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .await
             .map_err(|e| ApiError::malformed_body(e.to_string()))?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses an optional JSON body: empty (or only whitespace) is `T::default()`.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod node;
 pub mod oauth2;
 pub mod outbound;
 pub mod policy;
+pub mod portal;
 pub mod rate;
 pub mod refusal;
 pub mod run;

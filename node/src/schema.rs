@@ -59,6 +59,22 @@ impl std::fmt::Display for InvalidMessage {
 
 impl std::error::Error for InvalidMessage {}
 
+impl InvalidMessage {
+    /// The violations as clients get them: `[{"instancePath", "schemaPath", "message"}]`.
+    pub fn errors_json(&self) -> serde_json::Value {
+        self.errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "instancePath": e.instance_path,
+                    "schemaPath": e.schema_path,
+                    "message": e.message,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Compiles a payload schema: draft 7 unless it names its own `$schema`.
 pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     let mut options = jsonschema::options();

@@ -371,17 +371,8 @@ async fn asyncapi_documents_import_and_round_trip() {
     // Exported (the admin API's preview: it is not published yet), it validates and carries
     // the messages; imported again, it is the same API.
     let exported: Value = node
-        .client
-        .get(format!(
-            "{}/admin/apis/smart-lamps-kafka-api/asyncapi.json",
-            node.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/admin/apis/smart-lamps-kafka-api/asyncapi.json")
+        .await;
     assert_valid(&exported);
     let message = &exported["components"]["messages"]["brightness-measured.brightness"];
     assert_eq!(message["contentType"], "application/json");
@@ -514,15 +505,7 @@ async fn bad_documents_name_the_pointer_and_write_nothing() {
         );
         assert_eq!(problem["pointer"], pointer, "{body}: {problem}");
     }
-    let apis: Value = node
-        .client
-        .get(format!("{}/admin/apis", node.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apis: Value = node.get_json("/admin/apis").await;
     assert_eq!(apis["apis"], json!([]), "nothing was written");
     node.stop().await;
 }

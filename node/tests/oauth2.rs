@@ -171,17 +171,8 @@ async fn seed_flow_import_publish_token_connect_retire() {
 
     // The token endpoint, its metadata and keys.
     let metadata: Value = node
-        .client
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            node.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(
         metadata["token_endpoint"],
         format!("{}/oauth2/token", node.base)
@@ -191,15 +182,7 @@ async fn seed_flow_import_publish_token_connect_retire() {
         json!(["client_credentials"])
     );
     let token = access_token(&node, &secret).await;
-    let jwks: Value = node
-        .client
-        .get(format!("{}/.well-known/jwks.json", node.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = node.get_json("/.well-known/jwks.json").await;
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     assert_eq!(jwks["keys"][0]["kid"], header.kid.clone().unwrap().as_str());
@@ -478,15 +461,7 @@ async fn signing_key_rotation_under_load_refuses_no_valid_token() {
     kids.dedup();
     assert_eq!(kids.len(), 5);
     // Every key that signed a live token is still published; the early token still works.
-    let jwks: Value = node
-        .client
-        .get(format!("{}/.well-known/jwks.json", node.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = node.get_json("/.well-known/jwks.json").await;
     let published: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

@@ -406,12 +406,23 @@ const RESERVED_SEGMENTS: &[&str] = &[
     "hub",
     "metrics",
     "oauth2",
+    "portal",
     "readyz",
     "sse",
     "topics",
     "webhook-receiver",
     "ws",
 ];
+
+/// Checks the portal's path: like a base path, and not one of the gateway's own routes
+/// other than `portal`.
+pub fn valid_portal_path(path: &str) -> Result<(), String> {
+    match path.strip_prefix("/portal") {
+        Some("") => Ok(()),
+        Some(rest) if rest.starts_with('/') => valid_base_path(rest),
+        _ => valid_base_path(path),
+    }
+}
 
 /// Checks an API's base path: `/` and one to eight segments of letters, digits, `-`, `_`,
 /// `.` and `~`, without a trailing `/`, not starting with a segment the gateway routes itself.

@@ -61,11 +61,7 @@ async fn create_secret(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: SecretBody = if body.iter().all(u8::is_ascii_whitespace) {
-        SecretBody::default()
-    } else {
-        super::parse_json(&body)?
-    };
+    let body: SecretBody = super::parse_optional_json(&body)?;
     if !read(&state, |g| g.applications.contains_key(&id)) {
         return Err(ApiError::not_found(format!("no application `{id}`")));
     }

@@ -292,22 +292,7 @@ impl From<Refusal> for ApiError {
                 "The message does not match its channel's schema",
                 invalid.to_string(),
             )
-            .with_member(
-                "errors",
-                serde_json::Value::Array(
-                    invalid
-                        .errors
-                        .iter()
-                        .map(|e| {
-                            serde_json::json!({
-                                "instancePath": e.instance_path,
-                                "schemaPath": e.schema_path,
-                                "message": e.message,
-                            })
-                        })
-                        .collect(),
-                ),
-            ),
+            .with_member("errors", invalid.errors_json()),
             Refusal::InvalidField { field, detail } => ApiError::invalid_field(field, detail),
             Refusal::Control(e) => e.into(),
             Refusal::Broker(e) => e.into(),

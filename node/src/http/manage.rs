@@ -599,11 +599,7 @@ async fn create_key(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
-        KeyBody::default()
-    } else {
-        super::parse_json(&body)?
-    };
+    let body: KeyBody = super::parse_optional_json(&body)?;
     if !read(&state, |g| g.applications.contains_key(&id)) {
         return Err(ApiError::not_found(format!("no application `{id}`")));
     }

@@ -293,21 +293,10 @@ async fn on_incoming(
             // Nothing was stored; the client learns where its frame failed: in the close
             // reason (the first failing instance path) and, with envelopes, a nack with all.
             if ctx.envelope {
-                let errors: Vec<serde_json::Value> = invalid
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "instancePath": e.instance_path,
-                            "schemaPath": e.schema_path,
-                            "message": e.message,
-                        })
-                    })
-                    .collect();
                 let nack = serde_json::json!({
                     "type": "nack",
                     "reason": "invalid-message",
-                    "errors": errors,
+                    "errors": invalid.errors_json(),
                 });
                 send_text(socket, nack.to_string(), ctx).await?;
             }

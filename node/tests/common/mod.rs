@@ -95,6 +95,18 @@ impl TestNode {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` answered as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_status(&self, path: &str) -> u16 {
         self.client
             .get(format!("{}{path}", self.base))
