@@ -326,19 +326,7 @@ pub async fn start_with_broker(
         }
         None => None,
     };
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", info.http_addr));
-    // The issuer of the cluster's own access tokens (the same as the token service's).
-    let issuer = config
-        .auth
-        .oauth2
-        .issuer
-        .clone()
-        .unwrap_or_else(|| public_url.trim_end_matches('/').to_owned());
-    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt)
-        .with_issuer(issuer);
+    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
     let port: Arc<dyn eventgate_actors::control::ControlPort> = Arc::new(control.clone());
     let delivery = DeliveryContext {
         node_id,
@@ -347,7 +335,10 @@ pub async fn start_with_broker(
         client: Arc::new(client),
         cursors: CursorCommitter::new(node_id, port),
         settings: config.websub.delivery.clone(),
-        public_url,
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", info.http_addr)),
         secrets: Arc::new(match &config.websub.secret_key {
             Some(key) => eventgate_actors::secrets::SecretSealer::new(
                 key,

@@ -130,8 +130,6 @@ pub struct Gatekeeper {
     jwt: Option<Arc<JwtVerifier>>,
     /// The cluster's token signing keys, decoded.
     tokens: Arc<crate::oauth2::VerifyKeys>,
-    /// `iss` of the cluster's own access tokens.
-    issuer: Option<Arc<str>>,
     changes: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -156,16 +154,8 @@ impl Gatekeeper {
             anonymous,
             jwt,
             tokens: Arc::default(),
-            issuer: None,
             changes,
         }
-    }
-
-    /// Names the issuer of the cluster's own access tokens: a token of that issuer signed by a
-    /// key this node has not applied yet is waited for, not refused.
-    pub fn with_issuer(mut self, issuer: String) -> Self {
-        self.issuer = Some(Arc::from(issuer));
-        self
     }
 
     /// A receiver that changes whenever who may do what changes (keys, applications, APIs,
@@ -188,11 +178,7 @@ impl Gatekeeper {
             }
             Credential::Bearer(token) => token,
         };
-        if let Some(kid) = self
-            .issuer
-            .as_deref()
-            .and_then(|issuer| crate::oauth2::fresh_kid(token, issuer))
-        {
+        if let Some(kid) = crate::oauth2::fresh_kid(token) {
             // Signed by a key another node just made: wait (briefly) to apply it.
             self.await_signing_key(&kid).await;
         }
