@@ -11,7 +11,7 @@
 //! signed have expired, and is published at `/.well-known/jwks.json` until then.
 //!
 //! A token names the application (`sub`, `client_id`), the client secret it was issued on
-//! (`sid`: revoking that secret ends it), and optionally a `scope` of API names it is limited
+//! (`egw_sid`: revoking that secret ends it), and optionally a `scope` of API names it is limited
 //! to. It stays subject to the application's live rights: disabling the application or ending
 //! its access to an API ends every stream the token opened.
 
@@ -53,7 +53,9 @@ pub struct AccessClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
-    /// The client secret it was issued on.
+    /// The client secret it was issued on. A claim of our own name: it also tells this
+    /// gateway's tokens from an identity provider's.
+    #[serde(rename = "egw_sid")]
     pub sid: String,
     /// API names, space-separated; absent: every API the application has access to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,8 +87,11 @@ pub fn is_cluster_token(g: &Governance, token: &str) -> bool {
 }
 
 /// The key id of a token that looks like a fresh access token of this gateway (its type, a
-/// `kid`, issued within the last minute), read without verifying anything: a node that has not
-/// applied the key's rotation yet waits for it instead of refusing a valid token.
+/// `kid`, our `egw_sid` claim, issued within the last minute), read without verifying
+/// anything: a node that has not applied the key's rotation yet waits for it instead of
+/// refusing a valid token. An identity provider's tokens (`at+jwt` too, perhaps) lack the
+/// claim and are never waited for. (Not `iss`: nodes without a shared `http.public_url` or
+/// `auth.oauth2.issuer` name themselves differently.)
 pub fn fresh_kid(token: &str) -> Option<String> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.typ.as_deref() != Some(TOKEN_TYPE) {
@@ -95,6 +100,7 @@ pub fn fresh_kid(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("egw_sid")?.as_str()?;
     let iat = claims.get("iat")?.as_u64()?;
     let now = now_ms() / 1000;
     (iat <= now + 5 && now.saturating_sub(iat) <= FRESH_FOR_SECS).then_some(header.kid?)
@@ -553,6 +559,7 @@ mod tests {
             .unwrap();
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
+        header.typ = Some(TOKEN_TYPE.to_owned());
         let claims = AccessClaims {
             iss: "http://gw".to_owned(),
             sub: "app".to_owned(),
@@ -565,6 +572,16 @@ mod tests {
         };
         let token =
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap();
+        // Fresh and ours: worth waiting for its key; without our claim (an identity
+        // provider's token) it never is.
+        assert_eq!(fresh_kid(&token), Some(key.kid.clone()));
+        let foreign = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({ "iss": "https://idp", "sub": "app", "iat": claims.iat, "exp": claims.exp }),
+            &EncodingKey::from_ec_der(&der),
+        )
+        .unwrap();
+        assert_eq!(fresh_kid(&foreign), None);
         let mut g = Governance::default();
         g.signing_keys.insert(key.kid.clone(), key.clone());
         assert!(is_cluster_token(&g, &token));

@@ -347,7 +347,7 @@ async fn secrets_rotate_with_an_overlap_and_revocation_ends_tokens() {
     assert_eq!(s, 202, "{body}");
     assert!(ws_next(&mut ws, WAIT).await.is_ok());
     // Revoking the secret the token was issued on ends its stream and refuses it.
-    // (The token names it: `sid`; the listing shows the same ids.)
+    // (The token names it: `egw_sid`; the listing shows the same ids.)
     let claims = token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -355,7 +355,7 @@ async fn secrets_rotate_with_an_overlap_and_revocation_ends_tokens() {
             .unwrap(),
     )
     .unwrap();
-    let first_id = claims["sid"].as_str().unwrap().to_owned();
+    let first_id = claims["egw_sid"].as_str().unwrap().to_owned();
     let (secrets_status, secrets) = admin(
         &node,
         Method::GET,
