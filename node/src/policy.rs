@@ -400,6 +400,17 @@ impl Gatekeeper {
                 None => Err(Refusal::unauthenticated(format!(
                     "topic `{topic}` needs credentials (auth.anonymous is off)"
                 ))),
+                // A token limited to some APIs reaches nothing outside them.
+                Some(Principal {
+                    via:
+                        Via::OAuth2 {
+                            scope: Some(scope), ..
+                        },
+                    ..
+                }) => Err(Refusal::forbidden(format!(
+                    "topic `{topic}` belongs to no API, and the access token is limited to {}",
+                    scope.join(", ")
+                ))),
                 Some(p) => {
                     permitted(g, p, topic, action)?;
                     Ok((None, None))

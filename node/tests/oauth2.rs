@@ -228,6 +228,18 @@ async fn seed_flow_import_publish_token_connect_retire() {
     assert_eq!(r.status(), 200);
     let scoped: Value = r.json().await.unwrap();
     assert_eq!(scoped["scope"], "sweet-prod-app");
+    // A scoped token reaches nothing outside its APIs, even where the application's
+    // permissions would (unscoped, the same request gets past the rights: no such topic).
+    let outside = |token: String| {
+        let url = format!("{}/sse/sweet.other?access_token={token}", node.base);
+        let client = node.client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        outside(scoped["access_token"].as_str().unwrap().to_owned()).await,
+        403
+    );
+    assert_eq!(outside(token.clone()).await, 404);
 
     // Two WebSockets at the API's base path: Bearer header, and ?access_token= for browsers.
     let mut by_header = ws_bearer(&node, &token).await;
