@@ -82,6 +82,20 @@ pub struct RawPortal {
     pub path: String,
     /// Its name, in every page's title and header.
     pub title: String,
+    /// Who may create an account: `open`, `approval` (an administrator approves) or `closed`.
+    pub signup: PortalSignup,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+/// `portal.signup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortalSignup {
+    Open,
+    Approval,
+    Closed,
 }
 
 impl Default for RawPortal {
@@ -90,6 +104,8 @@ impl Default for RawPortal {
             enabled: true,
             path: "/portal".to_owned(),
             title: "eventgate developer portal".to_owned(),
+            signup: PortalSignup::Open,
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -100,6 +116,8 @@ pub struct PortalSettings {
     pub enabled: bool,
     pub path: String,
     pub title: String,
+    pub signup: PortalSignup,
+    pub session_ttl: Duration,
 }
 
 impl RawPortal {
@@ -109,10 +127,20 @@ impl RawPortal {
         if title.is_empty() || title.len() > 100 {
             return Err(invalid("portal.title", "1 to 100 characters".to_owned()));
         }
+        if self.session_ttl < Duration::from_secs(60)
+            || self.session_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return Err(invalid(
+                "portal.session_ttl",
+                "between 1m and 30d".to_owned(),
+            ));
+        }
         Ok(PortalSettings {
             enabled: self.enabled,
             path: self.path.clone(),
             title: title.to_owned(),
+            signup: self.signup,
+            session_ttl: self.session_ttl,
         })
     }
 }

@@ -85,6 +85,8 @@ struct Inner {
     tokens: Arc<crate::oauth2::TokenService>,
     /// The developer portal's settings.
     portal: crate::config::PortalSettings,
+    /// Sign-in attempts on the portal, per address and per email.
+    portal_attempts: crate::portal::accounts::Attempts,
 }
 
 impl AppState {
@@ -136,6 +138,7 @@ impl AppState {
                 asyncapi,
                 tokens,
                 portal: config.portal.clone(),
+                portal_attempts: Default::default(),
                 ws_allow_publish: config.streams_allow_publish,
                 gate,
                 limiter,
@@ -169,6 +172,7 @@ pub fn router(state: AppState) -> Router {
     let admin = admin::router()
         .merge(manage::router())
         .merge(clients::router())
+        .merge(crate::portal::accounts::admin_router())
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
@@ -437,6 +441,10 @@ impl AppState {
 
     pub fn portal(&self) -> &crate::config::PortalSettings {
         &self.inner.portal
+    }
+
+    pub fn portal_attempts(&self) -> &crate::portal::accounts::Attempts {
+        &self.inner.portal_attempts
     }
 
     /// The gateway's base URL as clients see it (`http.public_url`, or the node's own).

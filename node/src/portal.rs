@@ -8,14 +8,16 @@
 //! topic, its URLs per entrypoint, its messages (content type, payload schema, examples) and
 //! **snippets** filled in with the real URLs (curl, JavaScript, Python, wscat, a WebSub
 //! subscription and a callback that verifies the signature) — the plans on offer with their
-//! limits, and the API's AsyncAPI document to download. Accounts, applications and try-it
-//! come next.
+//! limits, and the API's AsyncAPI document to download. [`accounts`]: sign up, sign in, sign
+//! out, change the password. Applications and try-it come next.
+
+pub mod accounts;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use eventgate_raft_store::governance::{Api, Entrypoint, Lifecycle, Plan, RateLimit, Security};
 
@@ -27,6 +29,20 @@ pub fn router(path: &str) -> Router<AppState> {
         .route(path, get(catalog))
         .route(&format!("{path}/"), get(catalog))
         .route(&format!("{path}/apis/{{name}}"), get(api_page))
+        .route(
+            &format!("{path}/signup"),
+            get(accounts::signup_form).post(accounts::signup),
+        )
+        .route(
+            &format!("{path}/login"),
+            get(accounts::login_form).post(accounts::login),
+        )
+        .route(&format!("{path}/logout"), post(accounts::logout))
+        .route(&format!("{path}/account"), get(accounts::account))
+        .route(
+            &format!("{path}/account/password"),
+            post(accounts::change_password),
+        )
 }
 
 /// Every page's frame.
@@ -34,6 +50,16 @@ struct Frame<'a> {
     title: &'a str,
     /// The portal's path (`/portal`), for links.
     base: &'a str,
+    /// The signed-in account, if any.
+    session: Option<SessionView>,
+}
+
+/// The signed-in account as the frame shows it.
+struct SessionView {
+    name: String,
+    /// For the sign-out form.
+    csrf: String,
+    admin: bool,
 }
 
 #[derive(Template)]
@@ -164,7 +190,11 @@ struct Search {
 }
 
 /// `GET {portal}/`: the catalog.
-async fn catalog(State(state): State<AppState>, Query(search): Query<Search>) -> Response {
+async fn catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(search): Query<Search>,
+) -> Response {
     let settings = state.portal();
     let query: String = search.q.chars().take(200).collect();
     let apis = state.control().reader().read(|s| {
@@ -186,6 +216,7 @@ async fn catalog(State(state): State<AppState>, Query(search): Query<Search>) ->
         frame: Frame {
             title: &settings.title,
             base: &settings.path,
+            session: accounts::session_view(&state, &headers),
         },
         query,
         apis,
@@ -193,7 +224,11 @@ async fn catalog(State(state): State<AppState>, Query(search): Query<Search>) ->
 }
 
 /// `GET {portal}/apis/{name}`: one published API.
-async fn api_page(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn api_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let settings = state.portal();
     let found = state.control().reader().read(|s| {
         let g = &s.governance;
@@ -229,6 +264,7 @@ async fn api_page(State(state): State<AppState>, Path(name): Path<String>) -> Re
         frame: Frame {
             title: &settings.title,
             base: &settings.path,
+            session: accounts::session_view(&state, &headers),
         },
         name: api.name.clone(),
         version: api.version.clone(),

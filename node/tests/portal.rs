@@ -157,3 +157,285 @@ async fn the_portal_moves_or_turns_off() {
     assert_eq!(page(&node, "/portal").await.0, 404);
     node.stop().await;
 }
+
+/// A client that does not follow redirects (the sign-in answers carry the cookies).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `Set-Cookie` of `name` in `response`, whole.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// `name=value` of a `Set-Cookie`.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The form's CSRF token and the cookie that goes with it.
+async fn form_csrf(node: &common::TestNode, path: &str) -> (String, String) {
+    let r = browser()
+        .get(format!("{}{path}", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = pair(&set_cookie(&r, "egw_csrf").expect("a CSRF cookie"));
+    let token = cookie.trim_start_matches("egw_csrf=").to_owned();
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&format!("name=\"csrf\" value=\"{token}\"")));
+    (token, cookie)
+}
+
+async fn post_form(
+    node: &common::TestNode,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    browser()
+        .post(format!("{}{path}", node.base))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_in(node: &common::TestNode, email: &str, password: &str) -> reqwest::Response {
+    let (csrf, cookie) = form_csrf(node, "/portal/login").await;
+    post_form(
+        node,
+        "/portal/login",
+        &cookie,
+        &[("csrf", &csrf), ("email", email), ("password", password)],
+    )
+    .await
+}
+
+/// The session's CSRF token, from a page rendered for it.
+async fn session_csrf(node: &common::TestNode, session: &str) -> String {
+    let body = browser()
+        .get(format!("{}/portal/account", node.base))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form of the session")
+        + 19;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Sign up, cookie flags, CSRF on every form, sign out, sign in, wrong password, the sign-in
+/// rate limit, and a disabled account losing its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developers_sign_up_sign_in_and_out() {
+    let node = common::start("").await;
+    let (csrf, cookie) = form_csrf(&node, "/portal/signup").await;
+    let signup = |form: Vec<(&'static str, String)>| {
+        let (node_base, cookie) = (node.base.clone(), cookie.clone());
+        async move {
+            browser()
+                .post(format!("{node_base}/portal/signup"))
+                .header("cookie", cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // No CSRF token, or another one: refused, nothing made.
+    let r = signup(vec![
+        ("name", "Ada".into()),
+        ("email", "ada@example.com".into()),
+        ("password", "a long enough password".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = signup(vec![
+        ("csrf", "forged".into()),
+        ("name", "Ada".into()),
+        ("email", "ada@example.com".into()),
+        ("password", "a long enough password".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = signup(vec![
+        ("csrf", csrf.clone()),
+        ("name", "Ada".into()),
+        ("email", "ada@example.com".into()),
+        ("password", "short".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("at least 12 characters"));
+    let r = signup(vec![
+        ("csrf", csrf.clone()),
+        ("name", "Ada".into()),
+        ("email", "Ada@Example.com".into()),
+        ("password", "a long enough password".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/portal/account");
+    let session = set_cookie(&r, "egw_session").expect("a session cookie");
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/portal",
+        "Max-Age=43200",
+    ] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+    assert!(!session.contains("Secure"), "not https here");
+    let session = pair(&session);
+    let accounts = node.get_json("/admin/accounts").await;
+    assert_eq!(accounts["accounts"][0]["email"], "ada@example.com");
+    assert!(!accounts.to_string().contains("argon2"), "never the hash");
+    // The same email again: refused.
+    let r = signup(vec![
+        ("csrf", csrf.clone()),
+        ("name", "Eve".into()),
+        ("email", "ada@example.com".into()),
+        ("password", "another long password".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), 400);
+
+    let account = browser()
+        .get(format!("{}/portal/account", node.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(account.status(), 200);
+    let page = account.text().await.unwrap();
+    assert!(page.contains("ada@example.com") && page.contains("Sign out"));
+
+    // Sign out needs the session's CSRF token; then the cookie is worth nothing.
+    let r = post_form(&node, "/portal/logout", &session, &[("csrf", "forged")]).await;
+    assert_eq!(r.status(), 403);
+    let token = session_csrf(&node, &session).await;
+    let r = post_form(&node, "/portal/logout", &session, &[("csrf", &token)]).await;
+    assert_eq!(r.status(), 303);
+    assert!(set_cookie(&r, "egw_session").unwrap().contains("Max-Age=0"));
+    let r = browser()
+        .get(format!("{}/portal/account", node.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed out");
+
+    // Sign in: a wrong password, then the right one.
+    let r = sign_in(&node, "ada@example.com", "not the password").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Wrong email or password"));
+    let r = sign_in(&node, "ADA@example.com", "a long enough password").await;
+    assert_eq!(r.status(), 303);
+    let session = pair(&set_cookie(&r, "egw_session").unwrap());
+
+    // Disabled by an administrator: the session ends, sign-in is refused.
+    let id = node.get_json("/admin/accounts").await["accounts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = node
+        .client
+        .put(format!("{}/admin/accounts/{id}", node.base))
+        .json(&json!({ "state": "disabled" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = browser()
+        .get(format!("{}/portal/account", node.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the session ended");
+    assert_eq!(
+        sign_in(&node, "ada@example.com", "a long enough password")
+            .await
+            .status(),
+        403
+    );
+
+    // Ten attempts per email per five minutes on a node.
+    let mut limited = false;
+    for _ in 0..12 {
+        if sign_in(&node, "ada@example.com", "guess").await.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "sign-in attempts are limited");
+    node.stop().await;
+}
+
+/// With `portal.signup = "approval"`, an account waits for an administrator; `closed` makes
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_with_approval_or_closed() {
+    let node = common::start("[portal]\nsignup = \"approval\"\n").await;
+    let (csrf, cookie) = form_csrf(&node, "/portal/signup").await;
+    let r = post_form(
+        &node,
+        "/portal/signup",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("name", "Bo"),
+            ("email", "bo@example.com"),
+            ("password", "a long enough password"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert!(set_cookie(&r, "egw_session").is_none());
+    assert_eq!(
+        sign_in(&node, "bo@example.com", "a long enough password")
+            .await
+            .status(),
+        403
+    );
+    let id = node.get_json("/admin/accounts").await["accounts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = node
+        .client
+        .put(format!("{}/admin/accounts/{id}", node.base))
+        .json(&json!({ "state": "active" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        sign_in(&node, "bo@example.com", "a long enough password")
+            .await
+            .status(),
+        303
+    );
+    node.stop().await;
+
+    let node = common::start("[portal]\nsignup = \"closed\"\n").await;
+    assert_eq!(node.get_status("/portal/signup").await, 403);
+    node.stop().await;
+}

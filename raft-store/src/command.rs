@@ -162,6 +162,12 @@ pub enum Command {
         at_ms: u64,
         keep_verifying_ms: u64,
     },
+    /// Creates or replaces a portal account (email unique; one not active loses its sessions).
+    PutAccount(crate::governance::Account),
+    /// Opens a portal session of an active account.
+    OpenSession(crate::governance::PortalSession),
+    /// Ends a portal session.
+    CloseSession { id: String },
     /// Creates or replaces an application's subscription to an API.
     PutAccess(Access),
     /// Ends an application's subscription to an API.
@@ -243,6 +249,9 @@ impl Command {
             Command::AddClientSecret { .. } => "add-client-secret",
             Command::RevokeClientSecret { .. } => "revoke-client-secret",
             Command::RotateSigningKey { .. } => "rotate-signing-key",
+            Command::PutAccount(_) => "put-account",
+            Command::OpenSession(_) => "open-session",
+            Command::CloseSession { .. } => "close-session",
             Command::PutAccess(_) => "put-access",
             Command::DeleteAccess { .. } => "delete-access",
             Command::Declare(_) => "declare",

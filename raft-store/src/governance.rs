@@ -312,6 +312,52 @@ pub struct SigningKey {
     pub verify_until_ms: Option<u64>,
 }
 
+/// What a portal account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountRole {
+    /// Owns applications, subscribes them to APIs.
+    Developer,
+    /// Also approves requests and accounts, changes APIs' lifecycle.
+    Admin,
+}
+
+/// Where a portal account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountState {
+    /// Signed up, waiting for an administrator's approval: cannot sign in.
+    Pending,
+    Active,
+    /// Cannot sign in; its sessions are ended.
+    Disabled,
+}
+
+/// A developer's account on the portal. The password is kept as an argon2 hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    /// Lowercase; unique among accounts.
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: AccountRole,
+    pub state: AccountState,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// A signed-in portal session, valid on every node. Stored as the SHA-256 of its cookie value
+/// (the id is its first 16 hex digits), with the session's CSRF token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalSession {
+    pub id: String,
+    pub sha256: String,
+    pub account: String,
+    /// Every state-changing form of the session carries it.
+    pub csrf: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
 /// State of an application's subscription to an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccessState {
@@ -385,6 +431,10 @@ pub struct Governance {
     /// `kid` → the cluster's token signing keys: the current one (not retired) and those
     /// still verifying tokens they signed.
     pub signing_keys: BTreeMap<String, SigningKey>,
+    /// Account id → portal account.
+    pub accounts: BTreeMap<String, Account>,
+    /// Session id → signed-in portal session.
+    pub sessions: BTreeMap<String, PortalSession>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -406,6 +456,8 @@ pub enum GovTouched {
     WebsubReservation(String),
     ClientSecret(String),
     SigningKey(String),
+    Account(String),
+    Session(String),
 }
 
 /// A slot of a plan's `max_subscriptions`, taken when `/hub` accepts a subscribe and held
@@ -782,6 +834,78 @@ impl Governance {
                 Response::Applied
             }
         }
+    }
+
+    /// The account whose email is `email` (lowercase), if any.
+    pub fn account_by_email(&self, email: &str) -> Option<&Account> {
+        self.accounts.values().find(|a| a.email == email)
+    }
+
+    /// The session whose SHA-256 (lowercase hex) is `sha256`, if any (expired or not).
+    pub fn session_by_hash(&self, sha256: &str) -> Option<&PortalSession> {
+        let session = self.sessions.get(sha256.get(..16)?)?;
+        (session.sha256 == sha256).then_some(session)
+    }
+
+    /// Creates or replaces an account (its email unique); an account that is not active loses
+    /// its sessions.
+    pub(crate) fn put_account(&mut self, account: &Account, t: &mut Vec<GovTouched>) -> Response {
+        if self
+            .accounts
+            .values()
+            .any(|a| a.email == account.email && a.id != account.id)
+        {
+            return refused(format!("an account with email `{}` exists", account.email));
+        }
+        if account.state != AccountState::Active {
+            self.sessions.retain(|id, s| {
+                let keep = s.account != account.id;
+                if !keep {
+                    t.push(GovTouched::Session(id.clone()));
+                }
+                keep
+            });
+        }
+        t.push(GovTouched::Account(account.id.clone()));
+        self.accounts.insert(account.id.clone(), account.clone());
+        self.version += 1;
+        Response::Applied
+    }
+
+    /// Opens a session of an active account; sessions expired at `session.created_at_ms` are
+    /// dropped on the way.
+    pub(crate) fn open_session(
+        &mut self,
+        session: &PortalSession,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        match self.accounts.get(&session.account) {
+            Some(a) if a.state == AccountState::Active => {}
+            Some(_) => return refused("the account is not active"),
+            None => return Response::NotFound,
+        }
+        if session.sha256.len() != 64 || session.id != session.sha256[..16] {
+            return refused("a session's id is the first 16 hex digits of its 64-digit SHA-256");
+        }
+        let now = session.created_at_ms;
+        self.sessions.retain(|id, s| {
+            let keep = s.expires_at_ms > now;
+            if !keep {
+                t.push(GovTouched::Session(id.clone()));
+            }
+            keep
+        });
+        t.push(GovTouched::Session(session.id.clone()));
+        self.sessions.insert(session.id.clone(), session.clone());
+        Response::Applied
+    }
+
+    /// Ends a session (signing out).
+    pub(crate) fn close_session(&mut self, id: &str, t: &mut Vec<GovTouched>) -> Response {
+        if self.sessions.remove(id).is_some() {
+            t.push(GovTouched::Session(id.to_owned()));
+        }
+        Response::Applied
     }
 
     /// The key tokens are signed with now, if any.

@@ -387,6 +387,9 @@ impl ControlState {
                 others_expire_at_ms,
             } => g.add_client_secret(secret, *others_expire_at_ms, t),
             Command::RevokeClientSecret { id, at_ms } => g.revoke_client_secret(id, *at_ms, t),
+            Command::PutAccount(account) => g.put_account(account, t),
+            Command::OpenSession(session) => g.open_session(session, t),
+            Command::CloseSession { id } => g.close_session(id, t),
             Command::RotateSigningKey {
                 key,
                 expected,

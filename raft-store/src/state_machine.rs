@@ -39,6 +39,8 @@ const P_WEBSUB_KEY: u8 = b'W';
 const P_WEBSUB_RESERVATION: u8 = b'v';
 const P_CLIENT_SECRET: u8 = b'C';
 const P_SIGNING_KEY: u8 = b'S';
+const P_ACCOUNT: u8 = b'U';
+const P_SESSION: u8 = b'e';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -214,6 +216,12 @@ impl SledStateMachine {
                 entity_key(P_SIGNING_KEY, kid)?,
                 g.signing_keys.get(kid),
             ),
+            GovTouched::Account(id) => {
+                put_or_remove(batch, entity_key(P_ACCOUNT, id)?, g.accounts.get(id))
+            }
+            GovTouched::Session(id) => {
+                put_or_remove(batch, entity_key(P_SESSION, id)?, g.sessions.get(id))
+            }
         }
     }
 
@@ -276,6 +284,12 @@ impl SledStateMachine {
         }
         for (k, v) in &g.signing_keys {
             batch.insert(entity_key(P_SIGNING_KEY, k)?, enc(v)?);
+        }
+        for (k, v) in &g.accounts {
+            batch.insert(entity_key(P_ACCOUNT, k)?, enc(v)?);
+        }
+        for (k, v) in &g.sessions {
+            batch.insert(entity_key(P_SESSION, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -391,6 +405,16 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_SIGNING_KEY => {
                     let g = &mut data.state.governance;
                     g.signing_keys
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_ACCOUNT => {
+                    let g = &mut data.state.governance;
+                    g.accounts
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_SESSION => {
+                    let g = &mut data.state.governance;
+                    g.sessions
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

@@ -231,6 +231,20 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "get",
+        "/accounts",
+        "The developer portal's accounts (never their passwords)",
+        None,
+        200,
+    ),
+    route(
+        "put",
+        "/accounts/{id}",
+        "Approve or disable a portal account (its sessions end), or change its role",
+        Some("AccountUpdate"),
+        200,
+    ),
+    route(
+        "get",
         "/oauth2/keys",
         "The cluster's token signing keys (public information only)",
         None,
@@ -368,6 +382,13 @@ fn schemas() -> Value {
         "NewKey": {
             "type": "object", "additionalProperties": false,
             "properties": { "expires_in": { "type": "string", "description": "validity, e.g. `90d`" } },
+        },
+        "AccountUpdate": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "state": { "enum": ["active", "disabled"] },
+                "role": { "enum": ["developer", "admin"] },
+            },
         },
         "NewClientSecret": {
             "type": "object", "additionalProperties": false,
