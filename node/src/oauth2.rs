@@ -330,6 +330,20 @@ impl TokenService {
                 ))
             }
         }
+        self.claims_for(g, client_id, &stored.id, scope)
+    }
+
+    /// The claims of a token of application `client_id` on its client secret `secret_id`
+    /// (already authenticated: the portal issues for a signed-in owner), with the requested
+    /// scope checked against the application's approved access.
+    pub fn claims_for(
+        &self,
+        g: &Governance,
+        client_id: &str,
+        secret_id: &str,
+        scope: Option<&str>,
+    ) -> Result<AccessClaims, TokenError> {
+        let now = now_ms();
         let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(requested) => {
@@ -362,7 +376,7 @@ impl TokenService {
             iat,
             exp: iat + self.settings.token_ttl.as_secs(),
             jti: URL_SAFE_NO_PAD.encode(jti),
-            sid: stored.id.clone(),
+            sid: secret_id.to_owned(),
             scope,
         })
     }

@@ -9,9 +9,11 @@
 //! **snippets** filled in with the real URLs (curl, JavaScript, Python, wscat, a WebSub
 //! subscription and a callback that verifies the signature) — the plans on offer with their
 //! limits, and the API's AsyncAPI document to download. [`accounts`]: sign up, sign in, sign
-//! out, change the password. Applications and try-it come next.
+//! out, change the password. [`apps`]: a developer's applications, their credentials and API
+//! subscriptions. Try-it comes next.
 
 pub mod accounts;
+pub mod apps;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -43,6 +45,9 @@ pub fn router(path: &str) -> Router<AppState> {
             &format!("{path}/account/password"),
             post(accounts::change_password),
         )
+        .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
+        .route(&format!("{path}/apps/{{id}}"), get(apps::show))
+        .route(&format!("{path}/apps/{{id}}/{{action}}"), post(apps::act))
 }
 
 /// Every page's frame.

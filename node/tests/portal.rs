@@ -439,3 +439,201 @@ async fn sign_up_with_approval_or_closed() {
     assert_eq!(node.get_status("/portal/signup").await, 403);
     node.stop().await;
 }
+
+/// Signs up `email` (open sign-up); answers the session cookie and its CSRF token.
+async fn signed_up(node: &common::TestNode, email: &str) -> (String, String) {
+    let (csrf, cookie) = form_csrf(node, "/portal/signup").await;
+    let r = post_form(
+        node,
+        "/portal/signup",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("name", email),
+            ("email", email),
+            ("password", "a long enough password"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let session = pair(&set_cookie(&r, "egw_session").unwrap());
+    let token = session_csrf(node, &session).await;
+    (session, token)
+}
+
+/// The credential a page shows once.
+fn shown(page: &str) -> String {
+    let at = page
+        .find("id=\"shown-value\">")
+        .expect("a credential shown")
+        + 17;
+    page[at..].split('<').next().unwrap().to_owned()
+}
+
+/// A developer's applications: create one, subscribe it to an API under a plan, issue an API
+/// key and a client secret, get a token, use both on the API; another developer can neither
+/// see nor change it; forms need the session's CSRF token; deleting it ends its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developers_manage_their_own_applications() {
+    let node = common::start(
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\nchannels = { orders = \"orders\" }\n[plans.free]\n[plans.gold]\napproval_required = true\n",
+    )
+    .await;
+    let (ada, ada_csrf) = signed_up(&node, "ada@example.com").await;
+    let (eve, eve_csrf) = signed_up(&node, "eve@example.com").await;
+    let post = |session: &str, path: &str, form: Vec<(&str, &str)>| {
+        let (base, session, path) = (node.base.clone(), session.to_owned(), path.to_owned());
+        let form: Vec<(String, String)> = form
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            let r = browser()
+                .post(format!("{base}{path}"))
+                .header("cookie", session)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Without the session's CSRF token: refused.
+    assert_eq!(
+        post(&ada, "/portal/apps", vec![("id", "ada-app")]).await.0,
+        403
+    );
+    assert_eq!(
+        post(
+            &ada,
+            "/portal/apps",
+            vec![("csrf", &eve_csrf), ("id", "ada-app")]
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, _) = post(
+        &ada,
+        "/portal/apps",
+        vec![
+            ("csrf", &ada_csrf),
+            ("id", "ada-app"),
+            ("description", "Ada's"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    // The id is taken for everyone else.
+    let (status, page) = post(
+        &eve,
+        "/portal/apps",
+        vec![("csrf", &eve_csrf), ("id", "ada-app")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("is taken"));
+
+    // Eve cannot see Ada's application, nor act on it (404 as if it did not exist).
+    let get = |session: &str, path: &str| {
+        let (base, session, path) = (node.base.clone(), session.to_owned(), path.to_owned());
+        async move {
+            let r = browser()
+                .get(format!("{base}{path}"))
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(&eve, "/portal/apps/ada-app").await.0, 404);
+    assert!(!get(&eve, "/portal/apps").await.1.contains("ada-app"));
+    for action in ["keys", "secrets", "token", "delete"] {
+        let (status, _) = post(
+            &eve,
+            &format!("/portal/apps/ada-app/{action}"),
+            vec![("csrf", &eve_csrf)],
+        )
+        .await;
+        assert_eq!(status, 404, "{action}");
+    }
+
+    // Subscribe under the free plan (approved at once) and under gold (waits for approval).
+    let (status, page) = post(
+        &ada,
+        "/portal/apps/ada-app/subscribe",
+        vec![("csrf", &ada_csrf), ("api", "shop"), ("plan", "free")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("under plan free: approved"), "{page}");
+    // An API key, shown once, that the API takes.
+    let (_, page) = post(&ada, "/portal/apps/ada-app/keys", vec![("csrf", &ada_csrf)]).await;
+    let key = shown(&page);
+    assert!(key.starts_with("egk_"));
+    assert!(
+        !get(&ada, "/portal/apps/ada-app").await.1.contains(&key),
+        "shown once"
+    );
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("x-api-key", &key)
+        .body("with the key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // A token needs a client secret first; then it works.
+    let (status, page) = post(
+        &ada,
+        "/portal/apps/ada-app/token",
+        vec![("csrf", &ada_csrf)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("client secret first"));
+    let (_, page) = post(
+        &ada,
+        "/portal/apps/ada-app/secrets",
+        vec![("csrf", &ada_csrf)],
+    )
+    .await;
+    assert!(shown(&page).starts_with("egcs_"));
+    let (_, page) = post(
+        &ada,
+        "/portal/apps/ada-app/token",
+        vec![("csrf", &ada_csrf)],
+    )
+    .await;
+    let token = shown(&page);
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .bearer_auth(&token)
+        .body("with the token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // Deleted: its key no longer works.
+    let (status, _) = post(
+        &ada,
+        "/portal/apps/ada-app/delete",
+        vec![("csrf", &ada_csrf)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("x-api-key", &key)
+        .body("after")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    node.stop().await;
+}

@@ -256,6 +256,8 @@ pub struct Application {
     pub disabled: bool,
     pub origin: Origin,
     pub updated_at_ms: u64,
+    /// The portal account that owns it (none: made by an administrator or the configuration).
+    pub owner: Option<String>,
 }
 
 /// An API key, stored as the SHA-256 of the key; the key itself is shown once at creation.
@@ -1271,6 +1273,7 @@ mod tests {
             disabled: false,
             origin: Origin::Config,
             updated_at_ms: 0,
+            owner: None,
         }
     }
 

@@ -724,6 +724,7 @@ pub fn build(
             disabled: raw.disabled,
             origin: Origin::Config,
             updated_at_ms: 0,
+            owner: None,
         });
     }
     let jwt = auth

@@ -545,6 +545,10 @@ async fn put_app(
         disabled: body.disabled,
         origin: Origin::Admin,
         updated_at_ms: now_ms(),
+        // A portal developer's application stays theirs.
+        owner: read(&state, |g| {
+            g.applications.get(&id).and_then(|a| a.owner.clone())
+        }),
     };
     let existed = read(&state, |g| g.applications.contains_key(&id));
     let view = app_view(&app);
