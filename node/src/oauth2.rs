@@ -22,7 +22,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use eventgate_actors::secrets::SecretSealer;
 use eventgate_raft_store::clock::now_ms;
-use eventgate_raft_store::governance::{Governance, RateLimit, SigningKey};
+use eventgate_raft_store::governance::{Governance, SigningKey};
 use eventgate_raft_store::{Command, Response as Applied};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -209,7 +209,7 @@ pub struct TokenService {
     /// The opened signing key, by kid.
     signer: Mutex<Option<(String, Arc<EncodingKey>)>>,
     /// Requests per client address and per client id in the current window.
-    requests: Mutex<HashMap<String, (u64, u64)>>,
+    requests: crate::rate::LocalWindows,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -256,7 +256,7 @@ impl TokenService {
             issuer,
             sealer,
             signer: Mutex::new(None),
-            requests: Mutex::new(HashMap::new()),
+            requests: crate::rate::LocalWindows::default(),
         }
     }
 
@@ -284,19 +284,8 @@ impl TokenService {
     }
 
     fn count(&self, key: &str, count: u64) -> bool {
-        let RateLimit { window_ms, .. } = self.settings.token_requests;
-        let now = now_ms();
-        let window = now - now % window_ms.max(1);
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        if requests.len() > 100_000 {
-            requests.retain(|_, (start, _)| *start == window);
-        }
-        let entry = requests.entry(key.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= count
+        self.requests
+            .allow(key, count, self.settings.token_requests.window_ms)
     }
 
     /// Seconds until the rate window of token requests ends.

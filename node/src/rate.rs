@@ -1,7 +1,37 @@
 //! Where a client stands against a plan's rate limit: what a refusal carries and what every
 //! accepted publish reports in the `RateLimit-*` headers (IETF draft `ratelimit-headers`).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::governance::RateLimit;
+
+/// Local fixed windows per key, on this node only (the token endpoint, portal sign-ins):
+/// requests counted without a Raft write. Keys of past windows are dropped once there are many.
+#[derive(Debug, Default)]
+pub struct LocalWindows {
+    counts: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl LocalWindows {
+    /// Counts one request of `key` in the current window of `window_ms`: false when it is over
+    /// `limit`.
+    pub fn allow(&self, key: &str, limit: u64, window_ms: u64) -> bool {
+        let now = now_ms();
+        let window = now - now % window_ms.max(1);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() > 100_000 {
+            counts.retain(|_, (start, _)| *start == window);
+        }
+        let entry = counts.entry(key.to_owned()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= limit
+    }
+}
 
 /// Where a client stands against a rate limit, for the `RateLimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,6 @@
 //! attempts are limited per address and per email on each node.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -37,7 +36,7 @@ pub const SESSION_COOKIE: &str = "egw_session";
 /// The double-submit CSRF cookie of the forms shown before signing in.
 const CSRF_COOKIE: &str = "egw_csrf";
 /// Sign-in attempts per address and per email in [`ATTEMPT_WINDOW_MS`], on each node.
-const MAX_ATTEMPTS: u32 = 10;
+const MAX_ATTEMPTS: u64 = 10;
 const ATTEMPT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Password length bounds (characters).
 const MIN_PASSWORD: usize = 12;
@@ -86,28 +85,21 @@ pub(super) fn session_view(state: &AppState, headers: &HeaderMap) -> Option<Sess
     })
 }
 
-/// Attempts per key in the current window.
+/// Sign-in attempts per address and per email, on this node.
 #[derive(Debug, Default)]
-pub struct Attempts {
-    counts: Mutex<HashMap<String, (u64, u32)>>,
-}
+pub struct Attempts(crate::rate::LocalWindows);
 
 impl Attempts {
     /// Counts an attempt of `key`: false when its window's budget is spent.
     fn allow(&self, key: &str) -> bool {
-        let now = now_ms();
-        let window = now - now % ATTEMPT_WINDOW_MS;
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() > 100_000 {
-            counts.retain(|_, (start, _)| *start == window);
-        }
-        let entry = counts.entry(key.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= MAX_ATTEMPTS
+        self.0.allow(key, MAX_ATTEMPTS, ATTEMPT_WINDOW_MS)
     }
+}
+
+/// Whether a form of a signed-in page carries the session's CSRF token.
+pub fn session_form_ok(session: &PortalSession, form: &HashMap<String, String>) -> bool {
+    form.get("csrf")
+        .is_some_and(|c| constant_eq(c, &session.csrf))
 }
 
 fn cookie_attributes(state: &AppState) -> String {

@@ -76,6 +76,28 @@ fn rfc3339(ms: u64) -> String {
         .to_string()
 }
 
+/// An API key or client secret as the page lists it.
+fn credential_row(
+    id: &str,
+    created_at_ms: u64,
+    revoked_at_ms: Option<u64>,
+    expires_at_ms: Option<u64>,
+    now: u64,
+) -> CredentialRow {
+    let status = match (revoked_at_ms, expires_at_ms) {
+        (Some(at), _) => format!("revoked {}", rfc3339(at)),
+        (None, Some(at)) if at <= now => format!("expired {}", rfc3339(at)),
+        (None, Some(at)) => format!("valid until {}", rfc3339(at)),
+        (None, None) => "valid".to_owned(),
+    };
+    CredentialRow {
+        id: id.to_owned(),
+        created: rfc3339(created_at_ms),
+        status,
+        revocable: revoked_at_ms.is_none(),
+    }
+}
+
 fn form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -119,11 +141,7 @@ fn owner(
         return Err(Box::new(sign_in_first(state)));
     };
     if let Some(form) = form {
-        let ok = form.get("csrf").is_some_and(|c| {
-            use subtle::ConstantTimeEq;
-            c.len() == session.csrf.len() && bool::from(c.as_bytes().ct_eq(session.csrf.as_bytes()))
-        });
-        if !ok {
+        if !super::accounts::session_form_ok(&session, form) {
             return Err(Box::new(
                 (
                     StatusCode::FORBIDDEN,
@@ -275,32 +293,32 @@ fn app_page(
     let now = now_ms();
     let (keys, secrets, access, apis, plans) = state.control().reader().read(|s| {
         let g = &s.governance;
-        let status = |revoked: Option<u64>, expires: Option<u64>| match (revoked, expires) {
-            (Some(at), _) => format!("revoked {}", rfc3339(at)),
-            (None, Some(at)) if at <= now => format!("expired {}", rfc3339(at)),
-            (None, Some(at)) => format!("valid until {}", rfc3339(at)),
-            (None, None) => "valid".to_owned(),
-        };
         let keys = g
             .keys
             .values()
             .filter(|k| k.app == app.id)
-            .map(|k| CredentialRow {
-                id: k.id.clone(),
-                created: rfc3339(k.created_at_ms),
-                status: status(k.revoked_at_ms, k.expires_at_ms),
-                revocable: k.revoked_at_ms.is_none(),
+            .map(|k| {
+                credential_row(
+                    &k.id,
+                    k.created_at_ms,
+                    k.revoked_at_ms,
+                    k.expires_at_ms,
+                    now,
+                )
             })
             .collect::<Vec<_>>();
         let secrets = g
             .client_secrets
             .values()
             .filter(|c| c.app == app.id)
-            .map(|c| CredentialRow {
-                id: c.id.clone(),
-                created: rfc3339(c.created_at_ms),
-                status: status(c.revoked_at_ms, c.expires_at_ms),
-                revocable: c.revoked_at_ms.is_none(),
+            .map(|c| {
+                credential_row(
+                    &c.id,
+                    c.created_at_ms,
+                    c.revoked_at_ms,
+                    c.expires_at_ms,
+                    now,
+                )
             })
             .collect::<Vec<_>>();
         let access = g
