@@ -87,6 +87,9 @@ pub struct RawPortal {
     /// How long a sign-in lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Sign-in attempts per client address in 5 minutes on each node (0: no limit per address,
+    /// for nodes behind a proxy whose clients all arrive from its address); per email it is 10.
+    pub sign_in_attempts_per_address: u64,
 }
 
 /// `portal.signup`.
@@ -106,6 +109,7 @@ impl Default for RawPortal {
             title: "eventgate developer portal".to_owned(),
             signup: PortalSignup::Open,
             session_ttl: Duration::from_secs(12 * 3600),
+            sign_in_attempts_per_address: 100,
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct PortalSettings {
     pub title: String,
     pub signup: PortalSignup,
     pub session_ttl: Duration,
+    pub sign_in_attempts_per_address: u64,
 }
 
 impl RawPortal {
@@ -141,6 +146,7 @@ impl RawPortal {
             title: title.to_owned(),
             signup: self.signup,
             session_ttl: self.session_ttl,
+            sign_in_attempts_per_address: self.sign_in_attempts_per_address,
         })
     }
 }

@@ -35,7 +35,8 @@ use crate::http::AppState;
 pub const SESSION_COOKIE: &str = "egw_session";
 /// The double-submit CSRF cookie of the forms shown before signing in.
 const CSRF_COOKIE: &str = "egw_csrf";
-/// Sign-in attempts per address and per email in [`ATTEMPT_WINDOW_MS`], on each node.
+/// Sign-in attempts per email in [`ATTEMPT_WINDOW_MS`], on each node (per address:
+/// `portal.sign_in_attempts_per_address`).
 const MAX_ATTEMPTS: u64 = 10;
 const ATTEMPT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Password length bounds (characters).
@@ -90,9 +91,9 @@ pub(super) fn session_view(state: &AppState, headers: &HeaderMap) -> Option<Sess
 pub struct Attempts(crate::rate::LocalWindows);
 
 impl Attempts {
-    /// Counts an attempt of `key`: false when its window's budget is spent.
-    fn allow(&self, key: &str) -> bool {
-        self.0.allow(key, MAX_ATTEMPTS, ATTEMPT_WINDOW_MS)
+    /// Counts an attempt of `key` against `limit` (0: none): false when it is spent.
+    fn allow(&self, key: &str, limit: u64) -> bool {
+        limit == 0 || self.0.allow(key, limit, ATTEMPT_WINDOW_MS)
     }
 }
 
@@ -487,8 +488,9 @@ pub async fn login(
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let attempts = state.portal_attempts();
-    if !attempts.allow(&format!("address:{}", peer.addr.ip()))
-        || !attempts.allow(&format!("email:{email}"))
+    let per_address = state.portal().sign_in_attempts_per_address;
+    if !attempts.allow(&format!("address:{}", peer.addr.ip()), per_address)
+        || !attempts.allow(&format!("email:{email}"), MAX_ATTEMPTS)
     {
         return notice(
             &state,
