@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod apps;
+pub mod try_it;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -45,6 +46,7 @@ pub fn router(path: &str) -> Router<AppState> {
             &format!("{path}/account/password"),
             post(accounts::change_password),
         )
+        .route(&format!("{path}/apis/{{name}}/try"), post(try_it::start))
         .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
         .route(&format!("{path}/apps/{{id}}"), get(apps::show))
         .route(&format!("{path}/apps/{{id}}/{{action}}"), post(apps::act))
@@ -101,6 +103,8 @@ struct ApiPage<'a> {
     plans: Vec<PlanView>,
     asyncapi_json: String,
     asyncapi_yaml: String,
+    /// The signed-in developer's applications with approved access to the API (try it).
+    try_apps: Vec<String>,
 }
 
 struct ChannelView {
@@ -265,12 +269,31 @@ async fn api_page(
             channel_view(&api, channel, topic, &public_url, token_url.as_deref())
         })
         .collect();
+    let try_apps = match accounts::signed_in(&state, &headers) {
+        None => Vec::new(),
+        Some((_, account)) => state.control().reader().read(|s| {
+            let g = &s.governance;
+            g.applications
+                .values()
+                .filter(|a| a.owner.as_deref() == Some(account.id.as_str()))
+                .filter(|a| {
+                    g.access
+                        .get(&(a.id.clone(), api.name.clone()))
+                        .is_some_and(|x| {
+                            x.state == eventgate_raft_store::governance::AccessState::Approved
+                        })
+                })
+                .map(|a| a.id.clone())
+                .collect()
+        }),
+    };
     html(ApiPage {
         frame: Frame {
             title: &settings.title,
             base: &settings.path,
             session: accounts::session_view(&state, &headers),
         },
+        try_apps,
         name: api.name.clone(),
         version: api.version.clone(),
         description: api.description.clone().unwrap_or_default(),

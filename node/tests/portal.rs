@@ -618,6 +618,61 @@ async fn developers_manage_their_own_applications() {
         .unwrap();
     assert_eq!(r.status(), 202);
 
+    // Try it: the API's page offers the application; the try page carries a token of the
+    // application (scoped to the API) and the stream's URL; Eve cannot try with Ada's app.
+    let (_, page) = get(&ada, "/portal/apis/shop").await;
+    assert!(page.contains("Open a live stream") && page.contains("<option value=\"ada-app\">"));
+    assert_eq!(
+        post(
+            &ada,
+            "/portal/apis/shop/try",
+            vec![("app", "ada-app"), ("channel", "orders")]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &eve,
+            "/portal/apis/shop/try",
+            vec![
+                ("csrf", &eve_csrf),
+                ("app", "ada-app"),
+                ("channel", "orders")
+            ]
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, page) = post(
+        &ada,
+        "/portal/apis/shop/try",
+        vec![
+            ("csrf", &ada_csrf),
+            ("app", "ada-app"),
+            ("channel", "orders"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("data-sse=\"{}/sse/orders\"", node.base)),
+        "{page}"
+    );
+    let at = page.find("data-token=\"").unwrap() + 12;
+    let try_token = page[at..].split('"').next().unwrap().to_owned();
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .bearer_auth(&try_token)
+        .body("from the try page")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
     // Deleted: its key no longer works.
     let (status, _) = post(
         &ada,
