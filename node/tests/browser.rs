@@ -222,88 +222,19 @@ impl DevTools {
     }
 }
 
-/// The portal's try-it page in a real browser: a developer signed in (the session cookie set in
-/// the browser), with an application subscribed to an API, opens the try page from the API's
-/// page, connects the live stream (SSE, then WebSocket), publishes from the page and through the
-/// webhook receiver, and sees the messages arrive on the page.
+/// The developer portal walked in a real browser, as a new developer would: sign up, find the
+/// API in the catalog, create an application, subscribe it under a plan that needs approval
+/// (approved by an administrator meanwhile), issue an API key, a client secret and a token,
+/// open the try-it page, stream the channel (SSE, then WebSocket), publish from the page and
+/// through the webhook receiver with the new key, and see the messages arrive on the page.
+/// Headless Chromium is driven over the DevTools protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_portal_try_page_streams_in_a_real_browser() {
+async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     let browser = chromium();
     let node = common::start(
-        "[topics]\nnames = [\"orders\"]\n[apis.shop]\nchannels = { orders = \"orders\" }\n[plans.free]\n",
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\ndescription = \"Orders of the shop\"\nchannels = { orders = \"orders\" }\n[plans.gold]\napproval_required = true\n",
     )
     .await;
-    // A developer through the portal's own forms (no redirects followed: the cookies).
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let form = client
-        .get(format!("{}/portal/signup", node.base))
-        .send()
-        .await
-        .unwrap();
-    let cookie_value = |r: &reqwest::Response, name: &str| -> String {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(&format!("{name}=")))
-            .and_then(|v| v.split(';').next())
-            .map(|v| v[name.len() + 1..].to_owned())
-            .unwrap()
-    };
-    let csrf = cookie_value(&form, "egw_csrf");
-    let r = client
-        .post(format!("{}/portal/signup", node.base))
-        .header("cookie", format!("egw_csrf={csrf}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("name", "Ada"),
-            ("email", "ada@example.com"),
-            ("password", "a long enough password"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let session = cookie_value(&r, "egw_session");
-    let page = client
-        .get(format!("{}/portal/account", node.base))
-        .header("cookie", format!("egw_session={session}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-    let token = page[at..].split('"').next().unwrap().to_owned();
-    for (path, form) in [
-        ("/portal/apps", vec![("id", "ada-app")]),
-        (
-            "/portal/apps/ada-app/subscribe",
-            vec![("api", "shop"), ("plan", "free")],
-        ),
-        ("/portal/apps/ada-app/secrets", vec![]),
-    ] {
-        let mut form = form;
-        form.push(("csrf", token.as_str()));
-        let r = client
-            .post(format!("{}{path}", node.base))
-            .header("cookie", format!("egw_session={session}"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success() || r.status().is_redirection(),
-            "{path}: {}",
-            r.status()
-        );
-    }
-
-    // The browser, with the session cookie.
     let profile = tempfile::tempdir().unwrap();
     let mut chrome = tokio::process::Command::new(&browser)
         .args([
@@ -353,21 +284,122 @@ async fn the_portal_try_page_streams_in_a_real_browser() {
             .await
             .unwrap();
     let mut tools = DevTools { socket, next_id: 0 };
+    let base = node.base.clone();
+    let go = async |tools: &mut DevTools, path: &str| {
+        tools
+            .call(
+                "Page.navigate",
+                serde_json::json!({ "url": format!("{base}{path}") }),
+            )
+            .await;
+    };
+    // Waits for a page at `path` to be loaded.
+    let at = async |tools: &mut DevTools, path: &str| {
+        tools
+            .until(
+                &format!("the page {path}"),
+                &format!("location.pathname === '{path}' && document.readyState === 'complete'"),
+            )
+            .await;
+    };
+
+    // Sign up.
+    go(&mut tools, "/portal/signup").await;
+    at(&mut tools, "/portal/signup").await;
     tools
-        .call(
-            "Network.setCookie",
-            serde_json::json!({ "name": "egw_session", "value": session, "url": format!("{}/portal", node.base), "httpOnly": true, "sameSite": "Strict" }),
-        )
+        .eval("document.getElementById('name').value = 'Ada'; document.getElementById('email').value = 'ada@example.com'; document.getElementById('password').value = 'a long enough password'; document.querySelector('main form').submit(); true")
         .await;
+    at(&mut tools, "/portal/account").await;
+    assert!(
+        tools
+            .eval("document.body.textContent.includes('ada@example.com')")
+            .await
+            == Value::Bool(true)
+    );
+
+    // Find the API in the catalog.
+    go(&mut tools, "/portal?q=orders").await;
+    at(&mut tools, "/portal").await;
     tools
-        .call(
-            "Page.navigate",
-            serde_json::json!({ "url": format!("{}/portal/apis/shop", node.base) }),
-        )
+        .eval("document.querySelector('a[href=\"/portal/apis/shop\"]').click(); true")
         .await;
+    at(&mut tools, "/portal/apis/shop").await;
+    assert!(
+        tools
+            .eval("document.body.textContent.includes('Orders of the shop')")
+            .await
+            == Value::Bool(true)
+    );
+
+    // An application, subscribed under a plan that needs approval.
+    go(&mut tools, "/portal/apps").await;
+    at(&mut tools, "/portal/apps").await;
     tools
-        .until("the API page, signed in", "document.readyState === 'complete' && !!document.querySelector('form[action$=\"/try\"]')")
+        .eval("document.getElementById('id').value = 'ada-app'; document.querySelector('main form').submit(); true")
         .await;
+    at(&mut tools, "/portal/apps/ada-app").await;
+    tools
+        .eval("document.getElementById('api').value = 'shop'; document.getElementById('plan').value = 'gold'; document.querySelector('form[action$=\"/subscribe\"]').submit(); true")
+        .await;
+    at(&mut tools, "/portal/apps/ada-app/subscribe").await;
+    assert!(
+        tools
+            .eval("document.body.textContent.includes('waiting for approval')")
+            .await
+            == Value::Bool(true)
+    );
+    // An administrator approves it.
+    let r = node
+        .client
+        .post(format!(
+            "{base}/admin/applications/ada-app/access/shop/approve"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    go(&mut tools, "/portal/apps/ada-app").await;
+    at(&mut tools, "/portal/apps/ada-app").await;
+    assert!(
+        tools
+            .eval("document.body.textContent.includes('under plan gold: approved')")
+            .await
+            == Value::Bool(true)
+    );
+
+    // Credentials, each shown once on the page.
+    let mut shown = async |tools: &mut DevTools, action: &str| -> String {
+        tools
+            .eval(&format!(
+                "document.querySelector('form[action$=\"/{action}\"]').submit(); true"
+            ))
+            .await;
+        let path = format!("/portal/apps/ada-app/{action}");
+        tools
+            .until(
+                &format!("{action} shown"),
+                &format!(
+                    "location.pathname === '{path}' && !!document.getElementById('shown-value')"
+                ),
+            )
+            .await;
+        tools
+            .eval("document.getElementById('shown-value').textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let key = shown(&mut tools, "keys").await;
+    assert!(key.starts_with("egk_"), "{key}");
+    let secret = shown(&mut tools, "secrets").await;
+    assert!(secret.starts_with("egcs_"), "{secret}");
+    let token = shown(&mut tools, "token").await;
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    // Try it: from the API's page, stream the channel and publish.
+    go(&mut tools, "/portal/apis/shop").await;
+    at(&mut tools, "/portal/apis/shop").await;
     tools
         .eval("document.querySelector('form[action$=\"/try\"]').submit(); true")
         .await;
@@ -377,8 +409,6 @@ async fn the_portal_try_page_streams_in_a_real_browser() {
             "document.readyState === 'complete' && !!document.getElementById('connect')",
         )
         .await;
-
-    // SSE: connect, publish from the page, see it arrive.
     tools
         .eval("document.getElementById('connect').click(); true")
         .await;
@@ -394,7 +424,6 @@ async fn the_portal_try_page_streams_in_a_real_browser() {
     tools
         .until("the page's message on the page", "[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('the page'))")
         .await;
-    // WebSocket: reconnect that way, publish from outside (webhook receiver), see it arrive.
     tools
         .eval("document.querySelector('input[value=ws]').checked = true; document.getElementById('connect').click(); true")
         .await;
@@ -404,21 +433,19 @@ async fn the_portal_try_page_streams_in_a_real_browser() {
             "document.getElementById('state').textContent === 'connected (WebSocket)'",
         )
         .await;
-    let app_token = tools
-        .eval("document.getElementById('try').dataset.token")
-        .await;
+    // Published through the webhook receiver with the key the portal issued.
     let r = node
         .client
-        .post(format!("{}/webhook-receiver?topic=orders", node.base))
-        .bearer_auth(app_token.as_str().unwrap())
+        .post(format!("{base}/webhook-receiver?topic=orders"))
+        .header("x-api-key", &key)
         .header("content-type", "text/plain")
-        .body("from outside")
+        .body("from the webhook receiver")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     tools
-        .until("the outside message on the page", "[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('from outside'))")
+        .until("the webhook's message on the page", "[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('from the webhook receiver'))")
         .await;
     let _ = chrome.kill().await;
     node.stop().await;
