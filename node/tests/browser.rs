@@ -368,7 +368,7 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     );
 
     // Credentials, each shown once on the page.
-    let mut shown = async |tools: &mut DevTools, action: &str| -> String {
+    let shown = async |tools: &mut DevTools, action: &str| -> String {
         tools
             .eval(&format!(
                 "document.querySelector('form[action$=\"/{action}\"]').submit(); true"
