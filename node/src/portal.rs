@@ -13,6 +13,7 @@
 //! subscriptions. Try-it comes next.
 
 pub mod accounts;
+pub mod admin;
 pub mod apps;
 pub mod try_it;
 
@@ -47,6 +48,8 @@ pub fn router(path: &str) -> Router<AppState> {
             post(accounts::change_password),
         )
         .route(&format!("{path}/apis/{{name}}/try"), post(try_it::start))
+        .route(&format!("{path}/admin"), get(admin::show))
+        .route(&format!("{path}/admin/{{action}}"), post(admin::act))
         .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
         .route(&format!("{path}/apps/{{id}}"), get(apps::show))
         .route(&format!("{path}/apps/{{id}}/{{action}}"), post(apps::act))

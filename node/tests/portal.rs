@@ -692,3 +692,169 @@ async fn developers_manage_their_own_applications() {
     assert_eq!(r.status(), 401);
     node.stop().await;
 }
+
+/// The administrators' pages: a developer gets 403; an administrator (made through the admin
+/// API) approves a subscription request, moves an API through its lifecycle and disables an
+/// account, each form with the session's CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_approve_requests_lifecycles_and_accounts() {
+    let node = common::start(
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\nchannels = { orders = \"orders\" }\n[plans.gold]\napproval_required = true\n",
+    )
+    .await;
+    let (dev, dev_csrf) = signed_up(&node, "dev@example.com").await;
+    let (boss, _) = signed_up(&node, "boss@example.com").await;
+    let get = |session: &str, path: &str| {
+        let (base, session, path) = (node.base.clone(), session.to_owned(), path.to_owned());
+        async move {
+            let r = browser()
+                .get(format!("{base}{path}"))
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let post = |session: &str, path: &str, form: Vec<(&str, &str)>| {
+        let (base, session, path) = (node.base.clone(), session.to_owned(), path.to_owned());
+        let form: Vec<(String, String)> = form
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            let r = browser()
+                .post(format!("{base}{path}"))
+                .header("cookie", session)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(&dev, "/portal/admin").await.0, 403);
+    assert_eq!(
+        post(
+            &dev,
+            "/portal/admin/lifecycle",
+            vec![("csrf", &dev_csrf), ("api", "shop"), ("state", "retired")]
+        )
+        .await
+        .0,
+        403
+    );
+    // A developer's request, waiting.
+    assert_eq!(
+        post(
+            &dev,
+            "/portal/apps",
+            vec![("csrf", &dev_csrf), ("id", "dev-app")]
+        )
+        .await
+        .0,
+        303
+    );
+    let (_, page) = post(
+        &dev,
+        "/portal/apps/dev-app/subscribe",
+        vec![("csrf", &dev_csrf), ("api", "shop"), ("plan", "gold")],
+    )
+    .await;
+    assert!(page.contains("waiting for approval"));
+
+    let accounts = node.get_json("/admin/accounts").await;
+    let id_of = |email: &str| {
+        accounts["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["email"] == email)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let r = node
+        .client
+        .put(format!(
+            "{}/admin/accounts/{}",
+            node.base,
+            id_of("boss@example.com")
+        ))
+        .json(&json!({ "role": "admin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, page) = get(&boss, "/portal/admin").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("dev-app") && page.contains("Approve"));
+    let boss_csrf = session_csrf(&node, &boss).await;
+    // Without the token: refused.
+    assert_eq!(
+        post(
+            &boss,
+            "/portal/admin/approve",
+            vec![("app", "dev-app"), ("api", "shop")]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &boss,
+            "/portal/admin/approve",
+            vec![("csrf", &boss_csrf), ("app", "dev-app"), ("api", "shop")]
+        )
+        .await
+        .0,
+        303
+    );
+    assert!(get(&dev, "/portal/apps/dev-app")
+        .await
+        .1
+        .contains("under plan gold: approved"));
+    // Lifecycle: deprecated, as through the admin API.
+    assert_eq!(
+        post(
+            &boss,
+            "/portal/admin/lifecycle",
+            vec![
+                ("csrf", &boss_csrf),
+                ("api", "shop"),
+                ("state", "deprecated")
+            ]
+        )
+        .await
+        .0,
+        303
+    );
+    assert_eq!(
+        node.get_json("/admin/apis/shop").await["lifecycle"],
+        "deprecated"
+    );
+    // A move the lifecycle does not allow is refused with the reason.
+    let (status, page) = post(
+        &boss,
+        "/portal/admin/lifecycle",
+        vec![("csrf", &boss_csrf), ("api", "shop"), ("state", "created")],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    // Disabling the developer ends their session.
+    let dev_id = id_of("dev@example.com");
+    assert_eq!(
+        post(
+            &boss,
+            "/portal/admin/account",
+            vec![("csrf", &boss_csrf), ("id", &dev_id), ("state", "disabled")]
+        )
+        .await
+        .0,
+        303
+    );
+    assert_eq!(get(&dev, "/portal/apps").await.0, 303);
+    node.stop().await;
+}
