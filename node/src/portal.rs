@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod admin;
 pub mod apps;
 pub mod try_it;
+pub mod webhooks;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -49,6 +50,8 @@ pub fn router(path: &str) -> Router<AppState> {
         )
         .route(&format!("{path}/apis/{{name}}/try"), post(try_it::start))
         .route(&format!("{path}/admin"), get(admin::show))
+        .route(&format!("{path}/webhooks"), get(webhooks::show))
+        .route(&format!("{path}/webhooks/redrive"), post(webhooks::redrive))
         .route(&format!("{path}/admin/{{action}}"), post(admin::act))
         .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
         .route(&format!("{path}/apps/{{id}}"), get(apps::show))

@@ -858,3 +858,147 @@ async fn administrators_approve_requests_lifecycles_and_accounts() {
     assert_eq!(get(&dev, "/portal/apps").await.0, 303);
     node.stop().await;
 }
+
+/// "My webhooks": the WebSub subscriptions of a developer's applications, with their dead
+/// letters and re-drive; another developer sees none of it and cannot re-drive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_webhooks_lists_subscriptions_and_redrives_dead_letters() {
+    use axum::http::Method;
+    use common::callback::CallbackServer;
+    let node = common::start(
+        "[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"20ms\"\nretry_max = \"100ms\"\nmax_attempts = 2\n[apis.shop]\nchannels = { orders = \"orders\" }\nsecurity = [\"api_key\"]\n[plans.free]\n",
+    )
+    .await;
+    let (dev, csrf) = signed_up(&node, "dev@example.com").await;
+    let (other, other_csrf) = signed_up(&node, "other@example.com").await;
+    let post = |session: &str, path: &str, form: Vec<(&str, &str)>| {
+        let (base, session, path) = (node.base.clone(), session.to_owned(), path.to_owned());
+        let form: Vec<(String, String)> = form
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            let r = browser()
+                .post(format!("{base}{path}"))
+                .header("cookie", session)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        post(&dev, "/portal/apps", vec![("csrf", &csrf), ("id", "hooks")])
+            .await
+            .0,
+        303
+    );
+    post(
+        &dev,
+        "/portal/apps/hooks/subscribe",
+        vec![("csrf", &csrf), ("api", "shop"), ("plan", "free")],
+    )
+    .await;
+    let key = shown(
+        &post(&dev, "/portal/apps/hooks/keys", vec![("csrf", &csrf)])
+            .await
+            .1,
+    );
+
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/dlq");
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("x-api-key", &key)
+        .form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", callback.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    common::websub::wait_active(&node, &callback).await;
+    cb.always("/dlq", Some(500));
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("x-api-key", &key)
+        .header("content-type", "text/plain")
+        .body("doomed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let letter = loop {
+        let letters = node.get_json("/admin/dead-letters").await;
+        if let Some(first) = letters.as_array().and_then(|l| l.first()).cloned() {
+            break first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (partition, offset) = (
+        letter["partition"].to_string(),
+        letter["offset"].to_string(),
+    );
+    let subscription = letter["subscription"].as_str().unwrap().to_owned();
+
+    let page = browser()
+        .get(format!("{}/portal/webhooks", node.base))
+        .header("cookie", &dev)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&callback) && page.contains("Dead letters") && page.contains("Re-drive"),
+        "{page}"
+    );
+    let other_page = browser()
+        .get(format!("{}/portal/webhooks", node.base))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!other_page.contains(&callback));
+    let redrive = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("subscription", subscription.clone()),
+            ("partition", partition.clone()),
+            ("offset", offset.clone()),
+        ]
+    };
+    let other_form = redrive(&other_csrf);
+    let (status, _) = post(
+        &other,
+        "/portal/webhooks/redrive",
+        other_form.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The callback recovers; the owner re-drives the dead letter.
+    cb.always("/dlq", None);
+    let dev_form = redrive(&csrf);
+    let (status, page) = post(
+        &dev,
+        "/portal/webhooks/redrive",
+        dev_form.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("the callback took it"), "{page}");
+    let posts = cb.requests(&Method::POST, "/dlq");
+    assert_eq!(posts.last().unwrap().body.as_ref(), b"doomed");
+    node.stop().await;
+}

@@ -355,12 +355,24 @@ async fn redrive_dead_letter(
     State(state): State<AppState>,
     Path((id, partition, offset)): Path<(String, u32, u64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    redrive(&state, &id, partition, offset).await?;
+    Ok(Json(serde_json::json!({ "redriven": true })))
+}
+
+/// Delivers dead letter `id/partition/offset` once more now (read again from the broker);
+/// removed when the callback takes it. Also what the portal's "My webhooks" re-drives with.
+pub async fn redrive(
+    state: &AppState,
+    id: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<(), ApiError> {
     let found = state.control().reader().read(|s| {
         let letter = s
             .dead_letters
-            .get(&(id.clone(), partition, offset))
+            .get(&(id.to_owned(), partition, offset))
             .cloned()?;
-        let sub = s.subscriptions.get(&id).cloned()?;
+        let sub = s.subscriptions.get(id).cloned()?;
         Some((letter, sub))
     });
     let Some((letter, sub)) = found else {
@@ -397,12 +409,12 @@ async fn redrive_dead_letter(
             state
                 .control()
                 .write(Command::RemoveDeadLetter {
-                    id: id.clone(),
+                    id: id.to_owned(),
                     partition,
                     offset,
                 })
                 .await?;
-            Ok(Json(serde_json::json!({ "redriven": true })))
+            Ok(())
         }
         Err(error) => Err(ApiError::bad_gateway(format!(
             "callback still failing: {error}"

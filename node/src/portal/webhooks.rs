@@ -1,0 +1,164 @@
+//! "My webhooks": the WebSub subscriptions the signed-in developer's applications made — topic,
+//! callback (without its query, which may hold a token), state, lease, retries waiting, dead
+//! letters — with re-drive of a dead letter (the admin API's, held to the owner).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use eventgate_raft_store::clock::now_ms;
+use eventgate_raft_store::governance::AccountRole;
+use eventgate_raft_store::SubscriptionState;
+
+use super::accounts::{session_form_ok, signed_in};
+use super::{html, Frame, SessionView};
+use crate::http::AppState;
+
+#[derive(Template)]
+#[template(path = "portal/webhooks.html")]
+struct WebhooksPage<'a> {
+    frame: Frame<'a>,
+    csrf: String,
+    notice: Option<String>,
+    subscriptions: Vec<SubscriptionRow>,
+}
+
+struct SubscriptionRow {
+    id: String,
+    app: String,
+    topic: String,
+    callback: String,
+    state: String,
+    lease: String,
+    retries: usize,
+    /// (partition, offset, attempts, last error, when).
+    dead: Vec<(u32, u64, u32, String, String)>,
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// The page for the signed-in developer, or the way to sign in.
+fn page(state: &AppState, headers: &HeaderMap, notice: Option<String>) -> Response {
+    let Some((session, account)) = signed_in(state, headers) else {
+        return Redirect::to(&format!("{}/login", state.portal().path)).into_response();
+    };
+    let now = now_ms();
+    let subscriptions = state.control().reader().read(|s| {
+        let g = &s.governance;
+        s.subscriptions
+            .values()
+            .filter_map(|sub| {
+                let (app, _) = g.websub_applications.get(&sub.id)?;
+                let mine = g
+                    .applications
+                    .get(app)
+                    .is_some_and(|a| a.owner.as_deref() == Some(account.id.as_str()));
+                mine.then(|| SubscriptionRow {
+                    id: sub.id.clone(),
+                    app: app.clone(),
+                    topic: sub.topic.clone(),
+                    callback: sub
+                        .callback
+                        .split('?')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    state: match sub.state {
+                        SubscriptionState::PendingVerification => "verifying intent",
+                        SubscriptionState::Active => "active",
+                        SubscriptionState::PendingUnsubscribe => "unsubscribing",
+                    }
+                    .to_owned(),
+                    lease: if sub.lease_expires_at_ms > now {
+                        format!("until {}", rfc3339(sub.lease_expires_at_ms))
+                    } else {
+                        "expired".to_owned()
+                    },
+                    retries: s.retries.get(&sub.id).map_or(0, Vec::len),
+                    dead: s
+                        .dead_letters
+                        .values()
+                        .filter(|d| d.id == sub.id)
+                        .map(|d| {
+                            (
+                                d.partition,
+                                d.offset,
+                                d.attempts,
+                                d.last_error.clone(),
+                                rfc3339(d.at_ms),
+                            )
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    });
+    html(WebhooksPage {
+        frame: Frame {
+            title: &state.portal().title,
+            base: &state.portal().path,
+            session: Some(SessionView {
+                name: account.name.clone(),
+                csrf: session.csrf.clone(),
+                admin: account.role == AccountRole::Admin,
+            }),
+        },
+        csrf: session.csrf,
+        notice,
+        subscriptions,
+    })
+}
+
+/// `GET {portal}/webhooks`.
+pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    page(&state, &headers, None)
+}
+
+/// `POST {portal}/webhooks/redrive`: subscription, partition, offset.
+pub async fn redrive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form: HashMap<String, String> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let Some((session, account)) = signed_in(&state, &headers) else {
+        return Redirect::to(&format!("{}/login", state.portal().path)).into_response();
+    };
+    if !session_form_ok(&session, &form) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form did not come from this portal (CSRF check); reload it",
+        )
+            .into_response();
+    }
+    let id = form.get("subscription").cloned().unwrap_or_default();
+    let (Some(partition), Some(offset)) = (
+        form.get("partition").and_then(|p| p.parse::<u32>().ok()),
+        form.get("offset").and_then(|o| o.parse::<u64>().ok()),
+    ) else {
+        return page(&state, &headers, Some("Which dead letter?".to_owned()));
+    };
+    let mine = state.control().reader().read(|s| {
+        let g = &s.governance;
+        g.websub_applications.get(&id).is_some_and(|(app, _)| {
+            g.applications
+                .get(app)
+                .is_some_and(|a| a.owner.as_deref() == Some(account.id.as_str()))
+        })
+    });
+    if !mine {
+        return (StatusCode::NOT_FOUND, "no such subscription of yours").into_response();
+    }
+    let notice = match crate::http::admin::redrive(&state, &id, partition, offset).await {
+        Ok(()) => format!("Delivered {partition}/{offset} again: the callback took it."),
+        Err(e) => format!("Not delivered: {}", e.detail),
+    };
+    page(&state, &headers, Some(notice))
+}
