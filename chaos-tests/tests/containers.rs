@@ -416,6 +416,61 @@ impl Drop for Purge<'_> {
     }
 }
 
+/// Scenario 0c; answers the figures.
+async fn portal_through_lb(compose: &Compose) -> anyhow::Result<String> {
+    let lb = compose.lb();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = client.get(format!("{lb}/portal/signup")).send().await?;
+    anyhow::ensure!(form.status() == 200, "sign-up form: {}", form.status());
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned)
+    };
+    let csrf_cookie = cookie(&form, "egw_csrf").ok_or_else(|| anyhow::anyhow!("no CSRF cookie"))?;
+    let csrf = csrf_cookie.trim_start_matches("egw_csrf=").to_owned();
+    let t = Instant::now();
+    let r = client
+        .post(format!("{lb}/portal/signup"))
+        .header("cookie", &csrf_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Container"),
+            ("email", "container@example.com"),
+            ("password", "a long enough password"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 303, "sign-up: {}", r.status());
+    let session = cookie(&r, "egw_session").ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    // Six requests: every node twice under round robin.
+    let mut served = 0;
+    for _ in 0..6 {
+        let r = client
+            .get(format!("{lb}/portal/account"))
+            .header("cookie", &session)
+            .send()
+            .await?;
+        let status = r.status();
+        let page = r.text().await?;
+        anyhow::ensure!(
+            status == 200 && page.contains("container@example.com"),
+            "the session on a node behind the load balancer: {status}"
+        );
+        served += 1;
+    }
+    Ok(format!(
+        "signed up and {served} account pages through HAProxy (round robin over three nodes) in {}",
+        ms(Some(t.elapsed()))
+    ))
+}
+
 /// An admin request of a scenario: node, method, path, body, the statuses that are success.
 type AdminStep<'a> = (&'a str, reqwest::Method, &'a str, Option<Value>, &'a [u16]);
 
@@ -695,6 +750,13 @@ async fn compose_cluster_survives_container_faults() -> anyhow::Result<()> {
     report.push((
         "publisher's flow through the load balancer".to_owned(),
         publisher_flow(&compose).await?,
+    ));
+
+    // 0c. The developer portal through the load balancer: a sign-up lands on one node, and
+    // the session holds on whichever node HAProxy picks next (round robin over three).
+    report.push((
+        "portal through the load balancer".to_owned(),
+        portal_through_lb(&compose).await?,
     ));
 
     // 1. docker kill of the leader.
