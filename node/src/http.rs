@@ -173,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .merge(manage::router())
         .merge(clients::router())
         .merge(crate::portal::accounts::admin_router())
+        .merge(crate::portal::invitations::admin_router())
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
@@ -448,6 +449,12 @@ impl AppState {
     }
 
     /// The gateway's base URL as clients see it (`http.public_url`, or the node's own).
+    /// `admin.token`, if configured: it also signs an operator into the portal as an
+    /// administrator.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.inner.admin_token.as_deref()
+    }
+
     pub fn public_url(&self) -> &str {
         &self.inner.delivery.public_url
     }

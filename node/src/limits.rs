@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventgate_raft_store::control::ControlPlane;
-use eventgate_raft_store::governance::{QuotaKind, RateLimit};
+use eventgate_raft_store::governance::{Plan, QuotaKind, RateLimit};
 use eventgate_raft_store::{Command, Response};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,25 @@ struct Bucket {
 }
 
 type BucketKey = (String, String, QuotaKind);
+
+/// One rate of a plan: how much of it the current window has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateUsage {
+    pub used: u64,
+    pub limit: RateLimit,
+    pub resets_in_ms: u64,
+}
+
+/// Where an application stands against its plan on one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanUsage {
+    /// None: the plan sets no such rate.
+    pub publish: Option<RateUsage>,
+    pub deliveries: Option<RateUsage>,
+    /// Stream connections open now on the live nodes.
+    pub connections: u64,
+    pub websub_subscriptions: u64,
+}
 
 /// The node's rate and connection limiter. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -224,6 +243,65 @@ impl Limiter {
                 Err(Refusal::QuotaExceeded { detail: reason })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Where `(app, api)` stands against `plan` now, cluster-wide (the portal's usage view).
+    /// A rate's `used` is what the nodes reserved in the current window less what this node
+    /// holds unspent: exact for a client of one node, otherwise at most one unspent chunk (a
+    /// tenth of the limit) per other node above what was spent.
+    pub fn usage(&self, app: &str, api: &str, plan: &Plan) -> PlanUsage {
+        let now = now_ms();
+        let control = &self.inner.control;
+        let rate = |kind: QuotaKind, limit: Option<RateLimit>| {
+            let limit = limit?;
+            let window_start = now / limit.window_ms * limit.window_ms;
+            let key = (app.to_owned(), api.to_owned(), kind);
+            let reserved = control.reader().read(|s| {
+                s.governance
+                    .usage
+                    .get(&key)
+                    .filter(|u| u.window_start_ms == window_start)
+                    .map_or(0, |u| u.used)
+            });
+            let unspent_here = {
+                let buckets = self.inner.buckets.lock().unwrap_or_else(|p| p.into_inner());
+                buckets.get(&key).map_or(0, |b| {
+                    b.try_lock()
+                        .ok()
+                        .filter(|b| b.window_start_ms == window_start)
+                        .map_or(0, |b| b.allowance)
+                })
+            };
+            Some(RateUsage {
+                used: reserved.saturating_sub(unspent_here).min(limit.count),
+                limit,
+                resets_in_ms: (window_start + limit.window_ms).saturating_sub(now),
+            })
+        };
+        let me = control.node_id();
+        let horizon = now.saturating_sub(self.inner.liveness.as_millis() as u64);
+        let (elsewhere, websub) = control.reader().read(|s| {
+            let elsewhere = s.governance.connections_elsewhere(app, api, me, |n| {
+                s.nodes
+                    .get(&n)
+                    .is_some_and(|l| !l.leaving && l.last_seen_ms >= horizon)
+            });
+            (elsewhere, s.governance.websub_count(app, api) as u64)
+        });
+        let here = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(app.to_owned(), api.to_owned()))
+            .copied()
+            .unwrap_or(0);
+        PlanUsage {
+            publish: rate(QuotaKind::Publish, plan.publish),
+            deliveries: rate(QuotaKind::Deliveries, plan.deliveries),
+            connections: u64::from(here) + elsewhere,
+            websub_subscriptions: websub,
         }
     }
 

@@ -1,20 +1,26 @@
-//! The developer portal (issue 18, first part): server-rendered pages every node serves at
-//! `portal.path` (`/portal`), from the replicated state, so any node behind the load balancer
-//! answers any visitor alike. Templates (askama) are compiled into the binary; no script or
-//! style comes from elsewhere.
+//! The developer portal: server-rendered pages every node serves at `portal.path`
+//! (`/portal`), from the replicated state, so any node behind the load balancer answers any
+//! visitor alike. Templates (askama) are compiled into the binary, and so are the stylesheet
+//! and the two scripts (served under `{portal}/static/`); the Content-Security-Policy allows
+//! nothing inline and nothing from elsewhere.
 //!
-//! What is here: the **catalog** of published (and deprecated) APIs with search, and each API's
-//! **page** — description, lifecycle notice, how to authenticate, every channel with its
-//! topic, its URLs per entrypoint, its messages (content type, payload schema, examples) and
-//! **snippets** filled in with the real URLs (curl, JavaScript, Python, wscat, a WebSub
+//! Here: the **catalog** of published (and deprecated) APIs with search, and each API's
+//! **page** — description, lifecycle notice, how to authenticate, every channel with its topic,
+//! its URLs per entrypoint, its messages (content type, payload schema, examples) and
+//! **snippets** filled in with the real URLs and, for a chosen application of the developer
+//! (`?app=`), its client id and credential (curl, JavaScript, Python, wscat, a WebSub
 //! subscription and a callback that verifies the signature) — the plans on offer with their
-//! limits, and the API's AsyncAPI document to download. [`accounts`]: sign up, sign in, sign
-//! out, change the password. [`apps`]: a developer's applications, their credentials and API
-//! subscriptions. Try-it comes next.
+//! limits, and the AsyncAPI document to download. [`accounts`]: sign up, sign in (also the
+//! operator, with the admin token), sign out, change the password; [`invitations`]: one-time
+//! links that open accounts; [`apps`]: a developer's applications, their credentials, API
+//! subscriptions and usage against the plans; [`try_it`]: a live stream of a channel in the
+//! browser; [`webhooks`]: the developer's WebSub subscriptions and dead letters;
+//! [`admin`]: the administrators' pages.
 
 pub mod accounts;
 pub mod admin;
 pub mod apps;
+pub mod invitations;
 pub mod try_it;
 pub mod webhooks;
 
@@ -32,6 +38,7 @@ use crate::http::AppState;
 pub fn router(path: &str) -> Router<AppState> {
     Router::new()
         .route(path, get(catalog))
+        .route(&format!("{path}/static/{{file}}"), get(asset))
         .route(&format!("{path}/"), get(catalog))
         .route(&format!("{path}/apis/{{name}}"), get(api_page))
         .route(
@@ -41,6 +48,10 @@ pub fn router(path: &str) -> Router<AppState> {
         .route(
             &format!("{path}/login"),
             get(accounts::login_form).post(accounts::login),
+        )
+        .route(
+            &format!("{path}/invitation"),
+            get(invitations::show).post(invitations::accept),
         )
         .route(&format!("{path}/logout"), post(accounts::logout))
         .route(&format!("{path}/account"), get(accounts::account))
@@ -111,6 +122,10 @@ struct ApiPage<'a> {
     asyncapi_yaml: String,
     /// The signed-in developer's applications with approved access to the API (try it).
     try_apps: Vec<String>,
+    /// All the signed-in developer's applications (whose credentials the snippets name).
+    my_apps: Vec<String>,
+    /// The one the snippets are filled in for (`?app=`).
+    chosen_app: Option<String>,
 }
 
 struct ChannelView {
@@ -145,6 +160,47 @@ struct PlanView {
     approval: bool,
 }
 
+/// What every portal page may load and do: its own stylesheet and scripts (files, never
+/// inline, so no injected markup can run), connections back to this origin (the try-it
+/// stream), forms posted only here, never framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'";
+
+/// The portal's stylesheet and scripts, compiled into the binary.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "portal.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/portal/portal.css"),
+    ),
+    (
+        "portal.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/portal/portal.js"),
+    ),
+    (
+        "try.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/portal/try.js"),
+    ),
+];
+
+/// `GET {portal}/static/{file}`.
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                // Short: a new build's files reach browsers within minutes.
+                (header::CACHE_CONTROL, "public, max-age=300"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}
+
 fn html(page: impl Template) -> Response {
     match page.render() {
         Ok(body) => {
@@ -153,9 +209,7 @@ fn html(page: impl Template) -> Response {
             // Nothing of the portal is framed elsewhere, nor loads anything from elsewhere.
             headers.insert(
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
-                ),
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
             );
             headers.insert(
                 header::X_CONTENT_TYPE_OPTIONS,
@@ -238,11 +292,18 @@ async fn catalog(
     })
 }
 
-/// `GET {portal}/apis/{name}`: one published API.
+#[derive(Debug, serde::Deserialize)]
+struct ApiQuery {
+    /// One of the signed-in developer's applications: the snippets name its credentials.
+    app: Option<String>,
+}
+
+/// `GET {portal}/apis/{name}[?app=ID]`: one published API.
 async fn api_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(query): Query<ApiQuery>,
 ) -> Response {
     let settings = state.portal();
     let found = state.control().reader().read(|s| {
@@ -268,31 +329,52 @@ async fn api_page(
         .security
         .contains(&Security::OAuth2)
         .then(|| format!("{}/oauth2/token", state.tokens().issuer()));
+    // The developer's applications: all (for the snippets) and those with approved access
+    // (for try-it).
+    let (my_apps, try_apps): (Vec<String>, Vec<String>) =
+        match accounts::signed_in(&state, &headers) {
+            None => (Vec::new(), Vec::new()),
+            Some((_, account)) => state.control().reader().read(|s| {
+                let g = &s.governance;
+                let mine = g
+                    .applications
+                    .values()
+                    .filter(|a| a.owner.as_deref() == Some(account.id.as_str()));
+                let approved = |id: &str| {
+                    g.access
+                        .get(&(id.to_owned(), api.name.clone()))
+                        .is_some_and(|x| {
+                            x.state == eventgate_raft_store::governance::AccessState::Approved
+                        })
+                };
+                (
+                    mine.clone().map(|a| a.id.clone()).collect(),
+                    mine.filter(|a| approved(&a.id))
+                        .map(|a| a.id.clone())
+                        .collect(),
+                )
+            }),
+        };
+    // Only one of the developer's own applications is named in the snippets.
+    let chosen_app = query.app.filter(|a| my_apps.contains(a));
+    let app_page = chosen_app
+        .as_ref()
+        .map(|a| format!("{public_url}{}/apps/{a}", settings.path));
+    let credentials_of = chosen_app.as_deref().zip(app_page.as_deref());
     let channels = api
         .channels
         .iter()
         .map(|(channel, topic)| {
-            channel_view(&api, channel, topic, &public_url, token_url.as_deref())
+            channel_view(
+                &api,
+                channel,
+                topic,
+                &public_url,
+                token_url.as_deref(),
+                credentials_of,
+            )
         })
         .collect();
-    let try_apps = match accounts::signed_in(&state, &headers) {
-        None => Vec::new(),
-        Some((_, account)) => state.control().reader().read(|s| {
-            let g = &s.governance;
-            g.applications
-                .values()
-                .filter(|a| a.owner.as_deref() == Some(account.id.as_str()))
-                .filter(|a| {
-                    g.access
-                        .get(&(a.id.clone(), api.name.clone()))
-                        .is_some_and(|x| {
-                            x.state == eventgate_raft_store::governance::AccessState::Approved
-                        })
-                })
-                .map(|a| a.id.clone())
-                .collect()
-        }),
-    };
     html(ApiPage {
         frame: Frame {
             title: &settings.title,
@@ -300,6 +382,8 @@ async fn api_page(
             session: accounts::session_view(&state, &headers),
         },
         try_apps,
+        my_apps,
+        chosen_app,
         name: api.name.clone(),
         version: api.version.clone(),
         description: api.description.clone().unwrap_or_default(),
@@ -392,6 +476,7 @@ fn channel_view(
     topic: &str,
     public_url: &str,
     token_url: Option<&str>,
+    app: Option<(&str, &str)>,
 ) -> ChannelView {
     // Under the API's base path, by channel name; otherwise the gateway's routes, by topic.
     let (prefix, name) = match &api.base_path {
@@ -453,6 +538,7 @@ fn channel_view(
         token_url,
         secured,
         example: &example,
+        app,
     });
     ChannelView {
         name: channel.to_owned(),
@@ -476,6 +562,25 @@ struct SnippetInput<'a> {
     token_url: Option<&'a str>,
     secured: bool,
     example: &'a str,
+    /// The developer's chosen application and its portal page: the snippets name its
+    /// credentials.
+    app: Option<(&'a str, &'a str)>,
+}
+
+/// What `$TOKEN` stands for in the snippets: the kind of credential the API takes, of the
+/// chosen application (or of "your application").
+fn credential_placeholder(i: &SnippetInput<'_>) -> String {
+    let kind = if i.api.security.contains(&Security::OAuth2) {
+        "an access token"
+    } else if i.api.security.contains(&Security::ApiKey) {
+        "an API key"
+    } else {
+        "a JWT"
+    };
+    match i.app {
+        Some((app, page)) => format!("{kind} of application {app} (its page: {page})"),
+        None => format!("{kind} of your application"),
+    }
 }
 
 /// Code to copy, per entrypoint the API offers, with the real URLs; `$TOKEN` stands for the
@@ -488,6 +593,17 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
         ""
     };
     let offers = |e: Entrypoint| i.api.entrypoints.contains(&e);
+    let placeholder = credential_placeholder(i);
+    // Where a snippet reads `$TOKEN` / `TOKEN`, the line that says what it is.
+    let (shell_token, js_token, python_token) = if i.secured {
+        (
+            format!("# $TOKEN: {placeholder}\n"),
+            format!("const TOKEN = '<{placeholder}>';\n"),
+            format!("# TOKEN: {placeholder}\n"),
+        )
+    } else {
+        Default::default()
+    };
     let mut out = Vec::new();
     let mut add = |key: &str, label: &str, code: String| {
         out.push(Snippet {
@@ -497,11 +613,18 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
         });
     };
     if let Some(token_url) = i.token_url {
+        let client = match i.app {
+            Some((app, page)) => format!(
+                "CLIENT_ID='{app}'\nCLIENT_SECRET='<a client secret of {app}>'  # issued on {page}\n"
+            ),
+            None => "CLIENT_ID='<your application id>'\nCLIENT_SECRET='<a client secret of it>'\n"
+                .to_owned(),
+        };
         add(
             "token",
             "Get an access token (curl)",
             format!(
-                "TOKEN=$(curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\" -d grant_type=client_credentials {token_url} \\\n  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+                "{client}TOKEN=$(curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\" -d grant_type=client_credentials {token_url} \\\n  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
             ),
         );
     }
@@ -509,7 +632,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
         add(
             "curl-sse",
             "Stream with curl (SSE)",
-            format!("curl -N{auth_header} '{prefix}/sse/{name}'"),
+            format!("{shell_token}curl -N{auth_header} '{prefix}/sse/{name}'"),
         );
         let query = if i.secured {
             "?access_token=' + encodeURIComponent(TOKEN)"
@@ -520,7 +643,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
             "js-sse",
             "JavaScript EventSource (browser)",
             format!(
-                "const events = new EventSource('{prefix}/sse/{name}{query});\nevents.onmessage = (e) => console.log(e.lastEventId, e.data);\nevents.addEventListener('close', (e) => console.log('closed', e.data));"
+                "{js_token}const events = new EventSource('{prefix}/sse/{name}{query});\nevents.onmessage = (e) => console.log(e.lastEventId, e.data);\nevents.addEventListener('close', (e) => console.log('closed', e.data));"
             ),
         );
     }
@@ -528,7 +651,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
         add(
             "wscat",
             "Stream with wscat",
-            format!("wscat -c '{ws}/ws/{name}'{auth_header}"),
+            format!("{shell_token}wscat -c '{ws}/ws/{name}'{auth_header}"),
         );
         let query = if i.secured {
             "?access_token=' + encodeURIComponent(TOKEN)"
@@ -539,7 +662,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
             "js-ws",
             "JavaScript WebSocket (browser)",
             format!(
-                "const socket = new WebSocket('{ws}/ws/{name}{query});\nsocket.onmessage = (e) => console.log(e.data);\nsocket.onclose = (e) => console.log('closed', e.code, e.reason);"
+                "{js_token}const socket = new WebSocket('{ws}/ws/{name}{query});\nsocket.onmessage = (e) => console.log(e.data);\nsocket.onclose = (e) => console.log('closed', e.code, e.reason);"
             ),
         );
         let headers = if i.secured {
@@ -551,7 +674,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
             "python-ws",
             "Python (websockets)",
             format!(
-                "import asyncio, os\nimport websockets\n\nTOKEN = os.environ.get(\"TOKEN\", \"\")\n\nasync def main():\n    async with websockets.connect(\"{ws}/ws/{name}\"{headers}) as socket:\n        async for message in socket:\n            print(message)\n\nasyncio.run(main())"
+                "{python_token}import asyncio, os\nimport websockets\n\nTOKEN = os.environ.get(\"TOKEN\", \"\")\n\nasync def main():\n    async with websockets.connect(\"{ws}/ws/{name}\"{headers}) as socket:\n        async for message in socket:\n            print(message)\n\nasyncio.run(main())"
             ),
         );
     }
@@ -560,7 +683,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
             "curl-publish",
             "Publish with curl (webhook receiver)",
             format!(
-                "curl -X POST '{prefix}/webhook-receiver?topic={name}'{auth_header} \\\n  -H 'content-type: application/json' -d '{}'",
+                "{shell_token}curl -X POST '{prefix}/webhook-receiver?topic={name}'{auth_header} \\\n  -H 'content-type: application/json' -d '{}'",
                 i.example.replace('\'', "'\\''")
             ),
         );
@@ -570,7 +693,7 @@ fn snippets(i: &SnippetInput<'_>) -> Vec<Snippet> {
             "websub",
             "Subscribe a callback (WebSub)",
             format!(
-                "curl -X POST {}/hub{auth_header} \\\n  -d hub.mode=subscribe \\\n  --data-urlencode 'hub.topic={}' \\\n  --data-urlencode 'hub.callback=https://your-service.example/callback' \\\n  -d hub.secret=\"$CALLBACK_SECRET\" -d hub.lease_seconds=86400",
+                "{shell_token}curl -X POST {}/hub{auth_header} \\\n  -d hub.mode=subscribe \\\n  --data-urlencode 'hub.topic={}' \\\n  --data-urlencode 'hub.callback=https://your-service.example/callback' \\\n  -d hub.secret=\"$CALLBACK_SECRET\" -d hub.lease_seconds=86400",
                 i.public_url, i.topic_url
             ),
         );

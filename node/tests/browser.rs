@@ -5,7 +5,8 @@
 //! show what is published from the page and from outside.
 //!
 //! Needs `chromium` (Debian package; `.ci/run` installs it). `EVENTGATE_CHROMIUM` names another
-//! binary.
+//! binary. With `EVENTGATE_PORTAL_SCREENSHOTS=<dir>` the portal walk also writes screenshots of
+//! the pages it passes (`docs/screenshots/make.sh` uses it, so the docs' pictures stay current).
 
 mod common;
 
@@ -172,6 +173,9 @@ struct DevTools {
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     next_id: u64,
+    /// What the browser logged about the Content-Security-Policy (`Log.entryAdded`): a page
+    /// of the portal that needs more than its policy allows.
+    csp_reports: Vec<String>,
 }
 
 impl DevTools {
@@ -193,6 +197,14 @@ impl DevTools {
                 .unwrap();
             if let Message::Text(text) = message {
                 let answer: Value = serde_json::from_str(&text).unwrap();
+                if answer["method"] == "Log.entryAdded" {
+                    let text = answer["params"]["entry"]["text"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if text.contains("Content Security Policy") {
+                        self.csp_reports.push(text.to_owned());
+                    }
+                }
                 if answer["id"] == id {
                     assert!(answer.get("error").is_none(), "{method}: {answer}");
                     return answer["result"].clone();
@@ -210,6 +222,41 @@ impl DevTools {
             )
             .await;
         result["result"]["value"].clone()
+    }
+
+    /// Writes a PNG of the whole page, `width` pixels wide, to `$EVENTGATE_PORTAL_SCREENSHOTS/name`
+    /// when that is set.
+    async fn screenshot(&mut self, name: &str, width: u64) {
+        let Ok(dir) = std::env::var("EVENTGATE_PORTAL_SCREENSHOTS") else {
+            return;
+        };
+        let metrics = |height: u64| serde_json::json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600 });
+        self.call("Emulation.setDeviceMetricsOverride", metrics(800))
+            .await;
+        let height = self
+            .eval("document.documentElement.scrollHeight")
+            .await
+            .as_u64()
+            .unwrap_or(800)
+            .clamp(400, 4000);
+        self.call("Emulation.setDeviceMetricsOverride", metrics(height))
+            .await;
+        let shot = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({ "format": "png" }),
+            )
+            .await;
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+        self.call(
+            "Emulation.clearDeviceMetricsOverride",
+            serde_json::json!({}),
+        )
+        .await;
     }
 
     /// Polls `expression` until it is true (bounded).
@@ -232,7 +279,7 @@ impl DevTools {
 async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     let browser = chromium();
     let node = common::start(
-        "[topics]\nnames = [\"orders\"]\n[apis.shop]\ndescription = \"Orders of the shop\"\nchannels = { orders = \"orders\" }\n[plans.gold]\napproval_required = true\n",
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\ndescription = \"Orders of the shop\"\nchannels = { orders = \"orders\" }\n[plans.gold]\ndescription = \"For production use\"\napproval_required = true\npublish = { count = 1000, per = \"1h\" }\nmax_connections = 10\n",
     )
     .await;
     let profile = tempfile::tempdir().unwrap();
@@ -283,7 +330,12 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
         tokio_tungstenite::connect_async(target["webSocketDebuggerUrl"].as_str().unwrap())
             .await
             .unwrap();
-    let mut tools = DevTools { socket, next_id: 0 };
+    let mut tools = DevTools {
+        socket,
+        next_id: 0,
+        csp_reports: Vec::new(),
+    };
+    tools.call("Log.enable", serde_json::json!({})).await;
     let base = node.base.clone();
     let go = async |tools: &mut DevTools, path: &str| {
         tools
@@ -320,6 +372,7 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     // Find the API in the catalog.
     go(&mut tools, "/portal?q=orders").await;
     at(&mut tools, "/portal").await;
+    tools.screenshot("portal-catalog.png", 1000).await;
     tools
         .eval("document.querySelector('a[href=\"/portal/apis/shop\"]').click(); true")
         .await;
@@ -335,9 +388,23 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     go(&mut tools, "/portal/apps").await;
     at(&mut tools, "/portal/apps").await;
     tools
-        .eval("document.getElementById('id').value = 'ada-app'; document.querySelector('main form').submit(); true")
+        .eval("document.getElementById('id').value = 'ada-app'; document.getElementById('name').value = 'First try'; document.querySelector('main form').submit(); true")
         .await;
     at(&mut tools, "/portal/apps/ada-app").await;
+    assert_eq!(
+        tools.eval("document.querySelector('h1').textContent").await,
+        "First try ada-app"
+    );
+    // Renamed (the id stays).
+    tools
+        .eval("document.querySelector('form[action$=\"/edit\"] #name').value = 'Ada\\'s shop client'; document.querySelector('form[action$=\"/edit\"]').submit(); true")
+        .await;
+    tools
+        .until(
+            "the new name",
+            "location.pathname === '/portal/apps/ada-app' && document.querySelector('h1').textContent === 'Ada\\'s shop client ada-app'",
+        )
+        .await;
     tools
         .eval("document.getElementById('api').value = 'shop'; document.getElementById('plan').value = 'gold'; document.querySelector('form[action$=\"/subscribe\"]').submit(); true")
         .await;
@@ -397,6 +464,22 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     let token = shown(&mut tools, "token").await;
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
+    // The API's page with the code filled in for the application.
+    go(&mut tools, "/portal/apis/shop?app=ada-app").await;
+    at(&mut tools, "/portal/apis/shop").await;
+    assert!(
+        tools
+            .eval("[...document.querySelectorAll('pre code')].some(c => c.textContent.includes('CLIENT_ID=\\'ada-app\\'')) && [...document.querySelectorAll('pre code')].some(c => c.textContent.includes('an access token of application ada-app'))")
+            .await
+            == Value::Bool(true),
+        "the snippets name the chosen application"
+    );
+    tools
+        .eval("document.querySelectorAll('details').forEach(d => d.open = true); true")
+        .await;
+    tools.screenshot("portal-api.png", 1000).await;
+    tools.screenshot("portal-api-phone.png", 390).await;
+
     // Try it: from the API's page, stream the channel and publish.
     go(&mut tools, "/portal/apis/shop").await;
     at(&mut tools, "/portal/apis/shop").await;
@@ -447,6 +530,29 @@ async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     tools
         .until("the webhook's message on the page", "[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('from the webhook receiver'))")
         .await;
+    tools.screenshot("portal-try.png", 1000).await;
+
+    // The application's page shows its usage against the plan: the two messages published,
+    // the try-it page's stream open.
+    go(&mut tools, "/portal/apps/ada-app").await;
+    at(&mut tools, "/portal/apps/ada-app").await;
+    let published = tools
+        .eval("(() => { const row = [...document.querySelectorAll('tr')].find(r => r.textContent.includes('Messages published')); return row ? row.querySelector('meter').value : null; })()")
+        .await;
+    assert_eq!(published, 2, "published messages counted against the plan");
+    assert!(
+        tools
+            .eval("[...document.querySelectorAll('tr')].some(r => r.textContent.includes('WebSocket and SSE connections') && r.querySelector('meter') && r.querySelector('meter').max === 10)")
+            .await
+            == Value::Bool(true),
+        "the plan's connection limit shown"
+    );
+    tools.screenshot("portal-app.png", 1000).await;
+    assert!(
+        tools.csp_reports.is_empty(),
+        "the pages needed more than their Content-Security-Policy allows: {:?}",
+        tools.csp_reports
+    );
     let _ = chrome.kill().await;
     node.stop().await;
 }

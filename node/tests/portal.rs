@@ -5,7 +5,7 @@
 
 mod common;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 const SWEET: &[u8] = include_bytes!("fixtures/import/sweet-prod-ws-3.0.yaml");
 
@@ -67,10 +67,34 @@ approval_required = true
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(headers["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("frame-ancestors 'none'"));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // No inline script or style may run: the portal's own are files.
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    for (file, kind) in [
+        ("portal.css", "text/css"),
+        ("portal.js", "text/javascript"),
+        ("try.js", "text/javascript"),
+    ] {
+        assert!(catalog.contains(&format!("/portal/static/{file}")) || file == "try.js");
+        let r = reqwest::get(format!("{}/portal/static/{file}", node.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{file}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+    }
+    assert_eq!(
+        reqwest::get(format!("{}/portal/static/nothing.js", node.base))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(!catalog.contains("<script>\n"), "no inline script");
     assert!(catalog.contains("/portal/apis/shop"), "{catalog}");
     assert!(!catalog.contains("sweet-prod-app"));
     // What an API says is text, never markup.
@@ -440,6 +464,197 @@ async fn sign_up_with_approval_or_closed() {
     node.stop().await;
 }
 
+/// Where sign-up is closed, accounts come by invitation: an administrator (admin API, or the
+/// portal's administration page) makes a one-time link for an email address; whoever opens it
+/// chooses a name and password and is signed in, with the invited role; the link works once,
+/// and a withdrawn one not at all. The operator signs in to the portal with the admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_open_accounts_and_the_operator_signs_in_with_the_admin_token() {
+    const TOKEN: &str = "an-admin-token-of-the-test";
+    let node = common::start(&format!(
+        "[portal]\nsignup = \"closed\"\n[admin]\ntoken = \"{TOKEN}\"\n"
+    ))
+    .await;
+    let invite = |body: Value| {
+        let (client, base) = (node.client.clone(), node.base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/admin/accounts/invitations"))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Bad requests name the field.
+    for (body, field) in [
+        (json!({ "email": "not an address" }), "email"),
+        (
+            json!({ "email": "bo@example.com", "role": "owner" }),
+            "role",
+        ),
+        (
+            json!({ "email": "bo@example.com", "expires_in": "31d" }),
+            "expires_in",
+        ),
+    ] {
+        let (status, problem) = invite(body).await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let (status, made) = invite(json!({ "email": "Bo@Example.com", "expires_in": "2d" })).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["email"], "bo@example.com");
+    assert_eq!(made["role"], "developer");
+    let url = made["url"].as_str().unwrap().to_owned();
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let listed = node
+        .client
+        .get(format!("{}/admin/accounts/invitations", node.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("bo@example.com"), "{listed}");
+    assert!(!listed.contains(&token), "the link is shown once");
+
+    // Bo opens the link, chooses a name and password, and is signed in.
+    let path = format!("/portal/invitation?token={token}");
+    let r = browser()
+        .get(format!("{}{path}", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let cookie = pair(&set_cookie(&r, "egw_csrf").unwrap());
+    let csrf = cookie.trim_start_matches("egw_csrf=").to_owned();
+    assert!(r.text().await.unwrap().contains("bo@example.com"));
+    let accept = |password: &'static str, token: String| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        let node = &node;
+        async move {
+            post_form(
+                node,
+                "/portal/invitation",
+                &cookie,
+                &[
+                    ("csrf", &csrf),
+                    ("token", &token),
+                    ("name", "Bo"),
+                    ("password", password),
+                ],
+            )
+            .await
+        }
+    };
+    let r = accept("short", token.clone()).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("12 characters"));
+    let r = accept("a long enough password", token.clone()).await;
+    assert_eq!(r.status(), 303);
+    let session = pair(&set_cookie(&r, "egw_session").expect("signed in"));
+    let page = browser()
+        .get(format!("{}/portal/account", node.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("bo@example.com"), "{page}");
+    // Once only.
+    assert_eq!(
+        accept("a long enough password", token.clone())
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(node.get_status(&path).await, 404);
+    // No invitation for an email that has an account.
+    let (status, _) = invite(json!({ "email": "bo@example.com" })).await;
+    assert_eq!(status, 409);
+    // A withdrawn invitation opens nothing.
+    let (_, made) = invite(json!({ "email": "cy@example.com" })).await;
+    let id = made["id"].as_str().unwrap();
+    let r = node
+        .client
+        .delete(format!("{}/admin/accounts/invitations/{id}", node.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cy_token = made["url"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        node.get_status(&format!("/portal/invitation?token={cy_token}"))
+            .await,
+        404
+    );
+
+    // The operator: `admin` and the admin token, and nothing else.
+    assert_eq!(sign_in(&node, "admin", "a wrong token").await.status(), 401);
+    let r = sign_in(&node, "admin", TOKEN).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/portal/admin");
+    let operator = pair(&set_cookie(&r, "egw_session").unwrap());
+    let operator_csrf = session_csrf(&node, &operator).await;
+    // ... who invites an administrator from the portal.
+    let r = browser()
+        .post(format!("{}/portal/admin/invite", node.base))
+        .header("cookie", &operator)
+        .form(&[
+            ("csrf", operator_csrf.as_str()),
+            ("email", "dee@example.com"),
+            ("role", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let link = page
+        .split("/portal/invitation?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the link on the page")
+        .to_owned();
+    let page = browser()
+        .get(format!("{}/portal/invitation?token={link}", node.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("as an administrator"), "{page}");
+    // Without the form's CSRF token nothing happens.
+    let r = post_form(
+        &node,
+        "/portal/invitation",
+        "",
+        &[
+            ("token", &link),
+            ("name", "Dee"),
+            ("password", "a long enough password"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    node.stop().await;
+}
+
 /// Signs up `email` (open sign-up); answers the session cookie and its CSRF token.
 async fn signed_up(node: &common::TestNode, email: &str) -> (String, String) {
     let (csrf, cookie) = form_csrf(node, "/portal/signup").await;
@@ -549,15 +764,47 @@ async fn developers_manage_their_own_applications() {
     };
     assert_eq!(get(&eve, "/portal/apps/ada-app").await.0, 404);
     assert!(!get(&eve, "/portal/apps").await.1.contains("ada-app"));
-    for action in ["keys", "secrets", "token", "delete"] {
+    for action in ["keys", "secrets", "token", "edit", "delete"] {
         let (status, _) = post(
             &eve,
             &format!("/portal/apps/ada-app/{action}"),
-            vec![("csrf", &eve_csrf)],
+            vec![("csrf", &eve_csrf), ("name", "taken over")],
         )
         .await;
         assert_eq!(status, 404, "{action}");
     }
+    // Nor have the API's code filled in with it: the page ignores an application not hers.
+    let (_, api_page) = get(&eve, "/portal/apis/shop?app=ada-app").await;
+    assert!(!api_page.contains("application ada-app"), "{api_page}");
+    // Renamed by its owner; the id stays, and an over-long name is refused with the reason.
+    let (status, _) = post(
+        &ada,
+        "/portal/apps/ada-app/edit",
+        vec![
+            ("csrf", &ada_csrf),
+            ("name", "Ada's client"),
+            ("description", "reads orders"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "back to the application's page");
+    let (_, app_page) = get(&ada, "/portal/apps/ada-app").await;
+    assert!(
+        app_page.contains("Ada&#39;s client") || app_page.contains("Ada&#x27;s client"),
+        "{app_page}"
+    );
+    assert!(app_page.contains("reads orders"));
+    let long = "n".repeat(101);
+    let (status, page) = post(
+        &ada,
+        "/portal/apps/ada-app/edit",
+        vec![("csrf", &ada_csrf), ("name", &long)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("100 characters at most"), "{page}");
+    let (_, api_page) = get(&ada, "/portal/apis/shop?app=ada-app").await;
+    assert!(api_page.contains("application ada-app"), "{api_page}");
 
     // Subscribe under the free plan (approved at once) and under gold (waits for approval).
     let (status, page) = post(

@@ -216,6 +216,19 @@ pub enum Command {
     },
     /// Gives back the slot a subscription held (its verification failed).
     ReleaseWebsubSubscription { subscription: String },
+    /// Records an invitation to open a portal account (refused while an account has its
+    /// email). Invitations expired at `invitation.created_at_ms` are dropped on the way.
+    PutInvitation(crate::governance::Invitation),
+    /// Withdraws an invitation.
+    DeleteInvitation { id: String },
+    /// Opens the account an invitation was for and ends the invitation, in one entry: refused
+    /// when the invitation is gone, used, expired at `account.created_at_ms`, names another
+    /// email, or an account has the email.
+    AcceptInvitation {
+        id: String,
+        sha256: String,
+        account: crate::governance::Account,
+    },
 }
 
 impl Command {
@@ -261,6 +274,9 @@ impl Command {
             Command::ActivateSubscriptionFor { .. } => "activate-subscription-for",
             Command::ReserveWebsubSubscription { .. } => "reserve-websub-subscription",
             Command::ReleaseWebsubSubscription { .. } => "release-websub-subscription",
+            Command::PutInvitation(_) => "put-invitation",
+            Command::DeleteInvitation { .. } => "delete-invitation",
+            Command::AcceptInvitation { .. } => "accept-invitation",
         }
     }
 }

@@ -251,6 +251,9 @@ pub struct Permission {
 pub struct Application {
     /// Identifier; also what a JWT's application claim names.
     pub id: String,
+    /// What people call it (the portal's "rename"): the id stays, as keys, client secrets,
+    /// tokens and subscriptions name the application by it.
+    pub name: Option<String>,
     pub description: Option<String>,
     pub permissions: Vec<Permission>,
     pub disabled: bool,
@@ -347,6 +350,22 @@ pub struct Account {
     pub updated_at_ms: u64,
 }
 
+/// An invitation to open a portal account: a one-time link for `email`, stored as the SHA-256
+/// of its token (the id is its first 16 hex digits). Accepting it opens an active account with
+/// `role`, even where sign-up is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub id: String,
+    pub sha256: String,
+    /// Lowercase.
+    pub email: String,
+    pub role: AccountRole,
+    /// Who invited: an account id, or none for the admin API.
+    pub invited_by: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
 /// A signed-in portal session, valid on every node. Stored as the SHA-256 of its cookie value
 /// (the id is its first 16 hex digits), with the session's CSRF token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +456,8 @@ pub struct Governance {
     pub accounts: BTreeMap<String, Account>,
     /// Session id → signed-in portal session.
     pub sessions: BTreeMap<String, PortalSession>,
+    /// Invitation id → an invitation to open a portal account.
+    pub invitations: BTreeMap<String, Invitation>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -460,6 +481,7 @@ pub enum GovTouched {
     SigningKey(String),
     Account(String),
     Session(String),
+    Invitation(String),
 }
 
 /// A slot of a plan's `max_subscriptions`, taken when `/hub` accepts a subscribe and held
@@ -910,6 +932,84 @@ impl Governance {
         Response::Applied
     }
 
+    /// The invitation whose token's SHA-256 (lowercase hex) is `sha256`, if any.
+    pub fn invitation_by_hash(&self, sha256: &str) -> Option<&Invitation> {
+        let invitation = self.invitations.get(sha256.get(..16)?)?;
+        (invitation.sha256 == sha256).then_some(invitation)
+    }
+
+    fn drop_expired_invitations(&mut self, now_ms: u64, t: &mut Vec<GovTouched>) {
+        self.invitations.retain(|id, i| {
+            let keep = i.expires_at_ms > now_ms;
+            if !keep {
+                t.push(GovTouched::Invitation(id.clone()));
+            }
+            keep
+        });
+    }
+
+    pub(crate) fn put_invitation(
+        &mut self,
+        invitation: &Invitation,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        if invitation.sha256.len() != 64 || invitation.id != invitation.sha256[..16] {
+            return refused(
+                "an invitation's id is the first 16 hex digits of its 64-digit SHA-256",
+            );
+        }
+        if self.account_by_email(&invitation.email).is_some() {
+            return refused(format!(
+                "an account with email `{}` exists",
+                invitation.email
+            ));
+        }
+        self.drop_expired_invitations(invitation.created_at_ms, t);
+        t.push(GovTouched::Invitation(invitation.id.clone()));
+        self.invitations
+            .insert(invitation.id.clone(), invitation.clone());
+        Response::Applied
+    }
+
+    pub(crate) fn delete_invitation(&mut self, id: &str, t: &mut Vec<GovTouched>) -> Response {
+        match self.invitations.remove(id) {
+            Some(_) => {
+                t.push(GovTouched::Invitation(id.to_owned()));
+                Response::Applied
+            }
+            None => Response::NotFound,
+        }
+    }
+
+    pub(crate) fn accept_invitation(
+        &mut self,
+        id: &str,
+        sha256: &str,
+        account: &Account,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let now = account.created_at_ms;
+        match self.invitations.get(id) {
+            Some(i) if i.sha256 == sha256 && i.expires_at_ms > now => {
+                if i.email != account.email || i.role != account.role {
+                    return refused("the account is not the one the invitation was for");
+                }
+            }
+            Some(i) if i.sha256 == sha256 => return refused("the invitation has expired"),
+            _ => return refused("no such invitation (used, withdrawn or never made)"),
+        }
+        if account.state != AccountState::Active {
+            return refused("an invited account opens active");
+        }
+        let opened = self.put_account(account, t);
+        if opened != Response::Applied {
+            return opened;
+        }
+        self.invitations.remove(id);
+        t.push(GovTouched::Invitation(id.to_owned()));
+        Response::Applied
+    }
+
     /// The key tokens are signed with now, if any.
     pub fn current_signing_key(&self) -> Option<&SigningKey> {
         self.signing_keys
@@ -1268,6 +1368,7 @@ mod tests {
     fn app(id: &str) -> Application {
         Application {
             id: id.to_owned(),
+            name: None,
             description: None,
             permissions: vec![],
             disabled: false,
@@ -1452,5 +1553,88 @@ mod tests {
             !g.websub_reservations.contains_key("s3"),
             "expired and dropped"
         );
+    }
+
+    #[test]
+    fn an_invitation_opens_one_account_once_before_it_expires() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let sha = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let invitation = |c: char, email: &str, expires_at_ms: u64| Invitation {
+            id: sha(c)[..16].to_owned(),
+            sha256: sha(c),
+            email: email.to_owned(),
+            role: AccountRole::Developer,
+            invited_by: None,
+            created_at_ms: 0,
+            expires_at_ms,
+        };
+        let account = |id: &str, email: &str, at: u64| Account {
+            id: id.to_owned(),
+            email: email.to_owned(),
+            name: "Ada".to_owned(),
+            password_hash: "h".to_owned(),
+            role: AccountRole::Developer,
+            state: AccountState::Active,
+            created_at_ms: at,
+            updated_at_ms: at,
+        };
+        let ada = invitation('a', "ada@example.com", 100);
+        assert_eq!(g.put_invitation(&ada, &mut t), Response::Applied);
+        assert_eq!(g.invitation_by_hash(&sha('a')), Some(&ada));
+        assert_eq!(g.invitation_by_hash(&sha('b')), None);
+        // The token must match, the email and role must be the invited ones.
+        let refused = |r: Response| matches!(r, Response::Refused { .. });
+        assert!(refused(g.accept_invitation(
+            &ada.id,
+            &sha('b'),
+            &account("u1", "ada@example.com", 1),
+            &mut t
+        )));
+        assert!(refused(g.accept_invitation(
+            &ada.id,
+            &ada.sha256,
+            &account("u1", "eve@example.com", 1),
+            &mut t
+        )));
+        // Expired: refused; in time: the account opens and the invitation is used up.
+        assert!(refused(g.accept_invitation(
+            &ada.id,
+            &ada.sha256,
+            &account("u1", "ada@example.com", 100),
+            &mut t
+        )));
+        assert_eq!(
+            g.accept_invitation(
+                &ada.id,
+                &ada.sha256,
+                &account("u1", "ada@example.com", 99),
+                &mut t
+            ),
+            Response::Applied
+        );
+        assert!(g.accounts.contains_key("u1"));
+        assert!(g.invitations.is_empty());
+        assert!(refused(g.accept_invitation(
+            &ada.id,
+            &ada.sha256,
+            &account("u2", "ada@example.com", 99),
+            &mut t
+        )));
+        // No invitation for an email that has an account; expired ones go on the next write.
+        assert!(refused(g.put_invitation(
+            &invitation('c', "ada@example.com", 100),
+            &mut t
+        )));
+        assert_eq!(
+            g.put_invitation(&invitation('d', "bob@example.com", 5), &mut t),
+            Response::Applied
+        );
+        let mut later = invitation('e', "cy@example.com", 500);
+        later.created_at_ms = 10;
+        assert_eq!(g.put_invitation(&later, &mut t), Response::Applied);
+        assert_eq!(g.invitations.len(), 1, "bob's expired one dropped");
+        assert_eq!(g.delete_invitation(&later.id, &mut t), Response::Applied);
+        assert_eq!(g.delete_invitation(&later.id, &mut t), Response::NotFound);
     }
 }

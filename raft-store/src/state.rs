@@ -390,6 +390,13 @@ impl ControlState {
             Command::PutAccount(account) => g.put_account(account, t),
             Command::OpenSession(session) => g.open_session(session, t),
             Command::CloseSession { id } => g.close_session(id, t),
+            Command::PutInvitation(invitation) => g.put_invitation(invitation, t),
+            Command::DeleteInvitation { id } => g.delete_invitation(id, t),
+            Command::AcceptInvitation {
+                id,
+                sha256,
+                account,
+            } => g.accept_invitation(id, sha256, account, t),
             Command::RotateSigningKey {
                 key,
                 expected,

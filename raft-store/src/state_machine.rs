@@ -41,6 +41,7 @@ const P_CLIENT_SECRET: u8 = b'C';
 const P_SIGNING_KEY: u8 = b'S';
 const P_ACCOUNT: u8 = b'U';
 const P_SESSION: u8 = b'e';
+const P_INVITATION: u8 = b'I';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -222,6 +223,9 @@ impl SledStateMachine {
             GovTouched::Session(id) => {
                 put_or_remove(batch, entity_key(P_SESSION, id)?, g.sessions.get(id))
             }
+            GovTouched::Invitation(id) => {
+                put_or_remove(batch, entity_key(P_INVITATION, id)?, g.invitations.get(id))
+            }
         }
     }
 
@@ -290,6 +294,9 @@ impl SledStateMachine {
         }
         for (k, v) in &g.sessions {
             batch.insert(entity_key(P_SESSION, k)?, enc(v)?);
+        }
+        for (k, v) in &g.invitations {
+            batch.insert(entity_key(P_INVITATION, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -415,6 +422,11 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_SESSION => {
                     let g = &mut data.state.governance;
                     g.sessions
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_INVITATION => {
+                    let g = &mut data.state.governance;
+                    g.invitations
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

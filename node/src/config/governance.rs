@@ -719,6 +719,7 @@ pub fn build(
         }
         declared.applications.push(Application {
             id: id.clone(),
+            name: None,
             description: raw.description.clone(),
             permissions,
             disabled: raw.disabled,

@@ -195,7 +195,9 @@ fn plan_view(p: &Plan) -> Value {
 fn app_view(a: &Application) -> Value {
     json!({
         "id": a.id,
+        "name": a.name,
         "description": a.description,
+        "owner": a.owner,
         "permissions": a.permissions.iter().map(|p| json!({
             "topics": p.pattern, "publish": p.publish, "subscribe": p.subscribe,
         })).collect::<Vec<_>>(),
@@ -488,6 +490,8 @@ async fn delete_plan(
 #[serde(deny_unknown_fields)]
 struct AppBody {
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     description: Option<String>,
     #[serde(default)]
     permissions: Vec<rules::RawPermission>,
@@ -540,6 +544,7 @@ async fn put_app(
         .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
     let app = Application {
         id: id.clone(),
+        name: body.name,
         description: body.description,
         permissions,
         disabled: body.disabled,

@@ -367,6 +367,7 @@ fn schemas() -> Value {
         "Application": {
             "type": "object", "additionalProperties": false,
             "properties": {
+                "name": { "type": "string", "description": "what people call it; the id stays" },
                 "description": { "type": "string" },
                 "disabled": { "type": "boolean" },
                 "permissions": { "type": "array", "items": {

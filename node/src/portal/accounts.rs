@@ -1,5 +1,6 @@
-//! Portal accounts and sessions: sign up (open, with an administrator's approval, or closed),
-//! sign in, sign out, change the password.
+//! Portal accounts and sessions: sign up (open, with an administrator's approval, or closed —
+//! then by invitation, [`super::invitations`]), sign in, sign out, change the password. The
+//! operator signs in with `admin` and the admin token, as the administrator account `operator`.
 //!
 //! Passwords are hashed with argon2id (the `argon2` crate's defaults, a random salt each) off
 //! the async threads. A session is a random 256-bit cookie value; the replicated state keeps
@@ -43,7 +44,7 @@ const ATTEMPT_WINDOW_MS: u64 = 5 * 60 * 1000;
 const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 256;
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
@@ -103,7 +104,7 @@ pub fn session_form_ok(session: &PortalSession, form: &HashMap<String, String>) 
         .is_some_and(|c| constant_eq(c, &session.csrf))
 }
 
-fn cookie_attributes(state: &AppState) -> String {
+pub(super) fn cookie_attributes(state: &AppState) -> String {
     let secure = if state.public_url().starts_with("https://") {
         "; Secure"
     } else {
@@ -115,7 +116,7 @@ fn cookie_attributes(state: &AppState) -> String {
     )
 }
 
-fn set_cookie(response: &mut Response, value: String) {
+pub(super) fn set_cookie(response: &mut Response, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -152,7 +153,7 @@ struct AccountPage<'a> {
     role: &'static str,
 }
 
-fn frame<'a>(state: &'a AppState, session: Option<SessionView>) -> Frame<'a> {
+pub(super) fn frame<'a>(state: &'a AppState, session: Option<SessionView>) -> Frame<'a> {
     Frame {
         title: &state.portal().title,
         base: &state.portal().path,
@@ -160,7 +161,7 @@ fn frame<'a>(state: &'a AppState, session: Option<SessionView>) -> Frame<'a> {
     }
 }
 
-fn notice(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
+pub(super) fn notice(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
     let mut response = html(NoticePage {
         frame: frame(state, None),
         heading: heading.to_owned(),
@@ -203,25 +204,25 @@ fn anonymous_form(
 }
 
 /// Whether a form's CSRF token matches the double-submit cookie.
-fn double_submit_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+pub(super) fn double_submit_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
     match (cookie(headers, CSRF_COOKIE), form.get("csrf")) {
         (Some(c), Some(f)) => !c.is_empty() && constant_eq(&c, f),
         _ => false,
     }
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-fn parse_form(body: &[u8]) -> HashMap<String, String> {
+pub(super) fn parse_form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-async fn hash_password(password: String) -> Result<String, String> {
+pub(super) async fn hash_password(password: String) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -250,7 +251,16 @@ async fn verify_password(password: String, hash: String) -> bool {
 const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0000000000000000000000000000000000000000000";
 
-fn check_password(password: &str) -> Result<(), String> {
+/// Whether `email` (lowercase) looks like an address: a user part, an `@`, a dotted host.
+pub(super) fn valid_email(email: &str) -> bool {
+    email.len() <= 254
+        && email.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.starts_with('.')
+        })
+        && !email.chars().any(char::is_whitespace)
+}
+
+pub(super) fn check_password(password: &str) -> Result<(), String> {
     let n = password.chars().count();
     if n < MIN_PASSWORD {
         return Err(format!(
@@ -266,7 +276,7 @@ fn check_password(password: &str) -> Result<(), String> {
 }
 
 /// Opens a session for `account` and answers a redirect carrying its cookie.
-async fn start_session(state: &AppState, account: &Account, to: &str) -> Response {
+pub(super) async fn start_session(state: &AppState, account: &Account, to: &str) -> Response {
     let token = random_token();
     let sha256 = crate::auth::sha256_hex(&token);
     let now = now_ms();
@@ -368,12 +378,7 @@ pub async fn signup(
             name.clone(),
         )
     };
-    let email_ok = email.len() <= 254
-        && email.split_once('@').is_some_and(|(user, host)| {
-            !user.is_empty() && host.contains('.') && !host.starts_with('.')
-        })
-        && !email.chars().any(char::is_whitespace);
-    if !email_ok {
+    if !valid_email(&email) {
         return again("The email address is not valid.".to_owned());
     }
     if name.is_empty() || name.chars().count() > 100 {
@@ -451,7 +456,7 @@ pub async fn signup(
     start_session(&state, &account, &to).await
 }
 
-fn capitalize(text: &str) -> String {
+pub(super) fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     chars
         .next()
@@ -499,6 +504,9 @@ pub async fn login(
             "Too many sign-in attempts: wait a few minutes.",
         );
     }
+    if email == OPERATOR_LOGIN {
+        return operator_login(&state, &password).await;
+    }
     let account = state
         .control()
         .reader()
@@ -538,6 +546,78 @@ pub async fn login(
     }
     let to = format!("{}/account", state.portal().path);
     start_session(&state, &account, &to).await
+}
+
+/// What an operator types as the email to sign in with `admin.token` as the password.
+pub const OPERATOR_LOGIN: &str = "admin";
+/// The account such a sign-in opens a session of (an administrator; no password opens it).
+const OPERATOR_ACCOUNT: &str = "operator";
+
+/// Signs the operator in with the admin token: as the administrator account `operator`, made
+/// (or re-enabled) on the way. Without a configured `admin.token` nobody signs in so.
+async fn operator_login(state: &AppState, password: &str) -> Response {
+    let wrong = || {
+        anonymous_form(
+            state,
+            "login",
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong email or password.".to_owned()),
+            OPERATOR_LOGIN.to_owned(),
+            String::new(),
+        )
+    };
+    let Some(token) = state.admin_token() else {
+        return wrong();
+    };
+    if !constant_eq(password, token) {
+        return wrong();
+    }
+    let now = now_ms();
+    let existing = state
+        .control()
+        .reader()
+        .read(|s| s.governance.accounts.get(OPERATOR_ACCOUNT).cloned());
+    let account = Account {
+        id: OPERATOR_ACCOUNT.to_owned(),
+        // Not an address, so no sign-up can take it.
+        email: OPERATOR_LOGIN.to_owned(),
+        name: "Operator (admin token)".to_owned(),
+        password_hash: DECOY_HASH.to_owned(),
+        role: AccountRole::Admin,
+        state: AccountState::Active,
+        created_at_ms: existing.as_ref().map_or(now, |a| a.created_at_ms),
+        updated_at_ms: now,
+    };
+    let usable = existing.as_ref().is_some_and(|a| {
+        a.role == AccountRole::Admin && a.state == AccountState::Active && a.email == account.email
+    });
+    if !usable {
+        match state
+            .control()
+            .write(Command::PutAccount(account.clone()))
+            .await
+        {
+            Ok(Applied::Applied) => {}
+            Ok(other) => {
+                return notice(
+                    state,
+                    StatusCode::CONFLICT,
+                    "Not signed in",
+                    &format!("The operator's account could not be made: {other:?}"),
+                )
+            }
+            Err(e) => {
+                return notice(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    &format!("The cluster could not record the sign-in: {e}"),
+                )
+            }
+        }
+    }
+    let to = format!("{}/admin", state.portal().path);
+    start_session(state, &account, &to).await
 }
 
 /// `POST {portal}/logout`.

@@ -32,6 +32,10 @@ struct AdminPage<'a> {
     apis: Vec<(String, &'static str, Vec<&'static str>)>,
     /// (id, email, name, role, state).
     accounts: Vec<(String, String, String, &'static str, &'static str)>,
+    /// Open invitations: (id, email, role, expires).
+    invitations: Vec<(String, String, &'static str, String)>,
+    /// A new invitation's link (shown once): (email, link).
+    invited: Option<(String, String)>,
 }
 
 /// The signed-in administrator, or the answer for anyone else.
@@ -51,11 +55,21 @@ fn administrator(
 }
 
 fn page(state: &AppState, headers: &HeaderMap, error: Option<String>) -> Response {
+    page_with(state, headers, error, None)
+}
+
+fn page_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    error: Option<String>,
+    invited: Option<(String, String)>,
+) -> Response {
     let (session, account) = match administrator(state, headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let (requests, apis, accounts) = state.control().reader().read(|s| {
+    let now = now_ms();
+    let (requests, apis, accounts, invitations) = state.control().reader().read(|s| {
         let g = &s.governance;
         let requests = g
             .access
@@ -95,7 +109,26 @@ fn page(state: &AppState, headers: &HeaderMap, error: Option<String>) -> Respons
                 )
             })
             .collect();
-        (requests, apis, accounts)
+        let invitations = g
+            .invitations
+            .values()
+            .filter(|i| i.expires_at_ms > now)
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    i.email.clone(),
+                    match i.role {
+                        AccountRole::Admin => "administrator",
+                        AccountRole::Developer => "developer",
+                    },
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(i.expires_at_ms),
+                    )
+                    .to_string(),
+                )
+            })
+            .collect();
+        (requests, apis, accounts, invitations)
     });
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
@@ -117,8 +150,17 @@ fn page(state: &AppState, headers: &HeaderMap, error: Option<String>) -> Respons
         requests,
         apis,
         accounts,
+        invitations,
+        invited: invited.clone(),
     });
     *response.status_mut() = status;
+    if invited.is_some() {
+        // The page shows a one-time link.
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
     response
 }
 
@@ -128,7 +170,8 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 /// `POST {portal}/admin/{action}`: `approve` / `reject` (app, api), `lifecycle` (api, state),
-/// `account` (id, state: active | disabled).
+/// `account` (id, state: active | disabled), `invite` (email, role: developer | admin),
+/// `withdraw` (invitation).
 pub async fn act(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -138,7 +181,7 @@ pub async fn act(
     let form: HashMap<String, String> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let (session, _) = match administrator(&state, &headers) {
+    let (session, admin) = match administrator(&state, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -207,6 +250,32 @@ pub async fn act(
             account.updated_at_ms = now;
             Command::PutAccount(account)
         }
+        "invite" => {
+            let role = match field("role").as_str() {
+                "admin" => AccountRole::Admin,
+                _ => AccountRole::Developer,
+            };
+            return match super::invitations::invite(
+                &state,
+                &field("email"),
+                role,
+                super::invitations::DEFAULT_TTL,
+                Some(admin.id.clone()),
+            )
+            .await
+            {
+                Ok(issued) => page_with(
+                    &state,
+                    &headers,
+                    None,
+                    Some((issued.invitation.email, issued.url)),
+                ),
+                Err(r) => page(&state, &headers, Some(format!("{}: {}", r.field, r.detail))),
+            };
+        }
+        "withdraw" => Command::DeleteInvitation {
+            id: field("invitation"),
+        },
         _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
     };
     match state.control().write(command).await {

@@ -9,6 +9,7 @@
 //! every node at once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::governance::{
     Access, AccessState, Account, AccountRole, ApiKey, Application, ClientSecret, Origin,
-    Permission, PortalSession,
+    Permission, Plan, PortalSession,
 };
 use eventgate_raft_store::{Command, Response as Applied};
 
@@ -36,6 +37,7 @@ struct AppsPage<'a> {
 
 struct AppRow {
     id: String,
+    name: String,
     description: String,
     subscriptions: usize,
 }
@@ -46,6 +48,7 @@ struct AppPage<'a> {
     frame: Frame<'a>,
     csrf: String,
     id: String,
+    name: String,
     description: String,
     /// A credential shown once: (what it is, its value).
     shown: Option<(String, String)>,
@@ -69,6 +72,52 @@ struct AccessRow {
     api: String,
     plan: String,
     state: &'static str,
+    /// Where the application stands against the plan (approved access only).
+    usage: Vec<UsageRow>,
+}
+
+/// One limit of a plan and how much of it is in use.
+struct UsageRow {
+    what: String,
+    used: u64,
+    /// None: the plan sets no limit on it.
+    limit: Option<u64>,
+    note: String,
+}
+
+/// The plan's limits on `(app, api)` and what is used of each, cluster-wide.
+fn usage_rows(state: &AppState, app: &str, api: &str, plan: &Plan) -> Vec<UsageRow> {
+    let usage = state.limiter().usage(app, api, plan);
+    let mut rows = Vec::new();
+    for (what, rate) in [
+        ("Messages published", usage.publish),
+        ("Messages delivered to streams", usage.deliveries),
+    ] {
+        if let Some(r) = rate {
+            let window = humantime::format_duration(Duration::from_millis(r.limit.window_ms));
+            let resets =
+                humantime::format_duration(Duration::from_secs(r.resets_in_ms.div_ceil(1000)));
+            rows.push(UsageRow {
+                what: format!("{what} (per {window})"),
+                used: r.used,
+                limit: Some(r.limit.count),
+                note: format!("the window resets in {resets}"),
+            });
+        }
+    }
+    rows.push(UsageRow {
+        what: "WebSocket and SSE connections open now".to_owned(),
+        used: usage.connections,
+        limit: plan.max_connections.map(u64::from),
+        note: String::new(),
+    });
+    rows.push(UsageRow {
+        what: "WebSub subscriptions".to_owned(),
+        used: usage.websub_subscriptions,
+        limit: plan.max_subscriptions.map(u64::from),
+        note: String::new(),
+    });
+    rows
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -165,6 +214,29 @@ fn owned(state: &AppState, account: &Account, id: &str) -> Option<Application> {
     })
 }
 
+/// The form's `name` (at most 100 characters) and `description` (at most 500), trimmed; empty
+/// ones are none.
+fn name_and_description(
+    form: &HashMap<String, String>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let field = |key: &str| {
+        form.get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let (name, description) = (field("name"), field("description"));
+    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err("The name may have 100 characters at most.".to_owned());
+    }
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 500)
+    {
+        return Err("The description may have 500 characters at most.".to_owned());
+    }
+    Ok((name, description))
+}
+
 async fn write(state: &AppState, command: Command) -> Result<(), String> {
     match state.control().write(command).await {
         Ok(Applied::Applied | Applied::Count(_)) => Ok(()),
@@ -187,6 +259,7 @@ fn apps_page(
             .filter(|a| a.owner.as_deref() == Some(account.id.as_str()))
             .map(|a| AppRow {
                 id: a.id.clone(),
+                name: a.name.clone().unwrap_or_default(),
                 description: a.description.clone().unwrap_or_default(),
                 subscriptions: g.access.keys().filter(|(app, _)| *app == a.id).count(),
             })
@@ -230,10 +303,10 @@ pub async fn create(
         .get("id")
         .map(|i| i.trim().to_owned())
         .unwrap_or_default();
-    let description = form
-        .get("description")
-        .map(|d| d.trim().to_owned())
-        .filter(|d| !d.is_empty());
+    let (name, description) = match name_and_description(&form) {
+        Ok(found) => found,
+        Err(e) => return apps_page(&state, &session, &account, Some(e)),
+    };
     if let Err(e) = crate::config::governance::valid_name(&id) {
         return apps_page(
             &state,
@@ -242,17 +315,6 @@ pub async fn create(
             Some(format!(
                 "Application id `{id}`: {e} (lowercase letters, digits, - and _)."
             )),
-        );
-    }
-    if description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 500)
-    {
-        return apps_page(
-            &state,
-            &session,
-            &account,
-            Some("The description may have 500 characters at most.".to_owned()),
         );
     }
     if state
@@ -269,6 +331,7 @@ pub async fn create(
     }
     let app = Application {
         id: id.clone(),
+        name,
         description,
         permissions: Vec::new(),
         disabled: false,
@@ -325,14 +388,9 @@ fn app_page(
             .access
             .values()
             .filter(|a| a.app == app.id)
-            .map(|a| AccessRow {
-                api: a.api.clone(),
-                plan: a.plan.clone(),
-                state: match a.state {
-                    AccessState::Approved => "approved",
-                    AccessState::Pending => "waiting for approval",
-                    AccessState::Rejected => "rejected",
-                },
+            .map(|a| {
+                let plan = g.plans.get(&a.plan).cloned();
+                (a.clone(), plan)
             })
             .collect::<Vec<_>>();
         let apis = g
@@ -348,6 +406,23 @@ fn app_page(
             .collect::<Vec<_>>();
         (keys, secrets, access, apis, plans)
     });
+    // Usage is read outside the state's lock: the limiter reads the state itself.
+    let access = access
+        .into_iter()
+        .map(|(a, plan)| AccessRow {
+            usage: match (&a.state, plan) {
+                (AccessState::Approved, Some(plan)) => usage_rows(state, &a.app, &a.api, &plan),
+                _ => Vec::new(),
+            },
+            api: a.api,
+            plan: a.plan,
+            state: match a.state {
+                AccessState::Approved => "approved",
+                AccessState::Pending => "waiting for approval",
+                AccessState::Rejected => "rejected",
+            },
+        })
+        .collect();
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -357,6 +432,7 @@ fn app_page(
         frame: frame(state, session, account),
         csrf: session.csrf.clone(),
         id: app.id.clone(),
+        name: app.name.clone().unwrap_or_default(),
         description: app.description.clone().unwrap_or_default(),
         shown,
         error,
@@ -394,7 +470,8 @@ pub async fn show(
 
 /// `POST {portal}/apps/{id}/{action}`: `keys` (issue an API key), `secrets` (issue a client
 /// secret), `token` (an access token on the newest client secret), `subscribe` (api, plan),
-/// `revoke-key` / `revoke-secret` (credential), `delete`.
+/// `revoke-key` / `revoke-secret` (credential), `edit` (name, description: the rename; the id
+/// stays), `delete`.
 pub async fn act(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -559,6 +636,22 @@ pub async fn act(
             };
             match write(&state, command).await {
                 Ok(()) => page(None, None),
+                Err(e) => page(None, Some(e)),
+            }
+        }
+        "edit" => {
+            let (name, description) = match name_and_description(&form) {
+                Ok(found) => found,
+                Err(e) => return page(None, Some(e)),
+            };
+            let mut updated = app.clone();
+            updated.name = name;
+            updated.description = description;
+            updated.updated_at_ms = now;
+            match write(&state, Command::PutApplication(updated)).await {
+                Ok(()) => {
+                    Redirect::to(&format!("{}/apps/{id}", state.portal().path)).into_response()
+                }
                 Err(e) => page(None, Some(e)),
             }
         }
