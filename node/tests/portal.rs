@@ -655,6 +655,165 @@ async fn invitations_open_accounts_and_the_operator_signs_in_with_the_admin_toke
     node.stop().await;
 }
 
+/// Every state-changing form on every page an administrator (who sees the most forms) can
+/// reach — found by reading the pages, so a form added later is covered too — refuses a
+/// request without the session's CSRF token, or with another session's, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_of_every_page_needs_the_session_csrf_token() {
+    const TOKEN: &str = "an-admin-token-of-the-test";
+    let node = common::start(&format!(
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\nchannels = {{ orders = \"orders\" }}\n[plans.gold]\napproval_required = true\n[admin]\ntoken = \"{TOKEN}\"\n"
+    ))
+    .await;
+    let admin_json = |path: &str| {
+        let request = node
+            .client
+            .get(format!("{}{path}", node.base))
+            .bearer_auth(TOKEN);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let r = sign_in(&node, "admin", TOKEN).await;
+    assert_eq!(r.status(), 303);
+    let admin = pair(&set_cookie(&r, "egw_session").unwrap());
+    let admin_csrf = session_csrf(&node, &admin).await;
+    let (_, other_csrf) = signed_up(&node, "other@example.com").await;
+    let post = |path: &str, form: Vec<(&str, &str)>| {
+        let (base, admin, path) = (node.base.clone(), admin.clone(), path.to_owned());
+        let form: Vec<(String, String)> = form
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            browser()
+                .post(format!("{base}{path}"))
+                .header("cookie", admin)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Something on every page: an application with a key, a secret and a pending request,
+    // an open invitation.
+    let csrf = admin_csrf.as_str();
+    assert_eq!(
+        post("/portal/apps", vec![("csrf", csrf), ("id", "ops-app")]).await,
+        303
+    );
+    for action in ["keys", "secrets"] {
+        assert_eq!(
+            post(
+                &format!("/portal/apps/ops-app/{action}"),
+                vec![("csrf", csrf)]
+            )
+            .await,
+            200
+        );
+    }
+    assert_eq!(
+        post(
+            "/portal/apps/ops-app/subscribe",
+            vec![("csrf", csrf), ("api", "shop"), ("plan", "gold")]
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post(
+            "/portal/admin/invite",
+            vec![("csrf", csrf), ("email", "x@example.com")]
+        )
+        .await,
+        200
+    );
+    let before = admin_json("/admin/applications/ops-app").await;
+    assert_eq!(before["keys"].as_array().map(Vec::len), Some(1), "{before}");
+    let mut actions = std::collections::BTreeSet::new();
+    for page in [
+        "/portal",
+        "/portal/apis/shop",
+        "/portal/apps",
+        "/portal/apps/ops-app",
+        "/portal/webhooks",
+        "/portal/admin",
+        "/portal/account",
+    ] {
+        let body = browser()
+            .get(format!("{}{page}", node.base))
+            .header("cookie", &admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for form in body.split("<form ").skip(1) {
+            let head = form.split('>').next().unwrap();
+            if !head.contains("method=\"post\"") {
+                continue;
+            }
+            let action = head
+                .split("action=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("a form without an action on {page}: {head}"));
+            actions.insert(action.to_owned());
+        }
+    }
+    // What the walk must have found, at least.
+    for expected in [
+        "/portal/logout",
+        "/portal/apps",
+        "/portal/apps/ops-app/edit",
+        "/portal/apps/ops-app/delete",
+        "/portal/apps/ops-app/revoke-key",
+        "/portal/apps/ops-app/token",
+        "/portal/admin/approve",
+        "/portal/admin/invite",
+        "/portal/admin/withdraw",
+        "/portal/admin/account",
+        "/portal/admin/lifecycle",
+        "/portal/account/password",
+    ] {
+        assert!(
+            actions.contains(expected),
+            "{expected} not among {actions:?}"
+        );
+    }
+    for action in &actions {
+        for csrf in [None, Some(other_csrf.as_str())] {
+            let mut form = vec![
+                ("id", "ops-app"),
+                ("name", "changed"),
+                ("email", "y@example.com"),
+            ];
+            form.extend(csrf.map(|c| ("csrf", c)));
+            assert_eq!(post(action, form).await, 403, "{action} with {csrf:?}");
+        }
+    }
+    // Nothing changed: the application, its request, the session.
+    assert_eq!(
+        admin_json("/admin/applications/ops-app").await["keys"],
+        before["keys"]
+    );
+    assert_eq!(
+        admin_json("/admin/applications/ops-app").await["name"],
+        Value::Null
+    );
+    assert_eq!(
+        admin_json("/admin/applications/ops-app/access").await["access"][0]["state"],
+        "pending"
+    );
+    assert_eq!(
+        session_csrf(&node, &admin).await,
+        admin_csrf,
+        "still signed in"
+    );
+    node.stop().await;
+}
+
 /// Signs up `email` (open sign-up); answers the session cookie and its CSRF token.
 async fn signed_up(node: &common::TestNode, email: &str) -> (String, String) {
     let (csrf, cookie) = form_csrf(node, "/portal/signup").await;
