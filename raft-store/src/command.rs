@@ -227,7 +227,7 @@ pub enum Command {
     AcceptInvitation {
         id: String,
         sha256: String,
-        account: crate::governance::Account,
+        account: Box<crate::governance::Account>,
     },
 }
 

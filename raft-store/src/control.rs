@@ -95,9 +95,15 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 enum LeaderOp {
-    Write(Request),
-    Join { node_id: NodeId, node: NodeInfo },
-    Leave { node_id: NodeId },
+    /// Boxed: a command (a subscription record, an account) is far larger than the others.
+    Write(Box<Request>),
+    Join {
+        node_id: NodeId,
+        node: NodeInfo,
+    },
+    Leave {
+        node_id: NodeId,
+    },
 }
 
 enum LeaderOut {
@@ -160,7 +166,7 @@ impl ControlPlane {
     pub async fn write(&self, command: Command) -> Result<Response, ControlError> {
         let started = Instant::now();
         match self
-            .on_leader(LeaderOp::Write(Request::new(command)))
+            .on_leader(LeaderOp::Write(Box::new(Request::new(command))))
             .await?
         {
             LeaderOut::Write(resp) => {
@@ -287,7 +293,7 @@ impl ControlPlane {
         remaining: Duration,
     ) -> Result<LeaderOut, Option<ClusterError>> {
         match op {
-            LeaderOp::Write(req) => write_local(&self.raft, req.clone(), remaining)
+            LeaderOp::Write(req) => write_local(&self.raft, (**req).clone(), remaining)
                 .await
                 .map(LeaderOut::Write)
                 .map_err(Some),
@@ -312,7 +318,7 @@ impl ControlPlane {
         remaining: Duration,
     ) -> Result<LeaderOut, Option<ClusterError>> {
         let request = match op {
-            LeaderOp::Write(req) => RpcRequest::ClientWrite(req.clone()),
+            LeaderOp::Write(req) => RpcRequest::ClientWrite((**req).clone()),
             LeaderOp::Join { node_id, node } => RpcRequest::Join {
                 node_id: *node_id,
                 node: node.clone(),

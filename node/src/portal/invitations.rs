@@ -373,7 +373,7 @@ pub async fn accept(
     let command = Command::AcceptInvitation {
         id: invitation.id.clone(),
         sha256: invitation.sha256.clone(),
-        account: account.clone(),
+        account: Box::new(account.clone()),
     };
     match state.control().write(command).await {
         Ok(Applied::Applied) => {
