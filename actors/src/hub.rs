@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventgate_raft_store::clock::now_ms;
-use eventgate_raft_store::{Command, NodeId, OwnerMove, Subscription, SubscriptionState};
+use eventgate_raft_store::{
+    Command, NodeId, OwnerMove, PreviousSecret, Signing, Subscription, SubscriptionState,
+};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -701,6 +703,8 @@ pub enum IntentMode {
     Subscribe {
         lease_seconds: u64,
         secret: Option<String>,
+        /// How deliveries are signed.
+        signing: Signing,
     },
     Unsubscribe,
     /// The hub refuses; the subscriber is told why.
@@ -755,6 +759,33 @@ async fn release_slot(ctx: &DeliveryContext, intent: &Intent, id: &str) {
     }
 }
 
+/// What a renewal with `new_secret` keeps of the subscription's earlier secret: when the secret
+/// changes, the old one signs alongside for `secret_overlap` (rotation without a gap); when it
+/// does not, an overlap under way continues; without a secret there is nothing to overlap.
+fn rotated_out(
+    ctx: &DeliveryContext,
+    id: &str,
+    new_secret: Option<&str>,
+    now: u64,
+) -> Option<PreviousSecret> {
+    let new_secret = new_secret?;
+    let existing = ctx
+        .control
+        .reader()
+        .read(|s| s.subscriptions.get(id).cloned())?;
+    let sealed = existing.secret?;
+    match ctx.secrets.open(id, &sealed) {
+        Ok(old) if old == new_secret => existing.previous_secret.filter(|p| p.until_ms > now),
+        Ok(_) => Some(PreviousSecret {
+            secret: sealed,
+            until_ms: now.saturating_add(ctx.settings.secret_overlap.as_millis() as u64),
+        })
+        .filter(|p| p.until_ms > now),
+        // One that cannot be opened (a key gone) would fail every delivery: let it go.
+        Err(_) => None,
+    }
+}
+
 /// Carries out a subscriber's request after the hub answered `202 Accepted`: verifies intent
 /// with the callback and only then changes the replicated state; or tells the subscriber of a
 /// denial.
@@ -767,6 +798,7 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
         IntentMode::Subscribe {
             lease_seconds,
             secret,
+            signing,
         } => {
             if let Err(e) = verify(&ctx, &intent, "subscribe", Some(*lease_seconds)).await {
                 tracing::info!(subscription = %id, callback = %redacted(&intent.callback), error = %e, "SubscriptionVerificationFailed");
@@ -799,11 +831,14 @@ pub async fn process_intent(ctx: DeliveryContext, intent: Intent) {
                 }
             };
             let now = now_ms();
+            let previous_secret = rotated_out(&ctx, &id, secret.as_deref(), now);
             let subscription = Subscription {
                 id: id.clone(),
                 topic: intent.topic.clone(),
                 callback: intent.callback.clone(),
                 secret: secret.as_ref().map(|s| ctx.secrets.seal(&id, s)),
+                signing: *signing,
+                previous_secret,
                 lease_seconds: *lease_seconds,
                 lease_expires_at_ms: now + lease_seconds * 1000,
                 state: SubscriptionState::Active,

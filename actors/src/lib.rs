@@ -40,6 +40,7 @@ pub mod control;
 pub mod hub;
 pub mod ownership;
 pub mod secrets;
+pub mod standard_webhooks;
 pub mod stream;
 pub mod subscription;
 pub mod websub;

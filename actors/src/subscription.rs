@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventgate_raft_store::clock::now_ms;
-use eventgate_raft_store::{Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Subscription};
+use eventgate_raft_store::{
+    Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Signing, Subscription,
+};
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -38,6 +40,9 @@ use crate::websub::{link_header, retry_delay, SignatureAlgorithm};
 pub const DELIVERY_HEADER: &str = "x-eventgate-delivery";
 /// Header counting attempts of this delivery, from 1.
 pub const ATTEMPT_HEADER: &str = "x-eventgate-attempt";
+/// During a WebSub subscription's secret rotation: the `X-Hub-Signature` of the previous
+/// secret.
+pub const PREVIOUS_SIGNATURE_HEADER: &str = "x-hub-signature-previous";
 
 /// The shortest gap between two commits of a node's cursor moves. Moves are committed as
 /// soon as there are any and the last commit is done, at most this often: a SIGKILLed owner's
@@ -67,6 +72,9 @@ pub struct DeliverySettings {
     /// A message still failing this long after its first attempt is dead-lettered.
     pub max_age: Duration,
     pub signature: SignatureAlgorithm,
+    /// After a subscription's secret is rotated, deliveries carry the previous secret's
+    /// signature too for this long.
+    pub secret_overlap: Duration,
 }
 
 /// Collects cursor moves of every subscription this node delivers and commits them together:
@@ -585,6 +593,13 @@ async fn deliver_partition(
     }
 }
 
+/// The id of a message's delivery to a subscription: `<subscription>:<partition>:<offset>` —
+/// the same for every attempt, on every node (`X-Eventgate-Delivery`, and `webhook-id` under
+/// Standard Webhooks).
+pub fn delivery_id(sub: &Subscription, message: &Message) -> String {
+    format!("{}:{}:{}", sub.id, message.partition, message.offset)
+}
+
 fn delivery_request(
     ctx: &DeliveryContext,
     sub: &Subscription,
@@ -608,21 +623,60 @@ fn delivery_request(
                     .unwrap_or_else(|| ctx.topic_url(&sub.topic)),
             ),
         ),
-        (
-            DELIVERY_HEADER.to_owned(),
-            format!("{}:{}:{}", sub.id, message.partition, message.offset),
-        ),
+        (DELIVERY_HEADER.to_owned(), delivery_id(sub, message)),
         (ATTEMPT_HEADER.to_owned(), attempt.to_string()),
     ];
-    if let Some(stored) = &sub.secret {
-        // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
-        let secret = ctx.secrets.open(&sub.id, stored)?;
-        headers.push((
-            "x-hub-signature".to_owned(),
-            ctx.settings
-                .signature
-                .sign(secret.as_bytes(), &message.payload),
-        ));
+    // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
+    let secret = sub
+        .secret
+        .as_ref()
+        .map(|stored| ctx.secrets.open(&sub.id, stored))
+        .transpose()?;
+    let previous = sub
+        .previous_secret
+        .as_ref()
+        .filter(|p| p.until_ms > now_ms())
+        .map(|p| ctx.secrets.open(&sub.id, &p.secret))
+        .transpose()?;
+    match sub.signing {
+        Signing::WebSub => {
+            let algorithm = ctx.settings.signature;
+            if let Some(secret) = &secret {
+                headers.push((
+                    "x-hub-signature".to_owned(),
+                    algorithm.sign(secret.as_bytes(), &message.payload),
+                ));
+            }
+            // During a rotation's overlap the old secret's signature rides along, so a
+            // subscriber still checking with it keeps accepting.
+            if let Some(previous) = &previous {
+                headers.push((
+                    PREVIOUS_SIGNATURE_HEADER.to_owned(),
+                    algorithm.sign(previous.as_bytes(), &message.payload),
+                ));
+            }
+        }
+        Signing::StandardWebhooks => {
+            // The message id is the delivery id: the same for every attempt of the message to
+            // this subscription, on whichever node makes it.
+            let id = delivery_id(sub, message);
+            let timestamp = now_ms() / 1000;
+            let mut signatures = Vec::new();
+            for secret in secret.iter().chain(previous.iter()) {
+                let key = crate::standard_webhooks::key_of(secret)?;
+                signatures.push(crate::standard_webhooks::signature(
+                    &key,
+                    &id,
+                    timestamp,
+                    &message.payload,
+                ));
+            }
+            headers.push(("webhook-id".to_owned(), id));
+            headers.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+            if !signatures.is_empty() {
+                headers.push(("webhook-signature".to_owned(), signatures.join(" ")));
+            }
+        }
     }
     Ok(CallbackRequest {
         method: CallbackMethod::Post,

@@ -326,6 +326,7 @@ pub(crate) fn settings(window: usize) -> DeliverySettings {
         retry_max: Duration::from_millis(200),
         max_age: Duration::from_secs(60),
         signature: SignatureAlgorithm::Sha256,
+        secret_overlap: Duration::from_secs(60),
     }
 }
 
@@ -376,6 +377,8 @@ pub(crate) async fn subscribe(
         updated_at_ms: now,
         handover_to: None,
         topic_url: None,
+        signing: Default::default(),
+        previous_secret: None,
     };
     let start_offsets = broker.latest_offsets(topic).await.unwrap();
     control.apply(Command::ActivateSubscription {

@@ -130,5 +130,7 @@ pub fn subscription(id: &str) -> Subscription {
         updated_at_ms: 0,
         handover_to: None,
         topic_url: None,
+        signing: Default::default(),
+        previous_secret: None,
     }
 }

@@ -241,6 +241,9 @@ pub struct RawWebsub {
     pub retry_max: Duration,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// How long a rotated-out subscriber secret keeps signing next to the new one.
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
 }
 
 impl Default for RawWebsub {
@@ -263,6 +266,7 @@ impl Default for RawWebsub {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
             max_age: Duration::from_secs(24 * 3600),
+            secret_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -1504,6 +1508,7 @@ impl RawWebsub {
                 retry_max: ws.retry_max,
                 max_age: ws.max_age,
                 signature,
+                secret_overlap: ws.secret_overlap,
             },
         })
     }

@@ -19,6 +19,34 @@ pub enum SubscriptionState {
     PendingUnsubscribe,
 }
 
+/// How deliveries to a subscription are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Signing {
+    /// W3C WebSub: `X-Hub-Signature: sha256=<hex HMAC of the body>` with `hub.secret`.
+    #[default]
+    WebSub,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64
+    /// HMAC of id.timestamp.body>`, the key being the bytes of a `whsec_<base64>` secret.
+    StandardWebhooks,
+}
+
+/// A secret being rotated out: deliveries carry its signature too until `until_ms`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    /// Sealed as the subscription's `secret` is.
+    pub secret: String,
+    pub until_ms: u64,
+}
+
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousSecret")
+            .field("secret", &"<redacted>")
+            .field("until_ms", &self.until_ms)
+            .finish()
+    }
+}
+
 /// A WebSub subscription. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -44,6 +72,10 @@ pub struct Subscription {
     /// The topic URL the subscriber named (an API's, under its base path), announced in every
     /// delivery's `Link: rel="self"`; none: `<public_url>/topics/<topic>`.
     pub topic_url: Option<String>,
+    /// How deliveries are signed (chosen at subscribe time).
+    pub signing: Signing,
+    /// The secret before the last rotation, still signing during the overlap.
+    pub previous_secret: Option<PreviousSecret>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -61,6 +93,8 @@ impl std::fmt::Debug for Subscription {
             .field("created_at_ms", &self.created_at_ms)
             .field("updated_at_ms", &self.updated_at_ms)
             .field("topic_url", &self.topic_url)
+            .field("signing", &self.signing)
+            .field("previous_secret", &self.previous_secret)
             .finish()
     }
 }
@@ -513,6 +547,8 @@ mod tests {
             updated_at_ms: 1,
             handover_to: None,
             topic_url: None,
+            signing: Default::default(),
+            previous_secret: None,
         }
     }
 

@@ -41,6 +41,8 @@ fn sub(id: &str) -> Subscription {
         updated_at_ms: 1,
         handover_to: None,
         topic_url: None,
+        signing: Default::default(),
+        previous_secret: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn subscribe_mode() -> IntentMode {
     IntentMode::Subscribe {
         lease_seconds: 600,
         secret: Some("s3cret".to_owned()),
+        signing: eventgate_raft_store::Signing::WebSub,
     }
 }
 

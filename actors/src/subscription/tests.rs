@@ -396,6 +396,8 @@ async fn deliveries_are_signed_and_name_the_hub_and_topic() {
         updated_at_ms: 0,
         handover_to: None,
         topic_url: None,
+        signing: Default::default(),
+        previous_secret: None,
     };
     let message = Message {
         partition: 0,

@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventgate_raft_store::control::ClusterStatus;
 use eventgate_raft_store::network::NodeStatus;
-use eventgate_raft_store::{Command, NodeId, Response as Applied, Subscription, SubscriptionState};
+use eventgate_raft_store::{
+    Command, NodeId, PreviousSecret, Response as Applied, Signing, Subscription, SubscriptionState,
+};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -35,6 +37,7 @@ pub fn router() -> Router<AppState> {
                 .put(put_subscription)
                 .delete(delete_subscription),
         )
+        .route("/subscriptions/{id}/secret", post(rotate_secret))
         .route("/dead-letters", get(list_dead_letters))
         .route(
             "/dead-letters/{id}/{partition}/{offset}",
@@ -123,6 +126,17 @@ struct SubscriptionView {
     updated_at_ms: u64,
     /// The topic URL deliveries announce (`Link: rel="self"`), when the subscriber named one.
     topic_url: Option<String>,
+    /// `websub` or `standard-webhooks`.
+    signing: &'static str,
+    /// Until when the secret before the last rotation still signs too.
+    previous_secret_until_ms: Option<u64>,
+}
+
+fn signing_name(signing: Signing) -> &'static str {
+    match signing {
+        Signing::WebSub => "websub",
+        Signing::StandardWebhooks => "standard-webhooks",
+    }
 }
 
 fn state_name(state: SubscriptionState) -> &'static str {
@@ -151,6 +165,12 @@ fn view(state: &AppState, id: &str) -> Option<SubscriptionView> {
             created_at_ms: sub.created_at_ms,
             updated_at_ms: sub.updated_at_ms,
             topic_url: sub.topic_url.clone(),
+            signing: signing_name(sub.signing),
+            previous_secret_until_ms: sub
+                .previous_secret
+                .as_ref()
+                .map(|p| p.until_ms)
+                .filter(|until| *until > now_ms()),
         })
     })
 }
@@ -182,6 +202,31 @@ struct PutSubscription {
     secret: Option<String>,
     #[serde(default)]
     state: Option<String>,
+    /// `websub` (default) or `standard-webhooks` (needs a `whsec_` secret).
+    #[serde(default)]
+    signing: Option<String>,
+}
+
+/// `signing` of a request, checked against the secret it would sign with.
+fn signing_field(signing: Option<&str>, secret: Option<&str>) -> Result<Signing, ApiError> {
+    match signing {
+        None | Some("websub") => Ok(Signing::WebSub),
+        Some("standard-webhooks") => {
+            let secret = secret.ok_or_else(|| {
+                ApiError::invalid_field(
+                    "secret",
+                    "Standard Webhooks signing needs a `whsec_<base64>` secret",
+                )
+            })?;
+            eventgate_actors::standard_webhooks::key_of(secret)
+                .map_err(|e| ApiError::invalid_field("secret", e))?;
+            Ok(Signing::StandardWebhooks)
+        }
+        Some(other) => Err(ApiError::invalid_field(
+            "signing",
+            format!("`{other}` is not websub or standard-webhooks"),
+        )),
+    }
 }
 
 fn validate_id(id: &str) -> Result<(), ApiError> {
@@ -247,6 +292,7 @@ async fn put_subscription(
 ) -> Result<Response, ApiError> {
     validate_id(&id)?;
     let sub_state = validate_put(&body)?;
+    let signing = signing_field(body.signing.as_deref(), body.secret.as_deref())?;
     let existed = view(&state, &id).is_some();
     let now = now_ms();
     let sub = Subscription {
@@ -264,6 +310,8 @@ async fn put_subscription(
         updated_at_ms: now,
         handover_to: None,
         topic_url: None,
+        signing,
+        previous_secret: None,
     };
     state
         .control()
@@ -278,6 +326,72 @@ async fn put_subscription(
         ApiError::internal("subscription committed but not yet applied on this node")
     })?;
     Ok((status, Json(shown)).into_response())
+}
+
+/// `POST /admin/subscriptions/{id}/secret`: the operator's rotation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    /// The new secret; a random one (shown once in the answer) when absent.
+    #[serde(default)]
+    secret: Option<String>,
+    /// How long the old secret keeps signing too; `websub.secret_overlap` when absent.
+    #[serde(default, with = "humantime_serde")]
+    overlap: Option<Duration>,
+}
+
+/// Gives a subscription a new secret; the old one keeps signing next to it for the overlap,
+/// so the subscriber can switch without a delivery failing. Answers the new secret.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: RotateSecret = super::parse_optional_json(&body)?;
+    let mut sub = state
+        .control()
+        .reader()
+        .read(|s| s.subscriptions.get(&id).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))?;
+    let secret = match body.secret {
+        Some(s) if s.is_empty() || s.len() >= MAX_SECRET_BYTES => {
+            return Err(ApiError::invalid_field(
+                "secret",
+                format!("1 to {} bytes", MAX_SECRET_BYTES - 1),
+            ))
+        }
+        Some(s) => s,
+        None => eventgate_actors::standard_webhooks::generate_secret(),
+    };
+    if sub.signing == Signing::StandardWebhooks {
+        eventgate_actors::standard_webhooks::key_of(&secret)
+            .map_err(|e| ApiError::invalid_field("secret", e))?;
+    }
+    let overlap = body
+        .overlap
+        .unwrap_or(state.inner.delivery.settings.secret_overlap);
+    let now = now_ms();
+    let until_ms = now.saturating_add(overlap.as_millis() as u64);
+    sub.previous_secret = sub
+        .secret
+        .take()
+        .map(|old| PreviousSecret {
+            secret: old,
+            until_ms,
+        })
+        .filter(|p| p.until_ms > now);
+    sub.secret = Some(state.inner.delivery.secrets.seal(&id, &secret));
+    sub.owner = None;
+    sub.updated_at_ms = now;
+    state
+        .control()
+        .write(Command::UpsertSubscription(sub))
+        .await?;
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "secret": secret,
+        "previous_secret_until_ms": (until_ms > now).then_some(until_ms),
+    })))
 }
 
 async fn delete_subscription(

@@ -85,6 +85,13 @@ pub const ROUTES: &[Route] = &[
         204,
     ),
     route(
+        "post",
+        "/subscriptions/{id}/secret",
+        "Rotate a subscription's secret (the old one signs too for the overlap); answers the new secret once",
+        Some("RotateSecret"),
+        200,
+    ),
+    route(
         "get",
         "/dead-letters",
         "Messages that exhausted their attempts",
@@ -245,6 +252,27 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "get",
+        "/accounts/invitations",
+        "Open invitations to the portal (never their links)",
+        None,
+        200,
+    ),
+    route(
+        "post",
+        "/accounts/invitations",
+        "Invite an email address to the portal: answers a one-time link, shown once",
+        Some("Invitation"),
+        201,
+    ),
+    route(
+        "delete",
+        "/accounts/invitations/{id}",
+        "Withdraw an invitation",
+        None,
+        200,
+    ),
+    route(
+        "get",
         "/oauth2/keys",
         "The cluster's token signing keys (public information only)",
         None,
@@ -326,7 +354,23 @@ fn schemas() -> Value {
                 "callback": { "type": "string", "format": "uri" },
                 "lease_seconds": { "type": "integer", "minimum": 1, "maximum": 31_536_000 },
                 "secret": { "type": "string", "maxLength": 199 },
+                "signing": { "enum": ["websub", "standard-webhooks"], "description": "standard-webhooks needs a whsec_<base64> secret" },
                 "state": { "enum": ["pending_verification", "active", "pending_unsubscribe"] },
+            },
+        },
+        "RotateSecret": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "secret": { "type": "string", "maxLength": 199, "description": "default: a random whsec_ secret" },
+                "overlap": { "type": "string", "description": "how long the old secret signs too (`1h`; `0s`: not at all); default websub.secret_overlap" },
+            },
+        },
+        "Invitation": {
+            "type": "object", "required": ["email"], "additionalProperties": false,
+            "properties": {
+                "email": { "type": "string", "format": "email" },
+                "role": { "enum": ["developer", "admin"] },
+                "expires_in": { "type": "string", "description": "how long the link works (`7d`, the default; at most 30 days)" },
             },
         },
         "Api": {

@@ -189,6 +189,33 @@ fn secret_of(form: &HashMap<String, String>) -> Result<Option<String>, ApiError>
     }
 }
 
+/// `hub.signing`: `websub` (the default: `X-Hub-Signature`) or `standard-webhooks`, which
+/// needs a `whsec_<base64>` `hub.secret`.
+fn signing_of(
+    form: &HashMap<String, String>,
+    secret: Option<&str>,
+) -> Result<eventgate_raft_store::Signing, ApiError> {
+    use eventgate_raft_store::Signing;
+    match form.get("hub.signing").map(|v| v.trim()) {
+        None | Some("" | "websub") => Ok(Signing::WebSub),
+        Some("standard-webhooks") => {
+            let secret = secret.ok_or_else(|| {
+                ApiError::invalid_field(
+                    "hub.secret",
+                    "Standard Webhooks signing needs a `whsec_<base64>` hub.secret",
+                )
+            })?;
+            eventgate_actors::standard_webhooks::key_of(secret)
+                .map_err(|e| ApiError::invalid_field("hub.secret", e))?;
+            Ok(Signing::StandardWebhooks)
+        }
+        Some(other) => Err(ApiError::invalid_field(
+            "hub.signing",
+            format!("`{other}` is not websub or standard-webhooks"),
+        )),
+    }
+}
+
 /// How long `/hub` waits for a leader (an election under way) before it answers `no-quorum`.
 const HUB_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -228,6 +255,11 @@ pub async fn hub(
     };
     let lease_seconds = lease_of(&form, settings);
     let secret = secret_of(&form);
+    // (A bad secret is answered as such, before what signing it would have served.)
+    let signing = match &secret {
+        Ok(secret) => signing_of(&form, secret.as_deref()),
+        Err(_) => Ok(Default::default()),
+    };
     let id = eventgate_actors::websub::subscription_id(&topic, &callback);
 
     // Credentials: `Authorization` / `X-API-Key`, or `access_token` in the hub URL's query.
@@ -236,7 +268,7 @@ pub async fn hub(
     // valid is also held to its plan's subscription limit and needs its topic.
     let ask = WebsubAsk {
         id: &id,
-        subscribe: subscribe && lease_seconds.is_ok() && secret.is_ok(),
+        subscribe: subscribe && lease_seconds.is_ok() && secret.is_ok() && signing.is_ok(),
     };
     let admitted = state
         .ingress()
@@ -258,6 +290,7 @@ pub async fn hub(
         None if subscribe => IntentMode::Subscribe {
             lease_seconds: lease_seconds?,
             secret: secret?,
+            signing: signing?,
         },
         None => IntentMode::Unsubscribe,
     };

@@ -1,0 +1,261 @@
+//! Standard Webhooks deliveries (issue 19), end to end: a subscriber chooses the scheme at
+//! subscribe time (`hub.signing=standard-webhooks`, a `whsec_` secret); every delivery is
+//! checked by the `standardwebhooks` crate (the specification's own Rust library), not by our
+//! code. The message id is the same on every attempt; a secret rotated by re-subscribing, or by
+//! the operator, signs next to the new one for the overlap and then no more. WebSub stays the
+//! default and carries the previous secret's signature in its own header during an overlap.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::Method;
+use common::callback::{CallbackServer, Received};
+use common::start;
+use common::websub::{hub, publish, subscribe, T};
+use serde_json::Value;
+
+fn config(extra: &str) -> String {
+    format!(
+        "[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_base = \"20ms\"\nretry_max = \"100ms\"\n{extra}"
+    )
+}
+
+/// Whether the delivery verifies under `secret`, as a Standard Webhooks receiver checks it.
+fn verifies(post: &Received, secret: &str) -> bool {
+    let webhook = standardwebhooks::Webhook::new(secret).expect("a whsec_ secret");
+    webhook.verify(&post.body, &post.headers).is_ok()
+}
+
+/// `X-Hub-Signature` of `body` under `secret` (sha256), computed here.
+fn websub_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(secret.as_bytes())
+            .unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+#[tokio::test]
+async fn deliveries_verify_with_a_standard_webhooks_library_and_keep_their_id_across_retries() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+
+    // A secret that is not a Standard Webhooks one, or none, or an unknown scheme: 400 naming
+    // the field.
+    for (form, field) in [
+        (vec![("hub.secret", "plain")], "hub.secret"),
+        (vec![], "hub.secret"),
+        (vec![("hub.secret", "whsec_c2hvcnQ=")], "hub.secret"),
+    ] {
+        let mut request = vec![
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", "http://127.0.0.1:9/x"),
+            ("hub.signing", "standard-webhooks"),
+        ];
+        request.extend(form);
+        let (status, body) = hub(&node, &request).await;
+        assert_eq!(status, 400, "{body}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["field"], field, "{body}");
+    }
+    let (status, body) = hub(
+        &node,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", "http://127.0.0.1:9/x"),
+            ("hub.signing", "sha-something"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("hub.signing"), "{body}");
+
+    let callback = cb.url("/standard");
+    subscribe(
+        &node,
+        "orders",
+        &callback,
+        &[("hub.secret", OLD), ("hub.signing", "standard-webhooks")],
+    )
+    .await;
+    let shown = common::websub::subscriptions(&node).await;
+    assert_eq!(shown[0]["signing"], "standard-webhooks");
+
+    // Two failures, then success: three attempts of one message, one id.
+    cb.fail_next_posts("/standard", &[503, 500]);
+    publish(&node, "orders", "application/json", br#"{"n":1}"#.to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/standard", 3, T).await;
+    for post in &posts {
+        assert!(verifies(post, OLD), "{:?}", post.headers);
+        assert!(!verifies(post, NEW));
+        assert!(
+            post.headers.get("x-hub-signature").is_none(),
+            "one scheme per subscription"
+        );
+    }
+    let ids: Vec<_> = posts
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(ids[0], posts[0].headers["x-eventgate-delivery"]);
+    // The next message has its own id.
+    publish(&node, "orders", "application/json", br#"{"n":2}"#.to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/standard", 4, T).await;
+    assert_ne!(posts[3].headers["webhook-id"], ids[0]);
+    assert!(verifies(&posts[3], OLD));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_next_to_the_new_one_for_the_overlap_only() {
+    let node = start(&config("secret_overlap = \"2s\"\n")).await;
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/rotating");
+    let standard = [("hub.signing", "standard-webhooks")];
+    subscribe(
+        &node,
+        "orders",
+        &callback,
+        &[standard[0], ("hub.secret", OLD)],
+    )
+    .await;
+
+    // The subscriber rotates by subscribing again with a new secret.
+    let (status, _) = hub(
+        &node,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", &callback),
+            standard[0],
+            ("hub.secret", NEW),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Verified (a second GET), then recorded: the overlap shows in the admin API.
+    cb.wait_for(&Method::GET, "/rotating", 2, T).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while common::websub::subscriptions(&node).await[0]["previous_secret_until_ms"].is_null() {
+        assert!(tokio::time::Instant::now() < deadline, "never rotated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publish(&node, "orders", "text/plain", b"during".to_vec()).await;
+    let post = cb
+        .wait_for(&Method::POST, "/rotating", 1, T)
+        .await
+        .remove(0);
+    let signatures = post.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    assert!(verifies(&post, NEW), "the new secret verifies");
+    assert!(verifies(&post, OLD), "and, during the overlap, the old one");
+
+    // After the overlap only the new one signs: published until a delivery shows it (bounded).
+    let deadline = tokio::time::Instant::now() + T;
+    let mut n = 1;
+    loop {
+        publish(
+            &node,
+            "orders",
+            "text/plain",
+            format!("after {n}").into_bytes(),
+        )
+        .await;
+        n += 1;
+        let post = cb
+            .wait_for(&Method::POST, "/rotating", n, T)
+            .await
+            .pop()
+            .unwrap();
+        assert!(verifies(&post, NEW));
+        if !verifies(&post, OLD) {
+            assert_eq!(
+                post.headers["webhook-signature"]
+                    .to_str()
+                    .unwrap()
+                    .split(' ')
+                    .count(),
+                1
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old secret still signs after the overlap"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_rotates_a_secret_and_websub_carries_the_previous_signature() {
+    let node = start(&config("")).await;
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/websub");
+    subscribe(
+        &node,
+        "orders",
+        &callback,
+        &[("hub.secret", "first secret")],
+    )
+    .await;
+    let id = common::websub::subscriptions(&node).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = |body: Value| {
+        let (client, url) = (
+            node.client.clone(),
+            format!("{}/admin/subscriptions/{id}/secret", node.base),
+        );
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, problem) = rotate(serde_json::json!({ "overlap": "soon" })).await;
+    assert_eq!(status, 400, "{problem}");
+    // A new random secret, shown once; the old one signs too for an hour.
+    let (status, rotated) = rotate(serde_json::json!({ "overlap": "1h" })).await;
+    assert_eq!(status, 200, "{rotated}");
+    let secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(rotated["previous_secret_until_ms"].is_u64());
+    publish(&node, "orders", "text/plain", b"rotated".to_vec()).await;
+    let post = cb.wait_for(&Method::POST, "/websub", 1, T).await.remove(0);
+    let sign = |secret: &str| websub_signature(secret, &post.body);
+    assert_eq!(post.headers["x-hub-signature"], sign(&secret).as_str());
+    assert_eq!(
+        post.headers["x-hub-signature-previous"],
+        sign("first secret").as_str()
+    );
+    assert!(post.headers.get("webhook-signature").is_none());
+    // Rotated again with no overlap: only the newest signs.
+    let (status, _) =
+        rotate(serde_json::json!({ "secret": "third secret", "overlap": "0s" })).await;
+    assert_eq!(status, 200);
+    publish(&node, "orders", "text/plain", b"again".to_vec()).await;
+    let post = cb.wait_for(&Method::POST, "/websub", 2, T).await.remove(1);
+    assert!(post.headers.get("x-hub-signature-previous").is_none());
+    assert_eq!(
+        post.headers["x-hub-signature"],
+        websub_signature("third secret", &post.body).as_str()
+    );
+    // Unknown subscription: 404.
+    let r = node
+        .client
+        .post(format!("{}/admin/subscriptions/nope/secret", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    node.stop().await;
+}
