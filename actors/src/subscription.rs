@@ -67,14 +67,64 @@ pub struct DeliverySettings {
     /// to slow callbacks, dispatching in order but letting completions interleave.
     pub window: usize,
     pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    /// The wait after a failed attempt.
+    pub retry: RetryPolicy,
+    /// A `Retry-After` of a 429 or 503 answer is honoured up to this long.
+    pub retry_after_max: Duration,
     /// A message still failing this long after its first attempt is dead-lettered.
     pub max_age: Duration,
     pub signature: SignatureAlgorithm,
     /// After a subscription's secret is rotated, deliveries carry the previous secret's
     /// signature too for this long.
     pub secret_overlap: Duration,
+}
+
+/// When a failed delivery is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Doubling from `base`, capped at `max`, half of it random.
+    Exponential { base: Duration, max: Duration },
+    /// The wait after each failed attempt, in order (a tenth of it added at random, so that
+    /// failures at one moment do not come back at one moment); past the last the message is a
+    /// dead letter.
+    Schedule(Vec<Duration>),
+}
+
+/// The default schedule, Standard Webhooks' example after the immediate first attempt:
+/// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (ten attempts over about three days).
+pub const STANDARD_SCHEDULE: [Duration; 9] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(14 * 3600),
+    Duration::from_secs(20 * 3600),
+    Duration::from_secs(24 * 3600),
+];
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (from 1); none when the schedule has no more.
+    pub fn delay(&self, attempt: u32) -> Option<Duration> {
+        match self {
+            Self::Exponential { base, max } => Some(retry_delay(attempt, *base, *max)),
+            Self::Schedule(waits) => {
+                let wait = *waits.get(attempt.checked_sub(1)? as usize)?;
+                let tenth = (wait / 10).as_millis() as u64;
+                let jitter = rand::Rng::random_range(&mut rand::rng(), 0..=tenth);
+                Some(wait + Duration::from_millis(jitter))
+            }
+        }
+    }
+
+    /// How many attempts the policy makes at most (the first and its retries).
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            Self::Exponential { .. } => None,
+            Self::Schedule(waits) => Some(waits.len() as u32 + 1),
+        }
+    }
 }
 
 /// Collects cursor moves of every subscription this node delivers and commits them together:
@@ -734,6 +784,7 @@ async fn deliver_one(
             },
             Err(e) => Err(e),
         };
+        let mut retry_after = None;
         let error = match result {
             Ok(response) if (200..300).contains(&response.status) => {
                 ctx.metrics.delivered.inc();
@@ -743,12 +794,21 @@ async fn deliver_one(
                 return Outcome::Delivered;
             }
             Ok(response) if response.status == 410 => return Outcome::Gone,
+            // "Not now": the subscriber's own word on when to come back is taken (capped).
+            Ok(response) if matches!(response.status, 429 | 503) => {
+                retry_after = response
+                    .retry_after
+                    .map(|d| d.min(settings.retry_after_max));
+                format!("callback answered {}", response.status)
+            }
+            // 3xx is a failure too: callbacks follow no redirects.
             Ok(response) => format!("callback answered {}", response.status),
             Err(e) => e,
         };
         ctx.metrics.failures.inc();
         let age = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
-        if attempt >= settings.max_attempts || age >= settings.max_age {
+        let next = retry_after.or_else(|| settings.retry.delay(attempt));
+        if attempt >= settings.max_attempts || age >= settings.max_age || next.is_none() {
             tracing::warn!(subscription = %sub.id, offset = message.offset, attempt, %error, "DeliveryDeadLettered");
             let letter = DeadLetter {
                 id: sub.id.clone(),
@@ -768,7 +828,7 @@ async fn deliver_one(
                 return Outcome::DeadLettered;
             }
         }
-        let delay = retry_delay(attempt, settings.retry_base, settings.retry_max);
+        let delay = next.unwrap_or_default();
         tracing::debug!(subscription = %sub.id, offset = message.offset, attempt, %error, ?delay, "DeliveryRetried");
         let entry = RetryEntry {
             partition: message.partition,

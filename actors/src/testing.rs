@@ -180,7 +180,11 @@ impl WebhookClient for ScriptedCallback {
                 }
             };
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            answer.map(|(status, body)| CallbackResponse { status, body })
+            answer.map(|(status, body)| CallbackResponse {
+                status,
+                body,
+                retry_after: None,
+            })
         })
     }
 }
@@ -322,8 +326,11 @@ pub(crate) fn settings(window: usize) -> DeliverySettings {
     DeliverySettings {
         window,
         max_attempts: 10,
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
+        retry: crate::subscription::RetryPolicy::Exponential {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
+        retry_after_max: Duration::from_secs(1),
         max_age: Duration::from_secs(60),
         signature: SignatureAlgorithm::Sha256,
         secret_overlap: Duration::from_secs(60),

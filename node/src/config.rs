@@ -234,11 +234,19 @@ pub struct RawWebsub {
     pub max_response_bytes: usize,
     pub per_host_concurrency: usize,
     pub delivery_window: usize,
-    pub max_attempts: u32,
+    /// Default: the schedule's length and one, or 10 with exponential retries.
+    pub max_attempts: Option<u32>,
+    /// Exponential retries (instead of the schedule): doubling from `retry_base`, capped at
+    /// `retry_max`.
     #[serde(with = "humantime_serde")]
-    pub retry_base: Duration,
+    pub retry_base: Option<Duration>,
     #[serde(with = "humantime_serde")]
-    pub retry_max: Duration,
+    pub retry_max: Option<Duration>,
+    /// The wait after each failed attempt; Standard Webhooks' example by default.
+    pub retry_schedule: Option<Vec<String>>,
+    /// A 429 or 503 answer's `Retry-After` is honoured up to this long.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_max: Duration,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// How long a rotated-out subscriber secret keeps signing next to the new one.
@@ -262,10 +270,13 @@ impl Default for RawWebsub {
             max_response_bytes: 64 * 1024,
             per_host_concurrency: 32,
             delivery_window: 1,
-            max_attempts: 10,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(600),
-            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: None,
+            retry_base: None,
+            retry_max: None,
+            retry_schedule: None,
+            retry_after_max: Duration::from_secs(3600),
+            // Longer than the default schedule (about 75 h).
+            max_age: Duration::from_secs(4 * 24 * 3600),
             secret_overlap: Duration::from_secs(24 * 3600),
         }
     }
@@ -1432,12 +1443,55 @@ impl RawWebsub {
         if ws.delivery_window == 0 || ws.delivery_window > 1024 {
             return Err(invalid("websub.delivery_window", "1 to 1024".to_owned()));
         }
-        if ws.max_attempts == 0 {
+        if ws.max_attempts == Some(0) {
             return Err(invalid(
                 "websub.max_attempts",
                 "must be 1 or more".to_owned(),
             ));
         }
+        let retry = match (&ws.retry_schedule, ws.retry_base, ws.retry_max) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(invalid(
+                "websub.retry_schedule",
+                "give a retry schedule or exponential retries (retry_base, retry_max), not both"
+                    .to_owned(),
+            )),
+            (Some(schedule), None, None) => {
+                if schedule.is_empty() || schedule.len() > 100 {
+                    return Err(invalid(
+                        "websub.retry_schedule",
+                        "1 to 100 waits, e.g. [\"5s\", \"5m\", \"30m\"]".to_owned(),
+                    ));
+                }
+                let waits = schedule
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        humantime::parse_duration(text).map_err(|e| {
+                            invalid(
+                                &format!("websub.retry_schedule[{i}]"),
+                                format!("`{text}` is not a duration: {e}"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                eventgate_actors::subscription::RetryPolicy::Schedule(waits)
+            }
+            (None, None, None) => eventgate_actors::subscription::RetryPolicy::Schedule(
+                eventgate_actors::subscription::STANDARD_SCHEDULE.to_vec(),
+            ),
+            (None, base, max) => {
+                let base = base.unwrap_or(Duration::from_secs(1));
+                let max = max.unwrap_or(Duration::from_secs(600));
+                if base.is_zero() || max < base {
+                    return Err(invalid(
+                        "websub.retry_max",
+                        "exponential retries need 0 < retry_base <= retry_max".to_owned(),
+                    ));
+                }
+                eventgate_actors::subscription::RetryPolicy::Exponential { base, max }
+            }
+        };
+        let max_attempts = ws.max_attempts.or_else(|| retry.attempts()).unwrap_or(10);
         if ws.per_host_concurrency == 0 {
             return Err(invalid(
                 "websub.per_host_concurrency",
@@ -1503,9 +1557,9 @@ impl RawWebsub {
             },
             delivery: eventgate_actors::subscription::DeliverySettings {
                 window: ws.delivery_window,
-                max_attempts: ws.max_attempts,
-                retry_base: ws.retry_base,
-                retry_max: ws.retry_max,
+                max_attempts,
+                retry,
+                retry_after_max: ws.retry_after_max,
                 max_age: ws.max_age,
                 signature,
                 secret_overlap: ws.secret_overlap,

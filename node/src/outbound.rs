@@ -216,6 +216,13 @@ impl HttpWebhookClient {
         }
         let mut response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                eventgate_actors::callback::parse_retry_after(v, std::time::SystemTime::now())
+            });
         let cap = self.settings.max_response_bytes;
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
@@ -227,6 +234,7 @@ impl HttpWebhookClient {
         Ok(CallbackResponse {
             status,
             body: Bytes::from(body),
+            retry_after,
         })
     }
 }

@@ -259,3 +259,96 @@ async fn the_operator_rotates_a_secret_and_websub_carries_the_previous_signature
     assert_eq!(r.status(), 404);
     node.stop().await;
 }
+
+/// The retry policy: only 2xx is success (a redirect is a failure, never followed); 429 and
+/// 503 are tried again when their `Retry-After` says, capped by `websub.retry_after_max`; a
+/// schedule's waits come in order and after its last the message is a dead letter.
+#[tokio::test]
+async fn retries_follow_the_schedule_and_honour_retry_after() {
+    let node = start(
+        "[topics]\nnames = [\"orders\"]\n[websub]\nallow_private_callbacks = true\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\"]\nretry_after_max = \"2s\"\n",
+    )
+    .await;
+    let cb = CallbackServer::start().await;
+
+    // 429 with Retry-After: 1 → the next attempt a second later, not the schedule's 300 ms.
+    let callback = cb.url("/busy");
+    subscribe(&node, "orders", &callback, &[]).await;
+    cb.retry_after("/busy", Some("1"));
+    cb.fail_next_posts("/busy", &[429]);
+    publish(&node, "orders", "text/plain", b"busy".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/busy", 2, T).await;
+    let waited = posts[1].at - posts[0].at;
+    assert!(waited >= Duration::from_millis(990), "{waited:?}");
+    assert_eq!(posts[1].headers["x-eventgate-attempt"], "2");
+
+    // 503 asking for an hour: capped at retry_after_max (2 s).
+    cb.retry_after("/busy", Some("3600"));
+    cb.fail_next_posts("/busy", &[503]);
+    publish(&node, "orders", "text/plain", b"unavailable".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/busy", 4, T).await;
+    let waited = posts[3].at - posts[2].at;
+    assert!(
+        waited >= Duration::from_millis(1990) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+
+    // A redirect is a failure, retried on the schedule; after the schedule's three waits
+    // (four attempts) the message is a dead letter.
+    let callback = cb.url("/moved");
+    subscribe(&node, "orders", &callback, &[]).await;
+    cb.always("/moved", Some(302));
+    publish(&node, "orders", "text/plain", b"moved".to_vec()).await;
+    let posts = cb.wait_for(&Method::POST, "/moved", 4, T).await;
+    for pair in posts.windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        assert!(
+            waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let letters: Value = node.get_json("/admin/dead-letters").await;
+        let found = letters
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["attempts"] == 4);
+        if let Some(letter) = found {
+            assert!(
+                letter["last_error"].as_str().unwrap().contains("302"),
+                "{letter}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter: {letters}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cb.requests(&Method::POST, "/moved").len(),
+        4,
+        "no fifth attempt"
+    );
+    node.stop().await;
+
+    // A schedule and exponential settings together are refused, naming the field.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eventgate.toml");
+    std::fs::write(
+        &path,
+        "[websub]\nretry_schedule = [\"1s\"]\nretry_base = \"1s\"\n",
+    )
+    .unwrap();
+    let error = eventgate::config::load(
+        Some(&path),
+        &[],
+        &eventgate::config::CliOverrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("websub.retry_schedule"), "{error}");
+}

@@ -147,10 +147,12 @@ async fn failures_are_retried_on_the_schedule_and_the_schedule_is_replicated() {
         ],
         "the head is retried until it succeeds, and only then the next goes"
     );
-    let s = settings(1);
+    let crate::subscription::RetryPolicy::Exponential { base, max } = settings(1).retry else {
+        panic!("the tests' settings retry exponentially");
+    };
     for (k, pair) in seen.windows(2).take(2).enumerate() {
         // Equal jitter: at least half of the exponential step.
-        let step = s.retry_base.saturating_mul(1 << k).min(s.retry_max);
+        let step = base.saturating_mul(1 << k).min(max);
         assert!(
             pair[1].at - pair[0].at >= step / 2,
             "attempt {} came {:?} after attempt {}",
@@ -431,4 +433,26 @@ async fn deliveries_are_signed_and_name_the_hub_and_topic() {
     assert_eq!(header("content-type").unwrap(), "text/plain");
     assert_eq!(header(DELIVERY_HEADER).unwrap(), "s1:0:7");
     assert_eq!(header(ATTEMPT_HEADER).unwrap(), "2");
+}
+
+#[test]
+fn a_schedule_waits_in_order_then_stops() {
+    use crate::subscription::{RetryPolicy, STANDARD_SCHEDULE};
+    let policy = RetryPolicy::Schedule(STANDARD_SCHEDULE.to_vec());
+    assert_eq!(policy.attempts(), Some(10));
+    for (i, wait) in STANDARD_SCHEDULE.iter().enumerate() {
+        let delay = policy.delay(i as u32 + 1).unwrap();
+        assert!(
+            delay >= *wait && delay <= *wait + *wait / 10,
+            "{delay:?} for {wait:?}"
+        );
+    }
+    assert_eq!(policy.delay(10), None, "no wait after the last attempt");
+    assert_eq!(policy.delay(0), None);
+    let exponential = RetryPolicy::Exponential {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(4),
+    };
+    assert_eq!(exponential.attempts(), None);
+    assert!(exponential.delay(50).unwrap() <= Duration::from_secs(4));
 }

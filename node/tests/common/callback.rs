@@ -38,6 +38,8 @@ struct Script {
     posts: HashMap<String, VecDeque<u16>>,
     /// Answer every POST on a path with this status.
     always: HashMap<String, u16>,
+    /// A `Retry-After` sent with the failing answers on a path.
+    retry_after: HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -60,7 +62,7 @@ async fn handle(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
     let query: HashMap<String, String> = query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
@@ -77,20 +79,28 @@ async fn handle(
     if method == Method::GET {
         let challenge = query.get("hub.challenge").cloned().unwrap_or_default();
         return match script.verify.get(&path).copied().unwrap_or(Verify::Echo) {
-            Verify::Echo => (StatusCode::OK, challenge),
-            Verify::WrongChallenge => (StatusCode::OK, format!("not-{challenge}")),
-            Verify::NotFound => (StatusCode::NOT_FOUND, String::new()),
+            Verify::Echo => (StatusCode::OK, HeaderMap::new(), challenge),
+            Verify::WrongChallenge => {
+                (StatusCode::OK, HeaderMap::new(), format!("not-{challenge}"))
+            }
+            Verify::NotFound => (StatusCode::NOT_FOUND, HeaderMap::new(), String::new()),
         };
     }
-    if let Some(status) = script.always.get(&path) {
-        return (StatusCode::from_u16(*status).unwrap(), String::new());
+    let status = match script.always.get(&path) {
+        Some(status) => *status,
+        None => script
+            .posts
+            .get_mut(&path)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(200),
+    };
+    let mut answer = HeaderMap::new();
+    if !(200..300).contains(&status) {
+        if let Some(value) = script.retry_after.get(&path) {
+            answer.insert("retry-after", value.parse().unwrap());
+        }
     }
-    let status = script
-        .posts
-        .get_mut(&path)
-        .and_then(VecDeque::pop_front)
-        .unwrap_or(200);
-    (StatusCode::from_u16(status).unwrap(), String::new())
+    (StatusCode::from_u16(status).unwrap(), answer, String::new())
 }
 
 impl CallbackServer {
@@ -134,6 +144,15 @@ impl CallbackServer {
         match status {
             Some(s) => script.always.insert(path.to_owned(), s),
             None => script.always.remove(path),
+        };
+    }
+
+    /// Sends `Retry-After: value` with every failing answer on `path` (none: stop).
+    pub fn retry_after(&self, path: &str, value: Option<&str>) {
+        let mut script = self.shared.script.lock().unwrap();
+        match value {
+            Some(v) => script.retry_after.insert(path.to_owned(), v.to_owned()),
+            None => script.retry_after.remove(path),
         };
     }
 
