@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ingest_signature;
 pub mod ingress;
 pub mod limits;
 pub mod metrics;

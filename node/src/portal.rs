@@ -728,6 +728,7 @@ mod tests {
             sunset_ms: None,
             channel_specs: Default::default(),
             validate_messages: false,
+            verify_ingest: None,
         };
         assert!(matches(&api, ""));
         assert!(matches(&api, "SWEET line"));

@@ -147,3 +147,144 @@ async fn unknown_topics_are_404_unless_auto_create_and_bad_input_names_the_field
     assert!(node.handle().broker.topic_exists("fresh").await.unwrap());
     node.stop().await;
 }
+
+/// Verified ingest (issue 19): an API can require the provider's signature on what reaches its
+/// webhook receiver — GitHub's `X-Hub-Signature-256`, Standard Webhooks (signed here by the
+/// specification's Rust library, timestamp within tolerance), or an HMAC in a header of its
+/// choosing. Unsigned, wrongly signed or stale publishes get 401 `invalid-signature`, through the
+/// API's base path and through the gateway's own route, and nothing is stored.
+#[tokio::test]
+async fn providers_signatures_are_required_where_an_api_says_so() {
+    use hmac::Mac;
+    let node = start(
+        "[topics]\nnames = [\"pushes\", \"payments\", \"plain\"]\n\
+         [apis.github]\nbase_path = \"/github\"\nchannels = { pushes = \"pushes\" }\nsecurity = []\n\
+         verify_ingest = { scheme = \"github\", secret = \"It's a Secret to Everybody\" }\n\
+         [apis.pay]\nchannels = { payments = \"payments\" }\nsecurity = []\n\
+         verify_ingest = { scheme = \"standard-webhooks\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", tolerance = \"1m\" }\n\
+         [apis.plain]\nchannels = { plain = \"plain\" }\nsecurity = []\n\
+         verify_ingest = { scheme = \"hmac\", secret = \"k\", header = \"X-Provider-Signature\" }\n",
+    )
+    .await;
+    let post = |path: &str, headers: Vec<(&str, String)>, body: &'static [u8]| {
+        let mut request = node
+            .client
+            .post(format!("{}{path}", node.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let stored = |topic: &'static str| {
+        let broker = node.handle().broker.clone();
+        async move {
+            let mut consumer = broker.consumer(topic, 0, StartAt::Earliest).await.unwrap();
+            consumer
+                .next_batch(10, Duration::from_millis(300))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+
+    // The configuration's APIs are written to the replicated state just after start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for api in ["github", "pay", "plain"] {
+        while node.get_json(&format!("/admin/apis/{api}")).await["name"] != api {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "API {api} never declared"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // GitHub: the documented example, through the API's base path and the gateway's route.
+    let body = b"Hello, World!";
+    let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    for path in [
+        "/github/webhook-receiver?topic=pushes",
+        "/webhook-receiver?topic=pushes",
+    ] {
+        let (status, problem) = post(path, vec![], body).await;
+        assert_eq!(status, 401, "{problem}");
+        assert_eq!(
+            problem["type"].as_str().unwrap().rsplit('/').next(),
+            Some("invalid-signature")
+        );
+        let wrong = vec![("x-hub-signature-256", good.replace("75", "57"))];
+        assert_eq!(post(path, wrong, body).await.0, 401);
+        let (status, answer) =
+            post(path, vec![("x-hub-signature-256", good.to_owned())], body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    assert_eq!(
+        stored("pushes").await,
+        2,
+        "only the signed publishes were stored"
+    );
+
+    // Standard Webhooks, signed by the specification's library: now, and stale.
+    let signer = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let body: &'static [u8] = br#"{"amount":42}"#;
+    let signed = |at: i64| {
+        vec![
+            ("webhook-id", "msg_1".to_owned()),
+            ("webhook-timestamp", at.to_string()),
+            ("webhook-signature", signer.sign("msg_1", at, body).unwrap()),
+        ]
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (status, answer) = post("/webhook-receiver?topic=payments", signed(now), body).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, problem) = post("/webhook-receiver?topic=payments", signed(now - 120), body).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("from now"),
+        "{problem}"
+    );
+    assert_eq!(stored("payments").await, 1);
+
+    // A generic HMAC header.
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(b"k").unwrap();
+    mac.update(b"{}");
+    let hex_signature = hex::encode(mac.finalize().into_bytes());
+    let (status, _) = post(
+        "/webhook-receiver?topic=plain",
+        vec![("x-provider-signature", hex_signature)],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        post("/webhook-receiver?topic=plain", vec![], b"{}").await.0,
+        401
+    );
+
+    // The admin API shows the scheme, never the secret; bad settings name the field.
+    let shown = node.get_json("/admin/apis/github").await;
+    assert_eq!(shown["verify_ingest"]["scheme"], "github");
+    assert!(!shown.to_string().contains("Secret to Everybody"));
+    let r = node
+        .client
+        .put(format!("{}/admin/apis/bad", node.base))
+        .json(&serde_json::json!({
+            "channels": { "c": "plain" },
+            "verify_ingest": { "scheme": "standard-webhooks", "secret": "not-whsec" }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["field"], "verify_ingest.secret", "{problem}");
+    node.stop().await;
+}

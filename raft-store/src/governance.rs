@@ -146,6 +146,62 @@ pub struct Api {
     /// Whether messages published through this API are checked against their channel's
     /// payload schemas (invalid: refused, nothing stored).
     pub validate_messages: bool,
+    /// The signature the provider must put on what it sends to the webhook receiver.
+    pub verify_ingest: Option<IngestSignature>,
+}
+
+/// How a provider signs its publishes to an API's webhook receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IngestScheme {
+    /// GitHub's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+    Github,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` (v1).
+    StandardWebhooks,
+    /// A header of the API's choosing holding the HMAC-SHA256 of the body, hex or base64
+    /// (optionally after `sha256=`).
+    Hmac,
+}
+
+impl IngestScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Hmac => "hmac",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "github" => Some(Self::Github),
+            "standard-webhooks" => Some(Self::StandardWebhooks),
+            "hmac" => Some(Self::Hmac),
+            _ => None,
+        }
+    }
+}
+
+/// An API's inbound signature requirement. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestSignature {
+    pub scheme: IngestScheme,
+    /// The secret shared with the provider (`whsec_…` for Standard Webhooks).
+    pub secret: String,
+    /// The header carrying the signature (the `hmac` scheme; lowercase).
+    pub header: String,
+    /// How far a signed timestamp may be from now (Standard Webhooks).
+    pub tolerance_ms: u64,
+}
+
+impl std::fmt::Debug for IngestSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSignature")
+            .field("scheme", &self.scheme)
+            .field("secret", &"<redacted>")
+            .field("header", &self.header)
+            .field("tolerance_ms", &self.tolerance_ms)
+            .finish()
+    }
 }
 
 /// The states of an API, in the order an API goes through them.
@@ -1362,6 +1418,7 @@ mod tests {
             sunset_ms: None,
             channel_specs: BTreeMap::new(),
             validate_messages: false,
+            verify_ingest: None,
         }
     }
 

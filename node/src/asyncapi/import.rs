@@ -646,6 +646,8 @@ pub fn import(document: &Value, options: &Options, now_ms: u64) -> Result<Import
         sunset_ms: None,
         channel_specs: specs,
         validate_messages,
+        // Not described by AsyncAPI: a re-import keeps what the API had (the admin API's).
+        verify_ingest: None,
     };
     Ok(Imported { api, warnings })
 }

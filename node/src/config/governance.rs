@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eventgate_raft_store::governance::{
-    Access, AccessState, Api, ApiKey, Application, ChannelSpec, Declared, Entrypoint, Lifecycle,
-    MessageSpec, Origin, OverLimit, Permission, Plan, RateLimit, Security,
+    Access, AccessState, Api, ApiKey, Application, ChannelSpec, Declared, Entrypoint, IngestScheme,
+    IngestSignature, Lifecycle, MessageSpec, Origin, OverLimit, Permission, Plan, RateLimit,
+    Security,
 };
 use serde::{Deserialize, Serialize};
 
@@ -179,6 +180,65 @@ pub struct RawApi {
     pub schemas: BTreeMap<String, serde_json::Value>,
     /// Whether messages published through this API must match their channel's schema.
     pub validate_messages: bool,
+    /// The signature the provider must put on its publishes to the webhook receiver.
+    pub verify_ingest: Option<RawIngestSignature>,
+}
+
+/// `[apis.<name>.verify_ingest]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIngestSignature {
+    /// `github`, `standard-webhooks` or `hmac`.
+    pub scheme: String,
+    pub secret: String,
+    /// The `hmac` scheme's header (default `X-Signature`).
+    pub header: Option<String>,
+    /// Standard Webhooks' timestamp tolerance (default 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Option<Duration>,
+}
+
+/// An API's inbound signature requirement from its description; errors name the field.
+pub fn ingest_from_raw(raw: &RawIngestSignature) -> Result<IngestSignature, (String, String)> {
+    let field = |name: &str| format!("verify_ingest.{name}");
+    let scheme = IngestScheme::parse(&raw.scheme).ok_or_else(|| {
+        (
+            field("scheme"),
+            format!("`{}` is not github, standard-webhooks or hmac", raw.scheme),
+        )
+    })?;
+    if raw.secret.is_empty() || raw.secret.len() > 512 {
+        return Err((field("secret"), "1 to 512 bytes".to_owned()));
+    }
+    if scheme == IngestScheme::StandardWebhooks {
+        eventgate_actors::standard_webhooks::key_of(&raw.secret)
+            .map_err(|e| (field("secret"), e))?;
+    }
+    let header = raw
+        .header
+        .clone()
+        .unwrap_or_else(|| "x-signature".to_owned())
+        .to_ascii_lowercase();
+    if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err((field("header"), format!("`{header}` is not a header name")));
+    }
+    if raw.header.is_some() && scheme != IngestScheme::Hmac {
+        return Err((
+            field("header"),
+            "only the hmac scheme takes a header; github and standard-webhooks have theirs"
+                .to_owned(),
+        ));
+    }
+    let tolerance = raw.tolerance.unwrap_or(Duration::from_secs(300));
+    if tolerance.is_zero() || tolerance > Duration::from_secs(3600) {
+        return Err((field("tolerance"), "more than 0 and at most 1h".to_owned()));
+    }
+    Ok(IngestSignature {
+        scheme,
+        secret: raw.secret.clone(),
+        header,
+        tolerance_ms: tolerance.as_millis() as u64,
+    })
 }
 
 /// `lifecycle` and `sunset` of an API description; errors name the field.
@@ -532,6 +592,11 @@ pub fn api_from_raw(
         sunset_ms,
         channel_specs,
         validate_messages: raw.validate_messages,
+        verify_ingest: raw
+            .verify_ingest
+            .as_ref()
+            .map(ingest_from_raw)
+            .transpose()?,
     })
 }
 

@@ -106,6 +106,16 @@ impl ApiError {
         )
     }
 
+    /// A publish to an API that requires the provider's signature, without a valid one.
+    pub fn invalid_signature(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-signature",
+            "The provider's signature is missing or wrong",
+            detail.into(),
+        )
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut e = Self::new(
             StatusCode::UNAUTHORIZED,

@@ -106,6 +106,12 @@ fn api_view(api: &Api) -> Value {
         "lifecycle_since_ms": api.lifecycle_since_ms,
         "sunset": api.sunset_ms.map(ms_rfc3339),
         "validate_messages": api.validate_messages,
+        // The secret is never shown.
+        "verify_ingest": api.verify_ingest.as_ref().map(|v| json!({
+            "scheme": v.scheme.name(),
+            "header": (v.scheme == eventgate_raft_store::governance::IngestScheme::Hmac).then_some(&v.header),
+            "tolerance_ms": (v.scheme == eventgate_raft_store::governance::IngestScheme::StandardWebhooks).then_some(v.tolerance_ms),
+        })),
         "messages": api.channel_specs.iter().map(|(channel, spec)| {
             let messages: Vec<Value> = spec.messages.iter().map(|m| json!({
                 "name": m.name,
@@ -415,7 +421,12 @@ async fn import_api(
             "`jwt` needs [auth.jwt] in the nodes' configuration",
         ));
     }
-    let (status, view) = store_api(&state, imported.api, false).await?;
+    let mut api = imported.api;
+    // An AsyncAPI document says nothing of the provider's signature: a re-import keeps it.
+    api.verify_ingest = read(&state, |g| {
+        g.apis.get(&api.name).and_then(|a| a.verify_ingest.clone())
+    });
+    let (status, view) = store_api(&state, api, false).await?;
     Ok((
         status,
         Json(json!({ "api": view, "warnings": imported.warnings })),

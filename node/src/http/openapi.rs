@@ -385,6 +385,16 @@ fn schemas() -> Value {
                 "max_message_bytes": { "type": "integer", "minimum": 1 },
                 "schemas": { "type": "object", "additionalProperties": { "type": ["object", "boolean"] }, "description": "channel → JSON Schema of its messages' payloads (draft 7 unless `$schema` names another; no references outside the schema)" },
                 "validate_messages": { "type": "boolean", "description": "refuse published messages that do not match their channel's schema (400 invalid-message, WebSocket close 1007)" },
+                "verify_ingest": {
+                    "type": "object", "required": ["scheme", "secret"], "additionalProperties": false,
+                    "description": "the provider's signature required on webhook-receiver publishes (401 invalid-signature otherwise, nothing stored); the secret is never shown again",
+                    "properties": {
+                        "scheme": { "enum": ["github", "standard-webhooks", "hmac"] },
+                        "secret": { "type": "string", "maxLength": 512, "description": "whsec_<base64> for standard-webhooks" },
+                        "header": { "type": "string", "description": "hmac only; default X-Signature (hex or base64 HMAC-SHA256 of the body, optionally after sha256=)" },
+                        "tolerance": { "type": "string", "description": "standard-webhooks: how far webhook-timestamp may be from now; default 5m, at most 1h" },
+                    },
+                },
                 "lifecycle": { "enum": ["created", "published", "deprecated", "retired"], "description": "default: created for a new API, the current state for an existing one" },
                 "sunset": { "type": "string", "format": "date-time", "description": "a deprecated API's planned retirement (Sunset header)" },
             },

@@ -56,6 +56,46 @@ pub async fn read_body(
     })
 }
 
+/// The provider's signature, where the API requires one: through an API's base path, that
+/// API's requirement; at the gateway's own route, every API exposing the topic that requires a
+/// signature is a way in, and the publish must satisfy one of them (so an unsigned publish
+/// never reaches a topic by the route that names no API).
+fn verify_provider(
+    state: &AppState,
+    topic: &str,
+    via_api: Option<&str>,
+    headers: &HeaderMap,
+    payload: &[u8],
+) -> Result<(), ApiError> {
+    let required: Vec<_> = state.control().reader().read(|s| {
+        let g = &s.governance;
+        match via_api {
+            Some(name) => g
+                .apis
+                .get(name)
+                .and_then(|a| a.verify_ingest.clone())
+                .into_iter()
+                .collect(),
+            None => g
+                .apis_of_topic(topic)
+                .filter_map(|(api, _)| api.verify_ingest.clone())
+                .collect(),
+        }
+    });
+    if required.is_empty() {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now();
+    let mut reasons = Vec::new();
+    for signature in &required {
+        match crate::ingest_signature::verify(signature, headers, payload, now) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reasons.push(format!("{}: {reason}", signature.scheme.name())),
+        }
+    }
+    Err(ApiError::invalid_signature(reasons.join("; ")))
+}
+
 /// `POST /webhook-receiver?topic=<t>`.
 pub async fn receive(
     State(state): State<AppState>,
@@ -88,6 +128,13 @@ pub async fn receive(
         None => state.inner.webhook_max_body_bytes,
     };
     let payload = read_body(&headers, body, limit, state.inner.body_timeout).await?;
+    verify_provider(
+        &state,
+        &topic,
+        super::ViaApi::api_of(&via),
+        &headers,
+        &payload,
+    )?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
