@@ -48,6 +48,9 @@ pub struct Services {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub gate: crate::policy::Gatekeeper,
     pub limiter: crate::limits::Limiter,
+    /// Set once the configuration's APIs, plans and applications are in the replicated state
+    /// (`/readyz` waits for it while the cluster has a quorum).
+    pub declared: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -66,6 +69,8 @@ struct Inner {
     body_timeout: Duration,
     admin_token: Option<String>,
     ready_max_lag: u64,
+    /// The configuration's API management is applied (see [`Services::declared`]).
+    declared: Arc<std::sync::atomic::AtomicBool>,
     quorum_ack_limit: Duration,
     handover_timeout: Duration,
     shutdown: CancellationToken,
@@ -104,6 +109,7 @@ impl AppState {
             metrics,
             gate,
             limiter,
+            declared,
         } = services;
         let asyncapi = crate::asyncapi::Source::new(config, &delivery.public_url);
         let tokens = Arc::new(crate::oauth2::TokenService::new(
@@ -128,6 +134,7 @@ impl AppState {
                 body_timeout: config.body_timeout,
                 admin_token: config.admin_token.clone(),
                 ready_max_lag: config.raft.ready_max_lag,
+                declared,
                 quorum_ack_limit: config.raft.election_timeout_max * 2,
                 handover_timeout: config.handover_timeout,
                 shutdown,

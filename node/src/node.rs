@@ -383,9 +383,11 @@ pub async fn start_with_broker(
         })
         .collect();
     limiter.spawn_reporter(shutdown.clone(), std::time::Duration::from_secs(30));
+    let declared = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(declare_config(
         control.clone(),
         config.declared.clone(),
+        declared.clone(),
         shutdown.clone(),
     ));
     let state = AppState::new(
@@ -400,6 +402,7 @@ pub async fn start_with_broker(
             metrics,
             gate,
             limiter,
+            declared,
         },
     );
     let app = http::router(state);
@@ -625,6 +628,7 @@ fn restrict_to_owner(dir: &std::path::Path) {
 async fn declare_config(
     control: ControlPlane,
     mut declared: eventgate_raft_store::governance::Declared,
+    applied: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let now = eventgate_raft_store::clock::now_ms();
@@ -652,6 +656,7 @@ async fn declare_config(
         match written {
             Ok(eventgate_raft_store::Response::Refused { reason }) => {
                 tracing::error!(%reason, "part of the configuration's APIs, plans or applications was not applied");
+                applied.store(true, std::sync::atomic::Ordering::Release);
                 return;
             }
             Ok(_) => {
@@ -661,6 +666,7 @@ async fn declare_config(
                     applications = declared.applications.len(),
                     "configuration's API management applied"
                 );
+                applied.store(true, std::sync::atomic::Ordering::Release);
                 return;
             }
             Err(e) => {

@@ -6,7 +6,9 @@
 //! lost its quorum stays ready for traffic, in a degraded mode — it refuses only what needs a
 //! write (subscribing, admin changes, plans with limits: 503 `no-quorum`) — and `/readyz` says
 //! so in its body. A node that is not a member, is stopping, or lags the leader it can reach
-//! is not ready: it could decide with rights the cluster has already withdrawn.
+//! is not ready: it could decide with rights the cluster has already withdrawn. Nor is a node,
+//! with a quorum, before its configuration's APIs, plans and applications are applied: until
+//! then an API's credentials or its provider's signature would not yet hold on its topics.
 
 use std::time::Duration;
 
@@ -53,7 +55,26 @@ pub async fn readyz_control(State(state): State<AppState>) -> Result<Json<Value>
     }
 }
 
+/// Ready, and — where the cluster can take writes — the configuration's APIs, plans and
+/// applications applied: a node fresh from start is not sent clients before the policies its
+/// configuration declares hold (an API's credentials, its provider's signature). Without a
+/// quorum the node keeps serving with what its state already holds.
 async fn readiness(state: &AppState) -> Result<(Value, ControlPlane), ApiError> {
+    let (body, control) = readiness_of_raft(state).await?;
+    if matches!(control, ControlPlane::Ok)
+        && !state
+            .inner
+            .declared
+            .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(ApiError::not_ready(
+            "applying the configuration's APIs, plans and applications",
+        ));
+    }
+    Ok((body, control))
+}
+
+async fn readiness_of_raft(state: &AppState) -> Result<(Value, ControlPlane), ApiError> {
     if state.inner.shutdown.is_cancelled() {
         return Err(ApiError::not_ready("the node is stopping"));
     }
