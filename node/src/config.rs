@@ -395,6 +395,18 @@ pub struct RawTopics {
 #[serde(deny_unknown_fields, default)]
 pub struct RawWebhookReceiver {
     pub max_body_bytes: usize,
+    /// How long the answer to a publish with an `Idempotency-Key` is given again to retries.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys kept at once across the cluster.
+    pub idempotency_max_keys: u64,
+}
+
+/// Idempotent publishes to the webhook receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    pub window: Duration,
+    pub max_keys: u64,
 }
 
 impl Default for RawBroker {
@@ -420,6 +432,8 @@ impl Default for RawWebhookReceiver {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -656,6 +670,8 @@ pub struct NodeConfig {
     pub topics_auto_create: bool,
     /// Largest body `/webhook-receiver` accepts.
     pub webhook_max_body_bytes: usize,
+    /// Idempotent publishes (`Idempotency-Key`).
+    pub idempotency: IdempotencySettings,
     /// The HTTP listener's timeouts and caps.
     pub http_limits: HttpLimits,
     /// A request body must arrive within this.
@@ -1043,7 +1059,8 @@ impl RawNodeConfig {
         self.admin.check(&invalid)?;
         let (broker, brokers) = self.build_brokers(&invalid)?;
         let max_message_bytes = self.broker.max_message_bytes;
-        let webhook_max_body_bytes = self.webhook_receiver.build(max_message_bytes, &invalid)?;
+        let (webhook_max_body_bytes, idempotency) =
+            self.webhook_receiver.build(max_message_bytes, &invalid)?;
         let (streams, streams_allowed_origins) = self.streams.build(max_message_bytes, &invalid)?;
         for (i, topic) in self.topics.names.iter().enumerate() {
             if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
@@ -1088,6 +1105,7 @@ impl RawNodeConfig {
             },
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
             webhook_max_body_bytes,
+            idempotency,
             http_limits,
             body_timeout: self.http.body_timeout,
             public_url,
@@ -1342,14 +1360,38 @@ impl RawAdmin {
 
 impl RawWebhookReceiver {
     /// The largest body `/webhook-receiver` reads: at most what the broker takes.
-    fn build(&self, max_message_bytes: usize, invalid: &Invalid<'_>) -> Result<usize, ConfigError> {
+    fn build(
+        &self,
+        max_message_bytes: usize,
+        invalid: &Invalid<'_>,
+    ) -> Result<(usize, IdempotencySettings), ConfigError> {
         if self.max_body_bytes == 0 || self.max_body_bytes > max_message_bytes {
             return Err(invalid(
                 "webhook_receiver.max_body_bytes",
                 format!("must be 1 to broker.max_message_bytes ({max_message_bytes})"),
             ));
         }
-        Ok(self.max_body_bytes)
+        if self.idempotency_window < Duration::from_secs(1)
+            || self.idempotency_window > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(invalid(
+                "webhook_receiver.idempotency_window",
+                "1s to 30d".to_owned(),
+            ));
+        }
+        if self.idempotency_max_keys == 0 {
+            return Err(invalid(
+                "webhook_receiver.idempotency_max_keys",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        Ok((
+            self.max_body_bytes,
+            IdempotencySettings {
+                window: self.idempotency_window,
+                max_keys: self.idempotency_max_keys,
+            },
+        ))
     }
 }
 

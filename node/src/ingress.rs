@@ -57,6 +57,11 @@ impl Publisher {
         &self.topic
     }
 
+    /// The application publishing, if known (not anonymous).
+    pub fn application(&self) -> Option<&str> {
+        self.admission.principal.as_ref().map(|p| p.app.as_str())
+    }
+
     /// Largest message its API accepts, if the API sets one.
     pub fn max_message_bytes(&self) -> Option<u64> {
         self.admission.max_message_bytes

@@ -278,3 +278,97 @@ async fn providers_signatures_are_required_where_an_api_says_so() {
     assert_eq!(problem["field"], "verify_ingest.secret", "{problem}");
     node.stop().await;
 }
+
+/// Idempotent publishes (issue 19): a retry with the same `Idempotency-Key` answers the first
+/// answer (flagged `Idempotent-Replayed`) and stores nothing new; the same key with another body
+/// is 422; keys are per topic; under Standard Webhooks ingest the provider's `webhook-id` is the
+/// key. A malformed key is 400 naming the header.
+#[tokio::test]
+async fn a_retried_publish_with_the_same_idempotency_key_stores_nothing_new() {
+    let node = start(
+        "[topics]\nnames = [\"orders\", \"refunds\", \"payments\"]\n\
+         [apis.pay]\nchannels = { payments = \"payments\" }\nsecurity = []\n\
+         verify_ingest = { scheme = \"standard-webhooks\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }\n",
+    )
+    .await;
+    let post =
+        |topic: &str, key: Option<&str>, headers: Vec<(&str, String)>, body: &'static [u8]| {
+            let mut request = node
+                .client
+                .post(format!("{}/webhook-receiver?topic={topic}", node.base))
+                .header("content-type", "text/plain")
+                .body(body);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            async move {
+                let r = request.send().await.unwrap();
+                let replayed = r.headers().contains_key("idempotent-replayed");
+                (
+                    r.status().as_u16(),
+                    replayed,
+                    r.json::<Value>().await.unwrap(),
+                )
+            }
+        };
+    let stored = |topic: &'static str| {
+        let broker = node.handle().broker.clone();
+        async move {
+            let mut consumer = broker.consumer(topic, 0, StartAt::Earliest).await.unwrap();
+            consumer
+                .next_batch(10, Duration::from_millis(300))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+
+    let (status, replayed, first) = post("orders", Some("k-1"), vec![], b"one").await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    for _ in 0..3 {
+        let (status, replayed, again) = post("orders", Some("k-1"), vec![], b"one").await;
+        assert_eq!((status, replayed), (202, true));
+        assert_eq!(again, first);
+    }
+    assert_eq!(stored("orders").await, 1, "one message for four publishes");
+    let (status, _, problem) = post("orders", Some("k-1"), vec![], b"two").await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("idempotency-key-reused"));
+    // The same key on another topic is another publish; no key, no idempotency.
+    assert_eq!(post("refunds", Some("k-1"), vec![], b"one").await.0, 202);
+    assert_eq!(post("orders", None, vec![], b"one").await.0, 202);
+    assert_eq!(post("orders", None, vec![], b"one").await.0, 202);
+    assert_eq!(stored("orders").await, 3);
+    let long = "k".repeat(300);
+    let (status, _, problem) = post("orders", Some(&long), vec![], b"x").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["field"], "idempotency-key", "{problem}");
+
+    // A Standard Webhooks provider's redelivery carries the same webhook-id: stored once.
+    let signer = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let body: &'static [u8] = b"paid";
+    for attempt in 0..2 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let headers = vec![
+            ("webhook-id", "msg_7".to_owned()),
+            ("webhook-timestamp", now.to_string()),
+            (
+                "webhook-signature",
+                signer.sign("msg_7", now, body).unwrap(),
+            ),
+        ];
+        let (status, replayed, answer) = post("payments", None, headers, body).await;
+        assert_eq!((status, replayed), (202, attempt == 1), "{answer}");
+    }
+    assert_eq!(stored("payments").await, 1);
+    node.stop().await;
+}

@@ -229,6 +229,21 @@ pub enum Command {
         sha256: String,
         account: Box<crate::governance::Account>,
     },
+    /// Reserves an idempotency key for a publish (refused `in-progress` / `answered` / `full`).
+    ReserveIdempotencyKey {
+        record: crate::governance::IdempotentPublish,
+        at_ms: u64,
+        max_keys: u64,
+    },
+    /// The answer of a reserved publish, kept until `expires_at_ms`.
+    CompleteIdempotencyKey {
+        id: String,
+        node: NodeId,
+        state: crate::governance::IdempotencyState,
+        expires_at_ms: u64,
+    },
+    /// A reserved publish failed: the key is free again.
+    ReleaseIdempotencyKey { id: String, node: NodeId },
 }
 
 impl Command {
@@ -277,6 +292,9 @@ impl Command {
             Command::PutInvitation(_) => "put-invitation",
             Command::DeleteInvitation { .. } => "delete-invitation",
             Command::AcceptInvitation { .. } => "accept-invitation",
+            Command::ReserveIdempotencyKey { .. } => "reserve-idempotency-key",
+            Command::CompleteIdempotencyKey { .. } => "complete-idempotency-key",
+            Command::ReleaseIdempotencyKey { .. } => "release-idempotency-key",
         }
     }
 }

@@ -514,6 +514,8 @@ pub struct Governance {
     pub sessions: BTreeMap<String, PortalSession>,
     /// Invitation id → an invitation to open a portal account.
     pub invitations: BTreeMap<String, Invitation>,
+    /// Idempotency id → a keyed publish to the webhook receiver, in progress or answered.
+    pub idempotency: BTreeMap<String, IdempotentPublish>,
     /// Bumped by every change of who may do what (not by quota or connection counts), so that
     /// readers can notice cheaply. Not persisted: it only orders changes within one process.
     #[serde(skip)]
@@ -538,6 +540,29 @@ pub enum GovTouched {
     Account(String),
     Session(String),
     Invitation(String),
+    Idempotency(String),
+}
+
+/// A publish made with an `Idempotency-Key`: reserved by the node taking it until it is
+/// answered; then its answer, given again to a retry with the same key until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentPublish {
+    /// SHA-256 (hex) of the topic, the publishing application and the key.
+    pub id: String,
+    /// SHA-256 (hex) of the body: the same key with another body is refused, not replayed.
+    pub fingerprint: String,
+    pub node: NodeId,
+    pub state: IdempotencyState,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdempotencyState {
+    /// Being published by `node`; another node may take the key over after `until_ms` (the
+    /// node died before answering).
+    Pending { until_ms: u64 },
+    /// Answered: the status and JSON body given again to every retry.
+    Done { status: u16, body: String },
 }
 
 /// A slot of a plan's `max_subscriptions`, taken when `/hub` accepts a subscribe and held
@@ -1063,6 +1088,83 @@ impl Governance {
         }
         self.invitations.remove(id);
         t.push(GovTouched::Invitation(id.to_owned()));
+        Response::Applied
+    }
+
+    /// Reserves idempotency id `id` for `node` at `at_ms`: refused (`in-progress` or
+    /// `answered`) while another publish holds it or its answer is kept. Beyond `max_keys`
+    /// records the expired ones are dropped first, and a new key is refused while still beyond.
+    pub(crate) fn reserve_idempotency(
+        &mut self,
+        record: &IdempotentPublish,
+        at_ms: u64,
+        max_keys: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        match self.idempotency.get(&record.id) {
+            Some(existing) if existing.expires_at_ms > at_ms => match existing.state {
+                IdempotencyState::Done { .. } => return refused("answered"),
+                IdempotencyState::Pending { until_ms } if until_ms > at_ms => {
+                    return refused("in-progress")
+                }
+                // The node that took it did not answer in time: taken over.
+                IdempotencyState::Pending { .. } => {}
+            },
+            _ => {}
+        }
+        if self.idempotency.len() as u64 >= max_keys {
+            self.idempotency.retain(|id, r| {
+                let keep = r.expires_at_ms > at_ms;
+                if !keep {
+                    t.push(GovTouched::Idempotency(id.clone()));
+                }
+                keep
+            });
+            if self.idempotency.len() as u64 >= max_keys {
+                return refused("full");
+            }
+        }
+        t.push(GovTouched::Idempotency(record.id.clone()));
+        self.idempotency.insert(record.id.clone(), record.clone());
+        Response::Applied
+    }
+
+    /// Records the answer of the publish `node` reserved (nothing when the key is no longer
+    /// its own).
+    pub(crate) fn complete_idempotency(
+        &mut self,
+        id: &str,
+        node: NodeId,
+        state: &IdempotencyState,
+        expires_at_ms: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        match self.idempotency.get_mut(id) {
+            Some(r) if r.node == node => {
+                r.state = state.clone();
+                r.expires_at_ms = expires_at_ms;
+                t.push(GovTouched::Idempotency(id.to_owned()));
+                Response::Applied
+            }
+            _ => refused("the key is not this node's"),
+        }
+    }
+
+    /// Gives up a reservation (the publish failed: a retry may try again at once).
+    pub(crate) fn release_idempotency(
+        &mut self,
+        id: &str,
+        node: NodeId,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let pending_here = self
+            .idempotency
+            .get(id)
+            .is_some_and(|r| r.node == node && matches!(r.state, IdempotencyState::Pending { .. }));
+        if pending_here {
+            self.idempotency.remove(id);
+            t.push(GovTouched::Idempotency(id.to_owned()));
+        }
         Response::Applied
     }
 
@@ -1693,5 +1795,81 @@ mod tests {
         assert_eq!(g.invitations.len(), 1, "bob's expired one dropped");
         assert_eq!(g.delete_invitation(&later.id, &mut t), Response::Applied);
         assert_eq!(g.delete_invitation(&later.id, &mut t), Response::NotFound);
+    }
+
+    #[test]
+    fn an_idempotency_key_is_held_answered_taken_over_and_bounded() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        let record =
+            |id: &str, node: NodeId, until_ms: u64, expires_at_ms: u64| IdempotentPublish {
+                id: id.to_owned(),
+                fingerprint: "f".to_owned(),
+                node,
+                state: IdempotencyState::Pending { until_ms },
+                expires_at_ms,
+            };
+        let refused_with =
+            |r: Response, why: &str| matches!(r, Response::Refused { reason } if reason == why);
+        assert_eq!(
+            g.reserve_idempotency(&record("a", 1, 30, 1000), 0, 10, &mut t),
+            Response::Applied
+        );
+        assert!(refused_with(
+            g.reserve_idempotency(&record("a", 2, 40, 1000), 10, 10, &mut t),
+            "in-progress"
+        ));
+        // Only the reserving node completes it.
+        assert!(matches!(
+            g.complete_idempotency(
+                "a",
+                2,
+                &IdempotencyState::Done {
+                    status: 202,
+                    body: "{}".into()
+                },
+                1000,
+                &mut t
+            ),
+            Response::Refused { .. }
+        ));
+        let done = IdempotencyState::Done {
+            status: 202,
+            body: "{}".into(),
+        };
+        assert_eq!(
+            g.complete_idempotency("a", 1, &done, 1000, &mut t),
+            Response::Applied
+        );
+        assert!(refused_with(
+            g.reserve_idempotency(&record("a", 2, 40, 1000), 20, 10, &mut t),
+            "answered"
+        ));
+        // A reservation whose node never answered is taken over once it lapses.
+        g.reserve_idempotency(&record("b", 1, 30, 1000), 0, 10, &mut t);
+        assert_eq!(
+            g.reserve_idempotency(&record("b", 2, 60, 1000), 31, 10, &mut t),
+            Response::Applied
+        );
+        assert_eq!(g.idempotency["b"].node, 2);
+        // A failed publish releases its own reservation only.
+        g.release_idempotency("b", 1, &mut t);
+        assert!(g.idempotency.contains_key("b"));
+        g.release_idempotency("b", 2, &mut t);
+        assert!(!g.idempotency.contains_key("b"));
+        // Full: expired records go first; refused while still full.
+        let mut small = Governance::default();
+        small.reserve_idempotency(&record("x", 1, 30, 50), 0, 2, &mut t);
+        small.reserve_idempotency(&record("y", 1, 30, 500), 0, 2, &mut t);
+        assert!(refused_with(
+            small.reserve_idempotency(&record("z", 1, 30, 500), 10, 2, &mut t),
+            "full"
+        ));
+        assert_eq!(
+            small.reserve_idempotency(&record("z", 1, 90, 500), 60, 2, &mut t),
+            Response::Applied,
+            "x expired at 50 and made room"
+        );
+        assert!(!small.idempotency.contains_key("x"));
     }
 }

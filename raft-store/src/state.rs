@@ -431,6 +431,18 @@ impl ControlState {
                 sha256,
                 account,
             } => g.accept_invitation(id, sha256, account, t),
+            Command::ReserveIdempotencyKey {
+                record,
+                at_ms,
+                max_keys,
+            } => g.reserve_idempotency(record, *at_ms, *max_keys, t),
+            Command::CompleteIdempotencyKey {
+                id,
+                node,
+                state,
+                expires_at_ms,
+            } => g.complete_idempotency(id, *node, state, *expires_at_ms, t),
+            Command::ReleaseIdempotencyKey { id, node } => g.release_idempotency(id, *node, t),
             Command::RotateSigningKey {
                 key,
                 expected,

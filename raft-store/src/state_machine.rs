@@ -42,6 +42,7 @@ const P_SIGNING_KEY: u8 = b'S';
 const P_ACCOUNT: u8 = b'U';
 const P_SESSION: u8 = b'e';
 const P_INVITATION: u8 = b'I';
+const P_IDEMPOTENCY: u8 = b'K';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -226,6 +227,9 @@ impl SledStateMachine {
             GovTouched::Invitation(id) => {
                 put_or_remove(batch, entity_key(P_INVITATION, id)?, g.invitations.get(id))
             }
+            GovTouched::Idempotency(id) => {
+                put_or_remove(batch, entity_key(P_IDEMPOTENCY, id)?, g.idempotency.get(id))
+            }
         }
     }
 
@@ -297,6 +301,9 @@ impl SledStateMachine {
         }
         for (k, v) in &g.invitations {
             batch.insert(entity_key(P_INVITATION, k)?, enc(v)?);
+        }
+        for (k, v) in &g.idempotency {
+            batch.insert(entity_key(P_IDEMPOTENCY, k)?, enc(v)?);
         }
         put_meta(batch, data)
     }
@@ -427,6 +434,11 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_INVITATION => {
                     let g = &mut data.state.governance;
                     g.invitations
+                        .insert(codec::decode(rest)?, codec::decode(&value)?);
+                }
+                P_IDEMPOTENCY => {
+                    let g = &mut data.state.governance;
+                    g.idempotency
                         .insert(codec::decode(rest)?, codec::decode(&value)?);
                 }
                 other => tracing::warn!(prefix = other, "unknown key in state machine tree"),

@@ -106,6 +106,40 @@ impl ApiError {
         )
     }
 
+    /// A publish with an `Idempotency-Key` whose first publish is still being made.
+    pub fn idempotency_in_progress(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "idempotency-in-progress",
+            "A publish with this Idempotency-Key is in progress",
+            detail.into(),
+        );
+        e.with_header("retry-after", "1".to_owned());
+        e
+    }
+
+    /// An `Idempotency-Key` used again with another body.
+    pub fn idempotency_key_reused(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "This Idempotency-Key was used with another body",
+            detail.into(),
+        )
+    }
+
+    /// The cluster holds as many idempotency keys as it may.
+    pub fn idempotency_store_full(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "idempotency-store-full",
+            "No more idempotency keys can be kept now",
+            detail.into(),
+        );
+        e.with_header("retry-after", "60".to_owned());
+        e
+    }
+
     /// A publish to an API that requires the provider's signature, without a valid one.
     pub fn invalid_signature(detail: impl Into<String>) -> Self {
         Self::new(

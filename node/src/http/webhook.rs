@@ -11,7 +11,7 @@ use bytes::Bytes;
 use eventgate_actors::broker::{validate_topic_name, OutgoingMessage};
 use serde_json::json;
 
-use eventgate_raft_store::governance::Entrypoint;
+use eventgate_raft_store::governance::{Entrypoint, IngestScheme};
 
 use super::error::ApiError;
 use super::AppState;
@@ -56,6 +56,152 @@ pub async fn read_body(
     })
 }
 
+/// The header of an idempotent publish (IETF draft `httpapi-idempotency-key-header`).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Publishes made with an `Idempotency-Key`: a retry within `webhook_receiver.idempotency_window`
+/// answers what the first publish answered and stores nothing new, on whichever node. The key
+/// (per topic and publishing application) is reserved through the replicated log before the
+/// broker is asked, and the answer recorded there before it is given, so a node killed after
+/// answering leaves the answer to the others. Left: a node killed between the broker's
+/// acknowledgement and that record — a retry after the reservation lapses (30 s) publishes
+/// again.
+mod idempotency {
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use eventgate_raft_store::clock::now_ms;
+    use eventgate_raft_store::governance::{IdempotencyState, IdempotentPublish};
+    use eventgate_raft_store::{Command, Response as Applied};
+    use sha2::Digest;
+
+    use super::super::error::ApiError;
+    use super::super::AppState;
+
+    /// How long a node holds a key it is publishing with before another may take it over.
+    const PENDING_FOR_MS: u64 = 30_000;
+
+    pub(super) enum Begun {
+        /// Ours to publish; the id to complete or release.
+        Reserved(String),
+        /// The first publish's answer, given again.
+        Answered(Response),
+    }
+
+    fn hex_sha256(parts: &[&[u8]]) -> String {
+        let mut hasher = sha2::Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    pub(super) async fn begin(
+        state: &AppState,
+        topic: &str,
+        application: Option<&str>,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<Begun, ApiError> {
+        let id = hex_sha256(&[
+            topic.as_bytes(),
+            application.unwrap_or_default().as_bytes(),
+            key.as_bytes(),
+        ]);
+        let fingerprint = hex_sha256(&[payload]);
+        let settings = state.inner.idempotency;
+        let now = now_ms();
+        let record = IdempotentPublish {
+            id: id.clone(),
+            fingerprint: fingerprint.clone(),
+            node: state.control().node_id(),
+            state: IdempotencyState::Pending {
+                until_ms: now + PENDING_FOR_MS,
+            },
+            expires_at_ms: now + settings.window.as_millis() as u64,
+        };
+        let answer = state
+            .control()
+            .write(Command::ReserveIdempotencyKey {
+                record,
+                at_ms: now,
+                max_keys: settings.max_keys,
+            })
+            .await?;
+        let reason = match answer {
+            Applied::Applied => return Ok(Begun::Reserved(id)),
+            Applied::Refused { reason } => reason,
+            other => return Err(ApiError::internal(format!("{other:?}"))),
+        };
+        let held = state
+            .control()
+            .reader()
+            .read(|s| s.governance.idempotency.get(&id).cloned());
+        match (reason.as_str(), held) {
+            ("full", _) => Err(ApiError::idempotency_store_full(format!(
+                "the cluster keeps {} idempotency keys at most (webhook_receiver.idempotency_max_keys); retry later or without the key",
+                settings.max_keys
+            ))),
+            (_, Some(held)) if held.fingerprint != fingerprint => Err(ApiError::idempotency_key_reused(
+                "the key was used for a publish with another body; use a new key",
+            )),
+            (
+                _,
+                Some(IdempotentPublish {
+                    state: IdempotencyState::Done { status, body },
+                    ..
+                }),
+            ) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+                let mut response = (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    "idempotent-replayed",
+                    axum::http::HeaderValue::from_static("true"),
+                );
+                Ok(Begun::Answered(response))
+            }
+            _ => Err(ApiError::idempotency_in_progress(
+                "the first publish with this Idempotency-Key has not been answered yet; retry shortly",
+            )),
+        }
+    }
+
+    pub(super) async fn complete(
+        state: &AppState,
+        id: &str,
+        status: StatusCode,
+        body: &serde_json::Value,
+    ) {
+        let command = Command::CompleteIdempotencyKey {
+            id: id.to_owned(),
+            node: state.control().node_id(),
+            state: IdempotencyState::Done {
+                status: status.as_u16(),
+                body: body.to_string(),
+            },
+            expires_at_ms: now_ms() + state.inner.idempotency.window.as_millis() as u64,
+        };
+        if let Err(e) = state.control().write(command).await {
+            tracing::warn!(error = %e, "an idempotent publish's answer was not recorded: a retry may publish it again");
+        }
+    }
+
+    pub(super) async fn release(state: &AppState, id: &str) {
+        let command = Command::ReleaseIdempotencyKey {
+            id: id.to_owned(),
+            node: state.control().node_id(),
+        };
+        if let Err(e) = state.control().write(command).await {
+            tracing::debug!(error = %e, "an idempotency key was not released; it lapses by itself");
+        }
+    }
+}
+
 /// The provider's signature, where the API requires one: through an API's base path, that
 /// API's requirement; at the gateway's own route, every API exposing the topic that requires a
 /// signature is a way in, and the publish must satisfy one of them (so an unsigned publish
@@ -66,7 +212,7 @@ fn verify_provider(
     via_api: Option<&str>,
     headers: &HeaderMap,
     payload: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Option<IngestScheme>, ApiError> {
     let required: Vec<_> = state.control().reader().read(|s| {
         let g = &s.governance;
         match via_api {
@@ -83,13 +229,13 @@ fn verify_provider(
         }
     });
     if required.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let now = std::time::SystemTime::now();
     let mut reasons = Vec::new();
     for signature in &required {
         match crate::ingest_signature::verify(signature, headers, payload, now) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Some(signature.scheme)),
             Err(reason) => reasons.push(format!("{}: {reason}", signature.scheme.name())),
         }
     }
@@ -128,13 +274,40 @@ pub async fn receive(
         None => state.inner.webhook_max_body_bytes,
     };
     let payload = read_body(&headers, body, limit, state.inner.body_timeout).await?;
-    verify_provider(
+    let signed = verify_provider(
         &state,
         &topic,
         super::ViaApi::api_of(&via),
         &headers,
         &payload,
     )?;
+    // `Idempotency-Key`, or the provider's own message id under Standard Webhooks.
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(value),
+        None if signed == Some(IngestScheme::StandardWebhooks) => headers.get("webhook-id"),
+        None => None,
+    }
+    .map(|value| {
+        value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::invalid_field(IDEMPOTENCY_KEY, "1 to 255 visible ASCII characters")
+            })
+    })
+    .transpose()?;
+    let reserved = match &idempotency_key {
+        None => None,
+        Some(key) => {
+            match idempotency::begin(&state, &topic, publisher.application(), key, &payload).await?
+            {
+                idempotency::Begun::Reserved(id) => Some(id),
+                idempotency::Begun::Answered(response) => return Ok(response),
+            }
+        }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -150,7 +323,15 @@ pub async fn receive(
         content_type: Some(content_type),
         payload,
     };
-    let published = ingress.publish(&publisher, message).await?;
+    let published = match ingress.publish(&publisher, message).await {
+        Ok(published) => published,
+        Err(refusal) => {
+            if let Some(id) = &reserved {
+                idempotency::release(&state, id).await;
+            }
+            return Err(refusal.into());
+        }
+    };
     // MQTT does not number messages: the answer then names only the topic.
     let body = match published.position {
         Some(position) => json!({
@@ -161,6 +342,9 @@ pub async fn receive(
         }),
         None => json!({ "topic": topic }),
     };
+    if let Some(id) = &reserved {
+        idempotency::complete(&state, id, StatusCode::ACCEPTED, &body).await;
+    }
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Some(rate) = published.rate {
         for (name, value) in rate.headers() {
