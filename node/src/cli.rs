@@ -72,8 +72,70 @@ pub enum Commands {
         #[command(subcommand)]
         command: SigningKeysCommand,
     },
+    /// WebSub subscriptions (webhooks): list, show, replay messages, rotate a secret.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Exit 0 when a URL answers 2xx (a container health check needing no curl).
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Every WebSub subscription.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// One subscription: callback, state, lease, signing, cursor, retries waiting.
+    Show {
+        /// The subscription id.
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Deliver again, in order, the messages of a range of offsets or of times (they keep their
+    /// delivery id, so the subscriber can tell a replay).
+    Replay {
+        /// The subscription id.
+        id: String,
+        /// The partition (0 on a one-partition topic).
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// First offset to deliver.
+        #[arg(long, conflicts_with = "since")]
+        from_offset: Option<u64>,
+        /// Last offset to deliver (inclusive); the newest when absent.
+        #[arg(long, requires = "from_offset")]
+        to_offset: Option<u64>,
+        /// Deliver what the broker appended at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// … and before this time (RFC 3339).
+        #[arg(long, requires = "since")]
+        until: Option<String>,
+        /// At most this many messages (default 1000, at most 10000).
+        #[arg(long)]
+        max: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Give a subscription a new secret (printed once); the old one keeps signing next to it
+    /// for the overlap.
+    RotateSecret {
+        /// The subscription id.
+        id: String,
+        /// The new secret; a random `whsec_` one when absent.
+        #[arg(long)]
+        secret: Option<String>,
+        /// How long the old secret keeps signing too (`1h`; `0s`: not at all). Default:
+        /// websub.secret_overlap.
+        #[arg(long)]
+        overlap: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Commands::Apps { command } => eventgate::run::entity("applications", command),
         Commands::Keys { command } => eventgate::run::keys(command),
         Commands::Secrets { command } => eventgate::run::secrets(command),
+        Commands::Webhooks { command } => eventgate::run::webhooks(command),
         Commands::SigningKeys { command } => eventgate::run::signing_keys(command),
         Commands::Access { command } => eventgate::run::access(command),
         Commands::Probe(args) => eventgate::run::probe(args),

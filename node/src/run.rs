@@ -558,6 +558,73 @@ pub fn secrets(command: crate::cli::SecretsCommand) -> ExitCode {
     })
 }
 
+/// `eventgate webhooks …`.
+pub fn webhooks(command: crate::cli::WebhooksCommand) -> ExitCode {
+    use crate::cli::WebhooksCommand as W;
+    use reqwest::Method;
+    admin_command(async move {
+        let (target, method, path, body) = match command {
+            W::List { target } => (target, Method::GET, "/admin/subscriptions".to_owned(), None),
+            W::Show { id, target } => (
+                target,
+                Method::GET,
+                format!("/admin/subscriptions/{id}"),
+                None,
+            ),
+            W::Replay {
+                id,
+                partition,
+                from_offset,
+                to_offset,
+                since,
+                until,
+                max,
+                target,
+            } => {
+                let mut body = serde_json::json!({ "partition": partition });
+                for (key, value) in [
+                    ("from_offset", from_offset.map(serde_json::Value::from)),
+                    ("to_offset", to_offset.map(serde_json::Value::from)),
+                    ("since", since.map(serde_json::Value::from)),
+                    ("until", until.map(serde_json::Value::from)),
+                    ("max", max.map(serde_json::Value::from)),
+                ] {
+                    if let Some(value) = value {
+                        body[key] = value;
+                    }
+                }
+                (
+                    target,
+                    Method::POST,
+                    format!("/admin/subscriptions/{id}/replay"),
+                    Some(body),
+                )
+            }
+            W::RotateSecret {
+                id,
+                secret,
+                overlap,
+                target,
+            } => {
+                let mut body = serde_json::json!({});
+                if let Some(secret) = secret {
+                    body["secret"] = secret.into();
+                }
+                if let Some(overlap) = overlap {
+                    body["overlap"] = overlap.into();
+                }
+                (
+                    target,
+                    Method::POST,
+                    format!("/admin/subscriptions/{id}/secret"),
+                    Some(body),
+                )
+            }
+        };
+        admin_call(&target, method, &path, body).await
+    })
+}
+
 /// `eventgate signing-keys …`.
 pub fn signing_keys(command: crate::cli::SigningKeysCommand) -> ExitCode {
     use crate::cli::SigningKeysCommand as K;

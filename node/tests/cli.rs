@@ -277,6 +277,64 @@ async fn import_secrets_and_signing_keys_from_the_command_line() {
     let _ = node.wait();
 }
 
+/// `eventgate webhooks`: the subscriptions, one of them, a replay refused with the field named
+/// (its range is past what the topic holds), and a secret rotation printing the new secret once.
+#[tokio::test]
+async fn webhooks_from_the_command_line() {
+    let (mut node, _dir, http) = serve_process().await;
+    let url = format!("http://127.0.0.1:{http}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new()
+        .put(format!("{url}/admin/subscriptions/sub-1"))
+        .json(&serde_json::json!({
+            "topic": "demo", "callback": "http://127.0.0.1:9/cb", "lease_seconds": 600,
+            "secret": "first", "state": "active"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out = eventgate(&["webhooks", "list", "--node", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sub-1"));
+    let out = eventgate(&["webhooks", "show", "sub-1", "--node", &url], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"signing\""));
+    let out = eventgate(
+        &[
+            "webhooks",
+            "replay",
+            "sub-1",
+            "--partition",
+            "3",
+            "--from-offset",
+            "0",
+            "--node",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("partition"), "{}", stderr(&out));
+    let out = eventgate(
+        &[
+            "webhooks",
+            "rotate-secret",
+            "sub-1",
+            "--overlap",
+            "1h",
+            "--node",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("whsec_"), "{stdout}");
+    assert!(stdout.contains("previous_secret_until_ms"), "{stdout}");
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
 /// `eventgate probe` (the container health check): 0 when the URL answers 2xx, 1 with the URL
 /// and the answer otherwise, against a real node.
 #[tokio::test]

@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
                 .delete(delete_subscription),
         )
         .route("/subscriptions/{id}/secret", post(rotate_secret))
+        .route("/subscriptions/{id}/replay", post(replay))
         .route("/dead-letters", get(list_dead_letters))
         .route(
             "/dead-letters/{id}/{partition}/{offset}",
@@ -391,6 +392,170 @@ async fn rotate_secret(
         "id": id,
         "secret": secret,
         "previous_secret_until_ms": (until_ms > now).then_some(until_ms),
+    })))
+}
+
+/// `POST /admin/subscriptions/{id}/replay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    #[serde(default)]
+    partition: u32,
+    from_offset: Option<u64>,
+    /// Inclusive.
+    to_offset: Option<u64>,
+    /// RFC 3339: messages the broker appended at or after it.
+    since: Option<String>,
+    /// RFC 3339: … and before it.
+    until: Option<String>,
+    max: Option<u32>,
+}
+
+/// Most messages one replay delivers, and the default.
+const REPLAY_MAX: u32 = 10_000;
+const REPLAY_DEFAULT: u32 = 1_000;
+
+/// Delivers again, in order and one at a time, the messages of one partition of the
+/// subscription's topic in a range of offsets or of append times, signed as its deliveries
+/// are and with their usual delivery ids (a replay is the same message again). Stops at the
+/// first failure (502 naming the offset and how many went through); the subscription's own
+/// deliveries go on meanwhile. The range must still be retained by the broker: a start older
+/// than what it holds is 410 naming the oldest offset it has.
+async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReplayBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use eventgate_actors::broker::StartAt;
+    let sub = state
+        .control()
+        .reader()
+        .read(|s| s.subscriptions.get(&id).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))?;
+    let time = |field: &str, text: &Option<String>| -> Result<Option<u64>, ApiError> {
+        text.as_deref()
+            .map(|t| {
+                humantime::parse_rfc3339_weak(t)
+                    .map_err(|e| {
+                        ApiError::invalid_field(field, format!("not an RFC 3339 time: {e}"))
+                    })
+                    .map(|at| {
+                        at.duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis() as u64
+                    })
+            })
+            .transpose()
+    };
+    let since_ms = time("since", &body.since)?;
+    let until_ms = time("until", &body.until)?;
+    match (body.from_offset, since_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "since",
+                "give from_offset or since, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "from_offset",
+                "give from_offset (and to_offset) or since (and until)",
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(from), Some(to)) = (body.from_offset, body.to_offset) {
+        if to < from {
+            return Err(ApiError::invalid_field("to_offset", "before from_offset"));
+        }
+    }
+    let max = body.max.unwrap_or(REPLAY_DEFAULT);
+    if max == 0 || max > REPLAY_MAX {
+        return Err(ApiError::invalid_field("max", format!("1 to {REPLAY_MAX}")));
+    }
+    if !state.broker().offsets_global(&sub.topic) {
+        return Err(ApiError::conflict(format!(
+            "the broker of `{}` does not number messages, so it cannot replay them",
+            sub.topic
+        )));
+    }
+    let latest = state.broker().latest_offsets(&sub.topic).await?;
+    let end = latest
+        .iter()
+        .find(|(p, _)| *p == body.partition)
+        .map(|(_, next)| *next)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "partition",
+                format!("`{}` has no partition {}", sub.topic, body.partition),
+            )
+        })?;
+    let start = body.from_offset.map_or(StartAt::Earliest, StartAt::Offset);
+    let mut consumer = state
+        .broker()
+        .consumer(&sub.topic, body.partition, start)
+        .await?;
+    let ctx = &state.inner.delivery;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut delivered = 0u32;
+    let mut last_delivered = None;
+    // The next offset to read; the range ends at the partition's end as of now.
+    let mut next: Option<u64> = None;
+    'read: while delivered < max && next.is_none_or(|n| n < end) {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let batch = consumer.next_batch(256, Duration::from_millis(500)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for message in batch {
+            if next.is_none() {
+                // The first message read: is the start of the range still retained?
+                let lost = match (body.from_offset, since_ms) {
+                    (Some(from), _) => message.offset > from,
+                    (None, Some(since)) => message.offset > 0 && message.timestamp_ms > since,
+                    (None, None) => false,
+                };
+                if lost {
+                    return Err(ApiError::gone(format!(
+                        "the start of the range is past the broker's retention for `{}` partition {}: the oldest message it holds is offset {} (appended at {} ms)",
+                        sub.topic, body.partition, message.offset, message.timestamp_ms
+                    )));
+                }
+            }
+            next = Some(message.offset + 1);
+            if message.offset >= end
+                || body.to_offset.is_some_and(|to| message.offset > to)
+                || until_ms.is_some_and(|until| message.timestamp_ms >= until)
+            {
+                break 'read;
+            }
+            if since_ms.is_some_and(|since| message.timestamp_ms < since) {
+                continue;
+            }
+            if let Err(error) =
+                eventgate_actors::subscription::deliver_once(ctx, &sub, &message, 1).await
+            {
+                return Err(ApiError::bad_gateway(format!(
+                    "replay stopped at offset {} after {delivered} delivered: {error}",
+                    message.offset
+                ))
+                .with_member("delivered", delivered.into())
+                .with_member("failed_offset", message.offset.into()));
+            }
+            delivered += 1;
+            last_delivered = Some(message.offset);
+            if delivered >= max {
+                break 'read;
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "partition": body.partition,
+        "delivered": delivered,
+        "last_offset": last_delivered,
     })))
 }
 

@@ -293,6 +293,16 @@ impl ApiError {
         e
     }
 
+    /// What was asked for existed once and is no longer kept (a broker's retention).
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::GONE,
+            "gone",
+            "No longer retained",
+            detail.into(),
+        )
+    }
+
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,

@@ -260,6 +260,48 @@ pub(super) fn valid_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
+/// A name of 1 to 100 characters and a password [`check_password`] accepts; the error is a
+/// sentence for the form.
+pub(super) fn check_name_and_password(name: &str, password: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err("Give a name of 1 to 100 characters.".to_owned());
+    }
+    check_password(password).map_err(|e| format!("{}.", capitalize(&e)))
+}
+
+/// A new account (a random id, the password hashed with argon2id off the async threads), not
+/// yet written; the page to show when the password could not be hashed.
+pub(super) async fn new_account(
+    state: &AppState,
+    email: &str,
+    name: &str,
+    password: String,
+    role: AccountRole,
+    opening: AccountState,
+) -> Result<Account, Box<Response>> {
+    let Ok(password_hash) = hash_password(password).await else {
+        return Err(Box::new(notice(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            "The password could not be hashed.",
+        )));
+    };
+    let mut id = [0u8; 8];
+    rand::rng().fill_bytes(&mut id);
+    let now = now_ms();
+    Ok(Account {
+        id: hex::encode(id),
+        email: email.to_owned(),
+        name: name.to_owned(),
+        password_hash,
+        role,
+        state: opening,
+        created_at_ms: now,
+        updated_at_ms: now,
+    })
+}
+
 pub(super) fn check_password(password: &str) -> Result<(), String> {
     let n = password.chars().count();
     if n < MIN_PASSWORD {
@@ -381,11 +423,8 @@ pub async fn signup(
     if !valid_email(&email) {
         return again("The email address is not valid.".to_owned());
     }
-    if name.is_empty() || name.chars().count() > 100 {
-        return again("Give a name of 1 to 100 characters.".to_owned());
-    }
-    if let Err(e) = check_password(&password) {
-        return again(format!("{}.", capitalize(&e)));
+    if let Err(e) = check_name_and_password(&name, &password) {
+        return again(e);
     }
     if state
         .control()
@@ -394,29 +433,22 @@ pub async fn signup(
     {
         return again("An account with this email exists: sign in instead.".to_owned());
     }
-    let Ok(password_hash) = hash_password(password).await else {
-        return notice(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
-            "The password could not be hashed.",
-        );
+    let opening = match mode {
+        PortalSignup::Approval => AccountState::Pending,
+        _ => AccountState::Active,
     };
-    let mut id = [0u8; 8];
-    rand::rng().fill_bytes(&mut id);
-    let now = now_ms();
-    let account = Account {
-        id: hex::encode(id),
-        email: email.clone(),
-        name: name.clone(),
-        password_hash,
-        role: AccountRole::Developer,
-        state: match mode {
-            PortalSignup::Approval => AccountState::Pending,
-            _ => AccountState::Active,
-        },
-        created_at_ms: now,
-        updated_at_ms: now,
+    let account = match new_account(
+        &state,
+        &email,
+        &name,
+        password,
+        AccountRole::Developer,
+        opening,
+    )
+    .await
+    {
+        Ok(account) => account,
+        Err(page) => return *page,
     };
     match state
         .control()

@@ -13,13 +13,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventgate_raft_store::clock::now_ms;
-use eventgate_raft_store::governance::{Account, AccountRole, AccountState, Invitation};
+use eventgate_raft_store::governance::{AccountRole, AccountState, Invitation};
 use eventgate_raft_store::{Command, Response as Applied};
-use rand::RngCore;
 
 use super::accounts::{
-    capitalize, check_password, cookie_attributes, double_submit_ok, frame, hash_password, notice,
-    parse_form, random_token, set_cookie, start_session, valid_email,
+    capitalize, check_name_and_password, cookie_attributes, double_submit_ok, frame, new_account,
+    notice, parse_form, random_token, set_cookie, start_session, valid_email,
 };
 use super::html;
 use crate::http::error::ApiError;
@@ -343,32 +342,21 @@ pub async fn accept(
             Some(error),
         )
     };
-    if name.is_empty() || name.chars().count() > 100 {
-        return again("Give a name of 1 to 100 characters.".to_owned());
+    if let Err(e) = check_name_and_password(&name, &password) {
+        return again(e);
     }
-    if let Err(e) = check_password(&password) {
-        return again(format!("{}.", capitalize(&e)));
-    }
-    let Ok(password_hash) = hash_password(password).await else {
-        return notice(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
-            "The password could not be hashed.",
-        );
-    };
-    let mut id = [0u8; 8];
-    rand::rng().fill_bytes(&mut id);
-    let now = now_ms();
-    let account = Account {
-        id: hex::encode(id),
-        email: invitation.email.clone(),
-        name: name.clone(),
-        password_hash,
-        role: invitation.role,
-        state: AccountState::Active,
-        created_at_ms: now,
-        updated_at_ms: now,
+    let account = match new_account(
+        &state,
+        &invitation.email,
+        &name,
+        password,
+        invitation.role,
+        AccountState::Active,
+    )
+    .await
+    {
+        Ok(account) => account,
+        Err(page) => return *page,
     };
     let command = Command::AcceptInvitation {
         id: invitation.id.clone(),
