@@ -662,8 +662,14 @@ fn api_info(api: &Api) -> Value {
         "description": description,
         "x-eventgate-lifecycle": api.lifecycle.name(),
     });
+    let mut tags: Vec<Value> = api.tags.iter().map(|t| json!({ "name": t })).collect();
     if api.lifecycle == Lifecycle::Deprecated {
-        info["tags"] = json!([{ "name": "deprecated" }]);
+        tags.push(json!({ "name": "deprecated" }));
+    }
+    if !tags.is_empty() {
+        info["tags"] = Value::Array(tags);
+    }
+    if api.lifecycle == Lifecycle::Deprecated {
         if let Some(ms) = api.sunset_ms {
             info["x-eventgate-sunset"] = json!(rfc3339(ms));
         }

@@ -102,6 +102,7 @@ struct ApiCard {
     deprecated: bool,
     sunset: Option<String>,
     channels: Vec<String>,
+    tags: Vec<String>,
 }
 
 #[derive(Template)]
@@ -111,6 +112,7 @@ struct ApiPage<'a> {
     name: String,
     version: String,
     description: String,
+    tags: Vec<String>,
     deprecated: bool,
     sunset: Option<String>,
     /// How a client authenticates (what, how to send it); empty: open to anyone.
@@ -240,8 +242,9 @@ fn rfc3339(ms: u64) -> String {
 /// Whether `api` matches the search words (name, description, channels, topics).
 fn matches(api: &Api, query: &str) -> bool {
     let haystack = format!(
-        "{} {} {} {}",
+        "{} {} {} {} {}",
         api.name,
+        api.tags.join(" "),
         api.description.as_deref().unwrap_or_default(),
         api.channels.keys().cloned().collect::<Vec<_>>().join(" "),
         api.channels.values().cloned().collect::<Vec<_>>().join(" ")
@@ -278,6 +281,7 @@ async fn catalog(
                 deprecated: a.lifecycle == Lifecycle::Deprecated,
                 sunset: a.sunset_ms.map(rfc3339),
                 channels: a.channels.keys().cloned().collect(),
+                tags: a.tags.clone(),
             })
             .collect()
     });
@@ -387,6 +391,7 @@ async fn api_page(
         name: api.name.clone(),
         version: api.version.clone(),
         description: api.description.clone().unwrap_or_default(),
+        tags: api.tags.clone(),
         deprecated: api.lifecycle == Lifecycle::Deprecated,
         sunset: api.sunset_ms.map(rfc3339),
         credentials: credentials(&api),
@@ -729,10 +734,12 @@ mod tests {
             channel_specs: Default::default(),
             validate_messages: false,
             verify_ingest: None,
+            tags: vec!["manufacturing".to_owned()],
         };
         assert!(matches(&api, ""));
         assert!(matches(&api, "SWEET line"));
         assert!(matches(&api, "production"));
+        assert!(matches(&api, "Manufacturing"), "tags are searched");
         assert!(!matches(&api, "sweet orders"));
         api.description = None;
         assert!(!matches(&api, "line"));

@@ -360,6 +360,7 @@ async fn asyncapi_documents_import_and_round_trip() {
     );
     assert_eq!(api["security"], json!(["api_key", "oauth2"]));
     assert_eq!(api["validate_messages"], true);
+    assert_eq!(api["tags"], json!(["smart-city", "lighting"]));
     let schema = &api["messages"]["brightness-measured"][0]["schema"];
     assert_eq!(schema["properties"]["lumens"]["minimum"], 0);
     // The $ref inside the referenced schema is resolved too.

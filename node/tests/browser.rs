@@ -279,7 +279,7 @@ impl DevTools {
 async fn a_new_developer_walks_the_portal_in_a_real_browser() {
     let browser = chromium();
     let node = common::start(
-        "[topics]\nnames = [\"orders\"]\n[apis.shop]\ndescription = \"Orders of the shop\"\nchannels = { orders = \"orders\" }\n[plans.gold]\ndescription = \"For production use\"\napproval_required = true\npublish = { count = 1000, per = \"1h\" }\nmax_connections = 10\n",
+        "[topics]\nnames = [\"orders\"]\n[apis.shop]\ndescription = \"Orders of the shop\"\nchannels = { orders = \"orders\" }\ntags = [\"retail\", \"orders\"]\n[plans.gold]\ndescription = \"For production use\"\napproval_required = true\npublish = { count = 1000, per = \"1h\" }\nmax_connections = 10\n",
     )
     .await;
     let profile = tempfile::tempdir().unwrap();

@@ -43,6 +43,7 @@ names = ["orders"]
 [apis.shop]
 description = "Orders of the <script>alert(1)</script> shop"
 channels = { orders = "orders" }
+tags = ["retail", "e-commerce"]
 [plans.gold]
 description = "For production"
 publish = { count = 100, per = "1m" }
@@ -117,6 +118,10 @@ approval_required = true
     assert!(found.contains("sweet-prod-app") && !found.contains("/portal/apis/shop"));
     let (_, none, _) = page(&node, "/portal?q=nothing-like-it").await;
     assert!(none.contains("No published API matches"), "{none}");
+    // … and tags, each a link to its search.
+    let (_, tagged, _) = page(&node, "/portal?q=E-Commerce").await;
+    assert!(tagged.contains("/portal/apis/shop") && !tagged.contains("sweet-prod-app"));
+    assert!(tagged.contains("href=\"/portal?q=retail\""), "{tagged}");
 
     let (status, api, _) = page(&node, "/portal/apis/sweet-prod-app").await;
     assert_eq!(status, 200);

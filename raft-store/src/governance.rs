@@ -122,6 +122,8 @@ pub struct Api {
     pub name: String,
     pub version: String,
     pub description: Option<String>,
+    /// Words the catalog shows and searches (AsyncAPI `info.tags`).
+    pub tags: Vec<String>,
     /// Where the API's own routes live (`/shop` → `/shop/ws/{channel}`, `/shop/sse/{channel}`,
     /// `/shop/webhook-receiver?topic={channel}`, WebSub topic URLs `/shop/topics/{channel}`),
     /// addressed by channel name. None: only the gateway's routes, by topic name.
@@ -1521,6 +1523,7 @@ mod tests {
             channel_specs: BTreeMap::new(),
             validate_messages: false,
             verify_ingest: None,
+            tags: Vec::new(),
         }
     }
 

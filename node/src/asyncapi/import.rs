@@ -361,6 +361,24 @@ pub fn import(document: &Value, options: &Options, now_ms: u64) -> Result<Import
         Some(d) => Some(d.to_owned()),
         None => string_at(info, "description", "/info")?.map(str::to_owned),
     };
+    // `info.tags`: their names (`deprecated` is the lifecycle's, not a tag of the API's).
+    let mut tag_names = Vec::new();
+    if let Some(tags) = info.get("tags").filter(|t| !t.is_null()) {
+        let items = tags
+            .as_array()
+            .ok_or_else(|| err("/info/tags", "must be a list of tag objects"))?;
+        for (i, tag) in items.iter().enumerate() {
+            let name = tag
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(format!("/info/tags/{i}/name"), "a tag needs a name"))?;
+            if name != "deprecated" {
+                tag_names.push(name.to_owned());
+            }
+        }
+    }
+    let tags =
+        crate::config::governance::check_tags(&tag_names).map_err(|e| err("/info/tags", e))?;
 
     // Base path.
     let (base_path, base_at) = match (
@@ -648,6 +666,7 @@ pub fn import(document: &Value, options: &Options, now_ms: u64) -> Result<Import
         validate_messages,
         // Not described by AsyncAPI: a re-import keeps what the API had (the admin API's).
         verify_ingest: None,
+        tags,
     };
     Ok(Imported { api, warnings })
 }

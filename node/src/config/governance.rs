@@ -162,6 +162,8 @@ pub struct RawJwt {
 pub struct RawApi {
     pub version: String,
     pub description: Option<String>,
+    /// Words the portal's catalog shows and searches.
+    pub tags: Vec<String>,
     /// `/shop`: the API's own routes, addressed by channel name.
     pub base_path: Option<String>,
     /// Channel → gateway topic.
@@ -196,6 +198,24 @@ pub struct RawIngestSignature {
     /// Standard Webhooks' timestamp tolerance (default 5 minutes).
     #[serde(with = "humantime_serde")]
     pub tolerance: Option<Duration>,
+}
+
+/// An API's tags: at most 20, each 1 to 50 characters, no duplicates (kept in the given order).
+pub fn check_tags(tags: &[String]) -> Result<Vec<String>, String> {
+    if tags.len() > 20 {
+        return Err("at most 20 tags".to_owned());
+    }
+    let mut seen = Vec::new();
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty() || tag.chars().count() > 50 {
+            return Err(format!("`{tag}`: a tag has 1 to 50 characters"));
+        }
+        if !seen.iter().any(|t: &String| t.eq_ignore_ascii_case(tag)) {
+            seen.push(tag.to_owned());
+        }
+    }
+    Ok(seen)
 }
 
 /// An API's inbound signature requirement from its description; errors name the field.
@@ -597,6 +617,7 @@ pub fn api_from_raw(
             .as_ref()
             .map(ingest_from_raw)
             .transpose()?,
+        tags: check_tags(&raw.tags).map_err(|e| ("tags".to_owned(), e))?,
     })
 }
 

@@ -95,6 +95,7 @@ fn api_view(api: &Api) -> Value {
         "name": api.name,
         "version": api.version,
         "description": api.description,
+        "tags": api.tags,
         "base_path": api.base_path,
         "channels": api.channels,
         "entrypoints": api.entrypoints.iter().map(|e| e.name()).collect::<Vec<_>>(),

@@ -378,6 +378,7 @@ fn schemas() -> Value {
             "properties": {
                 "version": { "type": "string" },
                 "description": { "type": "string" },
+                "tags": { "type": "array", "maxItems": 20, "items": { "type": "string", "minLength": 1, "maxLength": 50 }, "description": "words the portal's catalog shows and searches" },
                 "base_path": { "type": "string", "pattern": "^(/[A-Za-z0-9._~-]+){1,8}$", "description": "the API's own routes: {base_path}/ws/{channel}, /sse/{channel}, /topics/{channel} (WebSub topic URLs), /webhook-receiver?topic={channel}, /asyncapi.json" },
                 "channels": { "type": "object", "minProperties": 1, "additionalProperties": { "type": "string" }, "description": "channel name → gateway topic" },
                 "entrypoints": { "type": "array", "items": { "enum": ["websub", "websocket", "sse", "webhook"] } },
