@@ -267,6 +267,10 @@ pub enum KeysCommand {
         /// Validity, e.g. `90d`; forever when absent.
         #[arg(long)]
         expires_in: Option<String>,
+        /// Rotate: the application's other keys keep working this long (`24h`; `0s`: they
+        /// stop now), then expire.
+        #[arg(long)]
+        overlap: Option<String>,
         #[command(flatten)]
         target: AdminTarget,
     },

@@ -686,12 +686,13 @@ pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
         K::Create {
             app,
             expires_in,
+            overlap,
             target,
         } => (
             target,
             Method::POST,
             format!("/admin/applications/{app}/keys"),
-            Some(serde_json::json!({ "expires_in": expires_in })),
+            Some(serde_json::json!({ "expires_in": expires_in, "overlap": overlap })),
         ),
         K::List { app, target } => (
             target,

@@ -774,6 +774,7 @@ async fn every_form_of_every_page_needs_the_session_csrf_token() {
         "/portal/apps/ops-app/edit",
         "/portal/apps/ops-app/delete",
         "/portal/apps/ops-app/revoke-key",
+        "/portal/apps/ops-app/rotate-key",
         "/portal/apps/ops-app/token",
         "/portal/admin/approve",
         "/portal/admin/invite",
@@ -996,6 +997,43 @@ async fn developers_manage_their_own_applications() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // Rotation: a new key; the old one keeps working for the overlap (24 h), or stops at once.
+    let publish_with = |key: String| {
+        let request = node
+            .client
+            .post(format!("{}/webhook-receiver?topic=orders", node.base))
+            .header("x-api-key", key)
+            .body("rotating");
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let (_, page) = post(
+        &ada,
+        "/portal/apps/ada-app/rotate-key",
+        vec![("csrf", &ada_csrf), ("overlap", "24h")],
+    )
+    .await;
+    let second = shown(&page);
+    assert_eq!(publish_with(second.clone()).await, 202);
+    assert_eq!(
+        publish_with(key.clone()).await,
+        202,
+        "the old key during the overlap"
+    );
+    let (_, page) = post(
+        &ada,
+        "/portal/apps/ada-app/rotate-key",
+        vec![("csrf", &ada_csrf), ("overlap", "0s")],
+    )
+    .await;
+    let third = shown(&page);
+    assert_eq!(publish_with(third.clone()).await, 202);
+    assert_eq!(
+        publish_with(key.clone()).await,
+        401,
+        "no overlap: the others stop"
+    );
+    assert_eq!(publish_with(second).await, 401);
+    let key = third;
     // A token needs a client secret first; then it works.
     let (status, page) = post(
         &ada,

@@ -244,6 +244,12 @@ pub enum Command {
     },
     /// A reserved publish failed: the key is free again.
     ReleaseIdempotencyKey { id: String, node: NodeId },
+    /// Adds an API key and makes the application's other live keys expire at
+    /// `others_expire_at_ms` at the latest (rotation with an overlap), in one entry.
+    RotateApiKey {
+        key: ApiKey,
+        others_expire_at_ms: u64,
+    },
 }
 
 impl Command {
@@ -295,6 +301,7 @@ impl Command {
             Command::ReserveIdempotencyKey { .. } => "reserve-idempotency-key",
             Command::CompleteIdempotencyKey { .. } => "complete-idempotency-key",
             Command::ReleaseIdempotencyKey { .. } => "release-idempotency-key",
+            Command::RotateApiKey { .. } => "rotate-api-key",
         }
     }
 }

@@ -1238,6 +1238,34 @@ impl Governance {
         Response::Applied
     }
 
+    /// [`Self::add_key`], and the application's other keys that are neither revoked nor
+    /// expiring sooner expire at `others_expire_at_ms`.
+    pub(crate) fn rotate_key(
+        &mut self,
+        key: &ApiKey,
+        others_expire_at_ms: u64,
+        t: &mut Vec<GovTouched>,
+    ) -> Response {
+        let added = self.add_key(key, t);
+        if added != Response::Applied {
+            return added;
+        }
+        for other in self.keys.values_mut() {
+            if other.app == key.app
+                && other.id != key.id
+                && other.revoked_at_ms.is_none()
+                && other
+                    .expires_at_ms
+                    .is_none_or(|at| at > others_expire_at_ms)
+            {
+                other.expires_at_ms = Some(others_expire_at_ms);
+                t.push(GovTouched::Key(other.id.clone()));
+            }
+        }
+        self.version += 1;
+        Response::Applied
+    }
+
     pub(crate) fn revoke_key(&mut self, id: &str, at_ms: u64, t: &mut Vec<GovTouched>) -> Response {
         match self.keys.get_mut(id) {
             None => Response::NotFound,
@@ -1874,5 +1902,42 @@ mod tests {
             "x expired at 50 and made room"
         );
         assert!(!small.idempotency.contains_key("x"));
+    }
+
+    #[test]
+    fn rotating_a_key_ends_the_others_after_the_overlap() {
+        let mut g = Governance::default();
+        let mut t = Vec::new();
+        g.applications.insert("a".to_owned(), app("a"));
+        g.applications.insert("b".to_owned(), app("b"));
+        let key = |c: char, app: &str, expires_at_ms: Option<u64>| {
+            let sha256: String = std::iter::repeat_n(c, 64).collect();
+            ApiKey {
+                id: sha256[..16].to_owned(),
+                app: app.to_owned(),
+                sha256,
+                created_at_ms: 0,
+                expires_at_ms,
+                revoked_at_ms: None,
+                origin: Origin::Admin,
+            }
+        };
+        g.add_key(&key('1', "a", None), &mut t);
+        g.add_key(&key('2', "a", Some(50)), &mut t);
+        g.add_key(&key('3', "b", None), &mut t);
+        assert_eq!(
+            g.rotate_key(&key('4', "a", None), 100, &mut t),
+            Response::Applied
+        );
+        let expiry =
+            |c: char| g.keys[&std::iter::repeat_n(c, 16).collect::<String>()].expires_at_ms;
+        assert_eq!(expiry('1'), Some(100));
+        assert_eq!(expiry('2'), Some(50), "one expiring sooner keeps its time");
+        assert_eq!(
+            expiry('3'),
+            None,
+            "another application's keys are untouched"
+        );
+        assert_eq!(expiry('4'), None, "the new key");
     }
 }

@@ -443,6 +443,10 @@ impl ControlState {
                 expires_at_ms,
             } => g.complete_idempotency(id, *node, state, *expires_at_ms, t),
             Command::ReleaseIdempotencyKey { id, node } => g.release_idempotency(id, *node, t),
+            Command::RotateApiKey {
+                key,
+                others_expire_at_ms,
+            } => g.rotate_key(key, *others_expire_at_ms, t),
             Command::RotateSigningKey {
                 key,
                 expected,

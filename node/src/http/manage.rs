@@ -600,6 +600,10 @@ struct KeyBody {
     /// How long the key is valid (`"90d"`); forever when absent.
     #[serde(default, with = "humantime_serde")]
     expires_in: Option<Duration>,
+    /// Rotation: the application's other keys keep working this long (`"24h"`; `"0s"`: they
+    /// stop now), then expire. Absent: they are left as they are.
+    #[serde(default, with = "humantime_serde")]
+    overlap: Option<Duration>,
 }
 
 async fn list_keys(
@@ -638,12 +642,14 @@ async fn create_key(
         origin: Origin::Admin,
     };
     let mut view = key_view(&stored);
-    commit_about(
-        &state,
-        Command::AddApiKey(stored),
-        format!("no application `{id}`"),
-    )
-    .await?;
+    let command = match body.overlap {
+        None => Command::AddApiKey(stored),
+        Some(overlap) => Command::RotateApiKey {
+            key: stored,
+            others_expire_at_ms: now.saturating_add(overlap.as_millis() as u64),
+        },
+    };
+    commit_about(&state, command, format!("no application `{id}`")).await?;
     view["key"] = json!(key);
     view["note"] = json!("the key is shown only this once; eventgate stores its SHA-256");
     Ok((StatusCode::CREATED, Json(view)).into_response())

@@ -492,7 +492,7 @@ pub async fn act(
     };
     let now = now_ms();
     match action.as_str() {
-        "keys" => {
+        "keys" | "rotate-key" => {
             let (key, sha256) = crate::auth::generate_key();
             let stored = ApiKey {
                 id: sha256[..16].to_owned(),
@@ -503,8 +503,25 @@ pub async fn act(
                 revoked_at_ms: None,
                 origin: Origin::Admin,
             };
-            match write(&state, Command::AddApiKey(stored)).await {
-                Ok(()) => page(Some(("API key (shown only now)".to_owned(), key)), None),
+            let (command, what) = if action == "rotate-key" {
+                let overlap = match form.get("overlap").map(String::as_str) {
+                    Some("0s") => 0,
+                    Some("1h") => 3_600_000,
+                    Some("7d") => 7 * 86_400_000,
+                    _ => 86_400_000,
+                };
+                (
+                    Command::RotateApiKey {
+                        key: stored,
+                        others_expire_at_ms: now.saturating_add(overlap),
+                    },
+                    "New API key (shown only now; the others stop at the end of the overlap)",
+                )
+            } else {
+                (Command::AddApiKey(stored), "API key (shown only now)")
+            };
+            match write(&state, command).await {
+                Ok(()) => page(Some((what.to_owned(), key)), None),
                 Err(e) => page(None, Some(e)),
             }
         }
