@@ -1410,6 +1410,9 @@ async fn my_webhooks_lists_subscriptions_and_redrives_dead_letters() {
         page.contains(&callback) && page.contains("Dead letters") && page.contains("Re-drive"),
         "{page}"
     );
+    // How it is signed, and how far delivery has come.
+    assert!(page.contains("signed: unsigned (no secret)"), "{page}");
+    assert!(page.contains("partition 0: offsets before "), "{page}");
     let other_page = browser()
         .get(format!("{}/portal/webhooks", node.base))
         .header("cookie", &other)

@@ -32,7 +32,13 @@ struct SubscriptionRow {
     callback: String,
     state: String,
     lease: String,
+    /// `WebSub (X-Hub-Signature)`, `Standard Webhooks`, or unsigned; with a rotation's end.
+    signing: String,
+    /// Per partition, the next offset to deliver (what came before is delivered).
+    cursor: Vec<(u32, u64)>,
     retries: usize,
+    /// Failing now: (partition, offset, attempts so far, last error, next attempt).
+    failing: Vec<(u32, u64, u32, String, String)>,
     /// (partition, offset, attempts, last error, when).
     dead: Vec<(u32, u64, u32, String, String)>,
 }
@@ -79,7 +85,48 @@ fn page(state: &AppState, headers: &HeaderMap, notice: Option<String>) -> Respon
                     } else {
                         "expired".to_owned()
                     },
+                    signing: {
+                        let scheme = match (&sub.secret, sub.signing) {
+                            (None, _) => "unsigned (no secret)",
+                            (Some(_), eventgate_raft_store::Signing::WebSub) => {
+                                "WebSub (X-Hub-Signature)"
+                            }
+                            (Some(_), eventgate_raft_store::Signing::StandardWebhooks) => {
+                                "Standard Webhooks"
+                            }
+                        };
+                        match sub.previous_secret.as_ref().filter(|p| p.until_ms > now) {
+                            Some(p) => format!(
+                                "{scheme}; the previous secret signs too until {}",
+                                rfc3339(p.until_ms)
+                            ),
+                            None => scheme.to_owned(),
+                        }
+                    },
+                    cursor: s
+                        .cursors
+                        .get(&sub.id)
+                        .map(|c| c.iter().map(|(p, o)| (*p, *o)).collect())
+                        .unwrap_or_default(),
                     retries: s.retries.get(&sub.id).map_or(0, Vec::len),
+                    failing: s
+                        .retries
+                        .get(&sub.id)
+                        .map(|entries| {
+                            entries
+                                .iter()
+                                .map(|r| {
+                                    (
+                                        r.partition,
+                                        r.offset,
+                                        r.attempt,
+                                        r.last_error.clone().unwrap_or_default(),
+                                        rfc3339(r.next_attempt_at_ms),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     dead: s
                         .dead_letters
                         .values()
