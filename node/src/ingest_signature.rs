@@ -13,6 +13,11 @@ use hmac::{Hmac, Mac};
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
+/// What an API's provider secret is sealed under (`websub.secret_key`; bound to the API).
+pub fn seal_id(api: &str) -> String {
+    format!("api:{api}")
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
     headers
         .get(name)

@@ -384,9 +384,19 @@ pub async fn start_with_broker(
         .collect();
     limiter.spawn_reporter(shutdown.clone(), std::time::Duration::from_secs(30));
     let declared = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Providers' secrets are sealed (under websub.secret_key, when set) before they enter the
+    // replicated state, as subscribers' are.
+    let mut declaration = config.declared.clone();
+    for api in &mut declaration.apis {
+        if let Some(v) = &mut api.verify_ingest {
+            v.secret = delivery
+                .secrets
+                .seal(&crate::ingest_signature::seal_id(&api.name), &v.secret);
+        }
+    }
     tokio::spawn(declare_config(
         control.clone(),
-        config.declared.clone(),
+        declaration,
         declared.clone(),
         shutdown.clone(),
     ));

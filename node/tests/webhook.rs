@@ -157,7 +157,8 @@ async fn unknown_topics_are_404_unless_auto_create_and_bad_input_names_the_field
 async fn providers_signatures_are_required_where_an_api_says_so() {
     use hmac::Mac;
     let node = start(
-        "[topics]\nnames = [\"pushes\", \"payments\", \"plain\"]\n\
+        "[websub]\nsecret_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+         [topics]\nnames = [\"pushes\", \"payments\", \"plain\", \"hooks\"]\n\
          [apis.github]\nbase_path = \"/github\"\nchannels = { pushes = \"pushes\" }\nsecurity = []\n\
          verify_ingest = { scheme = \"github\", secret = \"It's a Secret to Everybody\" }\n\
          [apis.pay]\nchannels = { payments = \"payments\" }\nsecurity = []\n\
@@ -276,6 +277,33 @@ async fn providers_signatures_are_required_where_an_api_says_so() {
     assert_eq!(r.status(), 400);
     let problem: Value = r.json().await.unwrap();
     assert_eq!(problem["field"], "verify_ingest.secret", "{problem}");
+    // Made through the admin API (its secret sealed like the configuration's): it holds too.
+    let r = node
+        .client
+        .put(format!("{}/admin/apis/hooks", node.base))
+        .json(&serde_json::json!({
+            "channels": { "hooks": "hooks" }, "security": [], "lifecycle": "published",
+            "verify_ingest": { "scheme": "hmac", "secret": "k2" }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(b"k2").unwrap();
+    mac.update(b"{}");
+    let signature = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(
+        post("/webhook-receiver?topic=hooks", vec![], b"{}").await.0,
+        401
+    );
+    let (status, answer) = post(
+        "/webhook-receiver?topic=hooks",
+        vec![("x-signature", signature)],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
     node.stop().await;
 }
 

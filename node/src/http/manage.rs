@@ -287,8 +287,15 @@ async fn put_api(
     JsonBody(raw): JsonBody<rules::RawApi>,
 ) -> Result<Response, ApiError> {
     path_name("name", &name)?;
-    let api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
+    let mut api = rules::api_from_raw(&name, &raw, Origin::Admin, now_ms())
         .map_err(|(field, e)| ApiError::invalid_field(field, e))?;
+    if let Some(v) = &mut api.verify_ingest {
+        v.secret = state
+            .inner
+            .delivery
+            .secrets
+            .seal(&crate::ingest_signature::seal_id(&name), &v.secret);
+    }
     let jwt_named = raw
         .security
         .as_ref()

@@ -215,16 +215,14 @@ fn verify_provider(
 ) -> Result<Option<IngestScheme>, ApiError> {
     let required: Vec<_> = state.control().reader().read(|s| {
         let g = &s.governance;
+        let of = |api: &eventgate_raft_store::governance::Api| {
+            api.verify_ingest.clone().map(|v| (api.name.clone(), v))
+        };
         match via_api {
-            Some(name) => g
-                .apis
-                .get(name)
-                .and_then(|a| a.verify_ingest.clone())
-                .into_iter()
-                .collect(),
+            Some(name) => g.apis.get(name).and_then(of).into_iter().collect(),
             None => g
                 .apis_of_topic(topic)
-                .filter_map(|(api, _)| api.verify_ingest.clone())
+                .filter_map(|(api, _)| of(api))
                 .collect(),
         }
     });
@@ -233,8 +231,24 @@ fn verify_provider(
     }
     let now = std::time::SystemTime::now();
     let mut reasons = Vec::new();
-    for signature in &required {
-        match crate::ingest_signature::verify(signature, headers, payload, now) {
+    for (api, sealed) in &required {
+        // Sealed under websub.secret_key (when set); one that cannot be opened admits nothing.
+        let mut signature = sealed.clone();
+        match state
+            .inner
+            .delivery
+            .secrets
+            .open(&crate::ingest_signature::seal_id(api), &sealed.secret)
+        {
+            Ok(secret) => signature.secret = secret,
+            Err(e) => {
+                reasons.push(format!(
+                    "{api}: the provider's secret cannot be opened: {e}"
+                ));
+                continue;
+            }
+        }
+        match crate::ingest_signature::verify(&signature, headers, payload, now) {
             Ok(()) => return Ok(Some(signature.scheme)),
             Err(reason) => reasons.push(format!("{}: {reason}", signature.scheme.name())),
         }
