@@ -869,6 +869,10 @@ pub async fn deliver_once(
     message: &Message,
     attempt: u32,
 ) -> Result<(), String> {
+    // A re-drive or a replay is a delivery like any other: none once the right is withdrawn.
+    if let Some(reason) = ctx.policy.as_ref().and_then(|p| p.withdrawn(sub)) {
+        return Err(format!("not delivered: {reason}"));
+    }
     let request = delivery_request(ctx, sub, message, attempt)?;
     match ctx.client.send(request).await {
         Ok(response) if (200..300).contains(&response.status) => Ok(()),

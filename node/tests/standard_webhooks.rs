@@ -424,3 +424,80 @@ async fn a_range_of_messages_is_replayed_in_order() {
     cb.always("/replayed", None);
     node.stop().await;
 }
+
+/// A replay, like every delivery, holds to the subscriber's right: once the API key the
+/// subscription was made with is revoked, a replay delivers nothing (404 once the hub has ended
+/// the subscription, 409 in the moment before). The moment before is too short to hit on
+/// purpose here: this checks what a user sees, not which of the two guards answered.
+#[tokio::test]
+async fn nothing_is_replayed_after_the_right_is_revoked() {
+    use sha2::Digest;
+    let key = "egk_replay-test-key-0123456789";
+    let sha = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let node = start(&config(&format!(
+        "[apis.shop]\nchannels = {{ orders = \"orders\" }}\nsecurity = [\"api_key\"]\n[plans.free]\n\
+         [applications.app]\npermissions = [{{ topics = \"orders\", publish = true, subscribe = true }}]\n\
+         api_key_hashes = [\"{sha}\"]\naccess = {{ shop = \"free\" }}\n"
+    )))
+    .await;
+    let cb = CallbackServer::start().await;
+    let callback = cb.url("/revoked");
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "orders"),
+            ("hub.callback", callback.as_str()),
+        ])
+        .finish();
+    let r = node
+        .client
+        .post(format!("{}/hub", node.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let sub = common::websub::wait_active(&node, &callback).await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=orders", node.base))
+        .header("x-api-key", key)
+        .body("before")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    cb.wait_for(&Method::POST, "/revoked", 1, T).await;
+    let r = node
+        .client
+        .delete(format!(
+            "{}/admin/applications/app/keys/{}",
+            node.base,
+            &sha[..16]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = node
+        .client
+        .post(format!("{}/admin/subscriptions/{id}/replay", node.base))
+        .json(&serde_json::json!({ "from_offset": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.status().as_u16(), 404 | 409),
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(
+        cb.requests(&Method::POST, "/revoked").len(),
+        1,
+        "nothing delivered after the revocation"
+    );
+    node.stop().await;
+}

@@ -473,6 +473,17 @@ async fn replay(
     if max == 0 || max > REPLAY_MAX {
         return Err(ApiError::invalid_field("max", format!("1 to {REPLAY_MAX}")));
     }
+    if let Some(reason) = state
+        .inner
+        .delivery
+        .policy
+        .as_ref()
+        .and_then(|p| p.withdrawn(&sub))
+    {
+        return Err(ApiError::conflict(format!(
+            "nothing is replayed to a subscriber whose right is withdrawn: {reason}"
+        )));
+    }
     if !state.broker().offsets_global(&sub.topic) {
         return Err(ApiError::conflict(format!(
             "the broker of `{}` does not number messages, so it cannot replay them",
