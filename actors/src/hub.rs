@@ -197,9 +197,10 @@ impl Actor for HubSupervisor {
 async fn reconcile(myself: &ActorRef<HubMsg>, state: &mut HubState) {
     let me = state.ctx.node_id;
     let mut desired: HashMap<String, Subscription> = state.ctx.control.reader().read(|s| {
+        // A disabled subscription is kept, its cursor held, but not delivered.
         s.subscriptions
             .values()
-            .filter(|sub| delivers(sub, me))
+            .filter(|sub| delivers(sub, me) && !s.disabled.contains_key(&sub.id))
             .map(|sub| (sub.id.clone(), sub.clone()))
             .collect()
     });

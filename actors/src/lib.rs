@@ -10,6 +10,10 @@
 //! - [`hub`]: `HubSupervisor` (one `SubscriptionActor` per owned subscription), the coordinator
 //!   (heartbeats, ownership, lease expiry) and verification of intent;
 //! - [`subscription`]: `SubscriptionActor`, ordered at-least-once delivery, cursor commits;
+//! - [`endpoints`]: endpoint health (a replicated circuit breaker per callback origin) and the
+//!   operator events topic;
+//! - [`ledger`]: the delivery ledger (every attempt, per subscription, bounded), kept in the
+//!   broker and indexed on every node;
 //! - [`ownership`]: which live node delivers which subscription (rendezvous hashing);
 //! - [`secrets`]: subscribers' secrets sealed at rest (AES-256-GCM under the operator's key);
 //! - [`callback`]: the seam through which callbacks are called (HTTP lives in the node);
@@ -37,7 +41,9 @@
 pub mod broker;
 pub mod callback;
 pub mod control;
+pub mod endpoints;
 pub mod hub;
+pub mod ledger;
 pub mod ownership;
 pub mod secrets;
 pub mod standard_webhooks;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use eventgate_raft_store::clock::now_ms;
 use eventgate_raft_store::{
-    Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Signing, Subscription,
+    callback_origin, Command, CursorCommit, DeadLetter, NodeId, RetryEntry, Signing, Subscription,
 };
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{BrokerDriver, Message, StartAt};
 use crate::callback::{CallbackMethod, CallbackRequest, WebhookClient};
 use crate::control::ControlPort;
+use crate::ledger::{Attempt, AttemptKind, AttemptOutcome};
 use crate::websub::{link_header, retry_delay, SignatureAlgorithm};
 
 /// Header naming the delivery (`<subscription>:<partition>:<offset>`), the same on every
@@ -301,6 +302,10 @@ pub struct DeliveryContext {
     /// Seals subscribers' secrets before they are stored, opens them to sign.
     pub secrets: Arc<crate::secrets::SecretSealer>,
     pub metrics: DeliveryMetrics,
+    /// The circuit breakers of callback endpoints, and the operator events.
+    pub endpoints: crate::endpoints::Endpoints,
+    /// Where attempts are recorded.
+    pub ledger: crate::ledger::Ledger,
 }
 
 impl std::fmt::Debug for DeliveryContext {
@@ -772,11 +777,29 @@ async fn deliver_one(
             }
             sub = record.borrow().clone();
         }
+        // A disabled subscription is not delivered (the hub stops it meanwhile); a paused
+        // endpoint gets no attempts but its probes (see `crate::endpoints`).
+        while ctx.endpoints.is_disabled(&sub.id) {
+            let mut changed = ctx.endpoints.watch();
+            if !ctx.endpoints.is_disabled(&sub.id) {
+                break;
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = stop.drained() => return Outcome::Cancelled,
+            }
+        }
+        let origin = callback_origin(&sub.callback);
+        let admission = tokio::select! {
+            a = ctx.endpoints.admit(&origin) => a,
+            () = stop.drained() => return Outcome::Cancelled,
+        };
         attempt += 1;
         ctx.metrics.attempts.inc();
         if attempt > 1 {
             ctx.metrics.retries.inc();
         }
+        let started = tokio::time::Instant::now();
         let result = match delivery_request(ctx, &sub, message, attempt) {
             Ok(request) => tokio::select! {
                 r = ctx.client.send(request) => r.map_err(|e| e.to_string()),
@@ -784,16 +807,26 @@ async fn deliver_one(
             },
             Err(e) => Err(e),
         };
+        let kind = match admission {
+            crate::endpoints::Admission::Probe(_) => AttemptKind::Probe,
+            crate::endpoints::Admission::Normal => AttemptKind::Delivery,
+        };
+        record_attempt(ctx, &sub, message, attempt, kind, &result, started);
+        let answered = result.as_ref().ok().map(|r| r.status);
         let mut retry_after = None;
         let error = match result {
             Ok(response) if (200..300).contains(&response.status) => {
+                ctx.endpoints.outcome(&origin, admission, Ok(()));
                 ctx.metrics.delivered.inc();
                 if attempt > 1 {
                     forget_retry(ctx, &sub.id, book, message).await;
                 }
                 return Outcome::Delivered;
             }
-            Ok(response) if response.status == 410 => return Outcome::Gone,
+            Ok(response) if response.status == 410 => {
+                ctx.endpoints.outcome(&origin, admission, Ok(()));
+                return Outcome::Gone;
+            }
             // "Not now": the subscriber's own word on when to come back is taken (capped).
             Ok(response) if matches!(response.status, 429 | 503) => {
                 retry_after = response
@@ -806,8 +839,55 @@ async fn deliver_one(
             Err(e) => e,
         };
         ctx.metrics.failures.inc();
+        // While its endpoint is paused a message waits for the breaker, not its schedule, and
+        // is neither dead-lettered nor aged out: nothing is lost to an endpoint's outage.
+        // The breaker counts what says the endpoint is unwell — no answer, 5xx, 408, 429 — not
+        // an answer about this message (another 4xx, 3xx): a message the endpoint refuses
+        // follows its schedule to a dead letter and does not hold the others back.
+        let unwell = answered.is_none_or(|s| s >= 500 || s == 408 || s == 429);
+        let paused = if unwell {
+            ctx.endpoints.outcome(&origin, admission, Err(&error))
+        } else {
+            ctx.endpoints.outcome(&origin, admission, Ok(()))
+        };
+        let events = ctx.endpoints.events();
+        if attempt == ctx.endpoints.settings().failing_after {
+            events.emit(
+                "attempt.failing",
+                &sub.id,
+                serde_json::json!({
+                    "subscription": sub.id,
+                    "topic": sub.topic,
+                    "origin": origin,
+                    "message_id": delivery_id(&sub, message),
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "attempt": attempt,
+                    "error": error,
+                }),
+            );
+        }
         let age = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
         let next = retry_after.or_else(|| settings.retry.delay(attempt));
+        if paused {
+            tracing::debug!(subscription = %sub.id, offset = message.offset, attempt, %error, "DeliveryHeld: endpoint paused");
+            let next_attempt_at_ms = ctx
+                .endpoints
+                .paused(&origin)
+                .map_or(now_ms(), |h| h.next_probe_at_ms);
+            let entry = RetryEntry {
+                partition: message.partition,
+                offset: message.offset,
+                attempt,
+                next_attempt_at_ms,
+                first_attempt_at_ms: first_attempt_ms,
+                last_error: Some(error),
+            };
+            if !set_retry(ctx, &sub.id, book, entry, cancel).await {
+                return Outcome::Cancelled;
+            }
+            continue;
+        }
         if attempt >= settings.max_attempts || age >= settings.max_age || next.is_none() {
             tracing::warn!(subscription = %sub.id, offset = message.offset, attempt, %error, "DeliveryDeadLettered");
             let letter = DeadLetter {
@@ -824,6 +904,20 @@ async fn deliver_one(
                 tracing::warn!(subscription = %sub.id, error = %e, "dead letter not recorded; retrying the delivery");
             } else {
                 ctx.metrics.dead_letters.inc();
+                events.emit(
+                    "message.dead_lettered",
+                    &sub.id,
+                    serde_json::json!({
+                        "subscription": sub.id,
+                        "topic": sub.topic,
+                        "origin": origin,
+                        "message_id": delivery_id(&sub, message),
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "attempts": attempt,
+                        "error": error,
+                    }),
+                );
                 forget_retry(ctx, &sub.id, book, message).await;
                 return Outcome::DeadLettered;
             }
@@ -838,27 +932,88 @@ async fn deliver_one(
             first_attempt_at_ms: first_attempt_ms,
             last_error: Some(error),
         };
-        let entries = {
-            let mut book = book.lock().await;
-            book.insert((entry.partition, entry.offset), entry);
-            book.values().cloned().collect()
-        };
-        let write = ctx.control.write(Command::SetRetries {
-            node: ctx.node_id,
-            id: sub.id.clone(),
-            entries,
-        });
-        tokio::select! {
-            result = write => if let Err(e) = result {
-                tracing::debug!(subscription = %sub.id, error = %e, "retry schedule not replicated");
-            },
-            () = cancel.cancelled() => return Outcome::Cancelled,
+        if !set_retry(ctx, &sub.id, book, entry, cancel).await {
+            return Outcome::Cancelled;
         }
+        // The schedule's wait, cut short if the endpoint's breaker opens and closes meanwhile.
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = ctx.endpoints.retry_wait(&origin, delay) => {}
             () = stop.drained() => return Outcome::Cancelled,
         }
     }
+}
+
+/// Records `entry` in the subscription's retry schedule and replicates the schedule; `false`
+/// when cancelled meanwhile.
+async fn set_retry(
+    ctx: &DeliveryContext,
+    id: &str,
+    book: &RetryBook,
+    entry: RetryEntry,
+    cancel: &CancellationToken,
+) -> bool {
+    let entries = {
+        let mut book = book.lock().await;
+        book.insert((entry.partition, entry.offset), entry);
+        book.values().cloned().collect()
+    };
+    let write = ctx.control.write(Command::SetRetries {
+        node: ctx.node_id,
+        id: id.to_owned(),
+        entries,
+    });
+    tokio::select! {
+        result = write => if let Err(e) = result {
+            tracing::debug!(subscription = %id, error = %e, "retry schedule not replicated");
+        },
+        () = cancel.cancelled() => return false,
+    }
+    true
+}
+
+/// Records an attempt in the delivery ledger.
+fn record_attempt(
+    ctx: &DeliveryContext,
+    sub: &Subscription,
+    message: &Message,
+    attempt: u32,
+    kind: AttemptKind,
+    result: &Result<crate::callback::CallbackResponse, String>,
+    started: tokio::time::Instant,
+) {
+    if !ctx.ledger.enabled() {
+        return;
+    }
+    let (outcome, status, error, response) = match result {
+        Ok(r) => {
+            let outcome = match r.status {
+                200..=299 => AttemptOutcome::Succeeded,
+                410 => AttemptOutcome::Gone,
+                _ => AttemptOutcome::Failed,
+            };
+            let error = (outcome == AttemptOutcome::Failed)
+                .then(|| format!("callback answered {}", r.status));
+            let body = &r.body[..r.body.len().min(ctx.ledger.response_bytes())];
+            let response = (!body.is_empty()).then(|| String::from_utf8_lossy(body).into_owned());
+            (outcome, Some(r.status), error, response)
+        }
+        Err(e) => (AttemptOutcome::Failed, None, Some(e.clone()), None),
+    };
+    ctx.ledger.record(Attempt {
+        at_ms: now_ms(),
+        subscription: sub.id.clone(),
+        message_id: delivery_id(sub, message),
+        partition: message.partition,
+        offset: message.offset,
+        attempt,
+        kind,
+        outcome,
+        status,
+        latency_ms: started.elapsed().as_millis() as u64,
+        error,
+        response,
+        node: ctx.node_id,
+    });
 }
 
 /// One delivery attempt of `message` to `sub`, outside the subscription's stream (an operator's
@@ -874,10 +1029,21 @@ pub async fn deliver_once(
         return Err(format!("not delivered: {reason}"));
     }
     let request = delivery_request(ctx, sub, message, attempt)?;
-    match ctx.client.send(request).await {
+    let started = tokio::time::Instant::now();
+    let result = ctx.client.send(request).await.map_err(|e| e.to_string());
+    record_attempt(
+        ctx,
+        sub,
+        message,
+        attempt,
+        AttemptKind::Manual,
+        &result,
+        started,
+    );
+    match result {
         Ok(response) if (200..300).contains(&response.status) => Ok(()),
         Ok(response) => Err(format!("callback answered {}", response.status)),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 

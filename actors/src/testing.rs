@@ -351,12 +351,20 @@ pub(crate) fn context(
         control: port.clone(),
         broker,
         client,
-        cursors: CursorCommitter::new(node, port),
+        cursors: CursorCommitter::new(node, port.clone()),
         settings,
         public_url: "http://gateway.test".to_owned(),
         policy: None,
         secrets: Arc::new(crate::secrets::SecretSealer::default()),
         metrics: DeliveryMetrics::default(),
+        endpoints: crate::endpoints::Endpoints::start(
+            port.clone(),
+            crate::endpoints::BreakerSettings::default(),
+            crate::endpoints::OperatorEvents::none(),
+            Default::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+        ledger: crate::ledger::Ledger::off(),
     }
 }
 

@@ -72,7 +72,8 @@ pub enum Commands {
         #[command(subcommand)]
         command: SigningKeysCommand,
     },
-    /// WebSub subscriptions (webhooks): list, show, replay messages, rotate a secret.
+    /// WebSub subscriptions (webhooks): list, show, replay messages, rotate a secret, the
+    /// delivery ledger, paused endpoints.
     Webhooks {
         #[command(subcommand)]
         command: WebhooksCommand,
@@ -133,6 +134,50 @@ pub enum WebhooksCommand {
         /// websub.secret_overlap.
         #[arg(long)]
         overlap: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// The delivery ledger of a subscription: its recent attempts, newest first.
+    Attempts {
+        /// The subscription id.
+        id: String,
+        /// Only attempts that ended so: succeeded, failed or gone.
+        #[arg(long, value_parser = ["succeeded", "failed", "gone"])]
+        outcome: Option<String>,
+        /// Only attempts the callback answered with this HTTP status.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Only attempts of this message (its delivery id, `webhook-id`).
+        #[arg(long)]
+        message_id: Option<String>,
+        /// Only attempts at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only attempts at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many (default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Callback endpoints paused by the circuit breaker, and disabled subscriptions.
+    Endpoints {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Resume deliveries to a paused endpoint now (`https://host[:port]`).
+    ResumeEndpoint {
+        /// The endpoint's origin (or any URL on it).
+        origin: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Re-enable a subscription disabled after its endpoint's long outage.
+    Enable {
+        /// The subscription id.
+        id: String,
         #[command(flatten)]
         target: AdminTarget,
     },

@@ -252,6 +252,181 @@ pub struct RawWebsub {
     /// How long a rotated-out subscriber secret keeps signing next to the new one.
     #[serde(with = "humantime_serde")]
     pub secret_overlap: Duration,
+    /// The circuit breaker of callback endpoints.
+    pub breaker: RawBreaker,
+    /// The delivery ledger.
+    pub ledger: RawLedger,
+    /// Topic the gateway publishes its operator events to (`attempt.failing`,
+    /// `message.dead_lettered`, `endpoint.paused|recovered|disabled`); empty: none.
+    pub events_topic: String,
+}
+
+/// `websub.ledger`: the record of every delivery attempt, per subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLedger {
+    pub enabled: bool,
+    pub topic: String,
+    pub max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub response_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    pub rebuild_messages: u64,
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        let d = eventgate_actors::ledger::LedgerSettings::default();
+        Self {
+            enabled: d.enabled,
+            topic: d.topic,
+            max_entries: d.max_entries,
+            max_age: d.max_age,
+            response_bytes: d.response_bytes,
+            flush_interval: d.flush_interval,
+            rebuild_messages: d.rebuild_messages,
+        }
+    }
+}
+
+impl RawLedger {
+    fn build(
+        &self,
+        invalid: &Invalid<'_>,
+    ) -> Result<eventgate_actors::ledger::LedgerSettings, ConfigError> {
+        let l = self;
+        eventgate_actors::broker::validate_topic_name(&l.topic)
+            .map_err(|e| invalid("websub.ledger.topic", e.to_string()))?;
+        if l.max_entries == 0 || l.max_entries > 100_000 {
+            return Err(invalid(
+                "websub.ledger.max_entries",
+                "1 to 100000".to_owned(),
+            ));
+        }
+        if l.max_age.is_zero() {
+            return Err(invalid(
+                "websub.ledger.max_age",
+                "must be longer than 0".to_owned(),
+            ));
+        }
+        if l.response_bytes > 64 * 1024 {
+            return Err(invalid(
+                "websub.ledger.response_bytes",
+                "at most 65536".to_owned(),
+            ));
+        }
+        if l.flush_interval < Duration::from_millis(1) || l.flush_interval > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "websub.ledger.flush_interval",
+                "1ms to 60s".to_owned(),
+            ));
+        }
+        Ok(eventgate_actors::ledger::LedgerSettings {
+            enabled: l.enabled,
+            topic: l.topic.clone(),
+            max_entries: l.max_entries,
+            max_age: l.max_age,
+            response_bytes: l.response_bytes,
+            flush_interval: l.flush_interval,
+            rebuild_messages: l.rebuild_messages,
+        })
+    }
+}
+
+/// `websub.breaker`: when deliveries to a failing callback endpoint pause, how they are
+/// probed, and when its subscriptions are disabled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub enabled: bool,
+    pub failure_run: u32,
+    pub failure_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub probe_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub probe_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    pub failing_after: u32,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        let d = eventgate_actors::endpoints::BreakerSettings::default();
+        Self {
+            enabled: d.enabled,
+            failure_run: d.failure_run,
+            failure_ratio: d.failure_ratio,
+            window: d.window,
+            min_attempts: d.min_attempts,
+            probe_initial: d.probe_initial,
+            probe_max: d.probe_max,
+            disable_after: d.disable_after,
+            failing_after: d.failing_after,
+        }
+    }
+}
+
+impl RawBreaker {
+    fn build(
+        &self,
+        invalid: &Invalid<'_>,
+    ) -> Result<eventgate_actors::endpoints::BreakerSettings, ConfigError> {
+        let b = self;
+        if b.failure_run == 0 {
+            return Err(invalid(
+                "websub.breaker.failure_run",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            return Err(invalid(
+                "websub.breaker.failure_ratio",
+                "a share above 0 and at most 1".to_owned(),
+            ));
+        }
+        if b.window.is_zero() {
+            return Err(invalid(
+                "websub.breaker.window",
+                "must be longer than 0".to_owned(),
+            ));
+        }
+        if b.probe_initial < Duration::from_millis(10) || b.probe_initial > b.probe_max {
+            return Err(invalid(
+                "websub.breaker.probe_initial",
+                "at least 10ms and at most probe_max".to_owned(),
+            ));
+        }
+        if b.disable_after < b.probe_initial {
+            return Err(invalid(
+                "websub.breaker.disable_after",
+                "must be at least probe_initial".to_owned(),
+            ));
+        }
+        if b.failing_after == 0 {
+            return Err(invalid(
+                "websub.breaker.failing_after",
+                "must be 1 or more".to_owned(),
+            ));
+        }
+        Ok(eventgate_actors::endpoints::BreakerSettings {
+            enabled: b.enabled,
+            failure_run: b.failure_run,
+            failure_ratio: b.failure_ratio,
+            window: b.window,
+            min_attempts: b.min_attempts,
+            probe_initial: b.probe_initial,
+            probe_max: b.probe_max,
+            disable_after: b.disable_after,
+            failing_after: b.failing_after,
+        })
+    }
 }
 
 impl Default for RawWebsub {
@@ -278,6 +453,9 @@ impl Default for RawWebsub {
             // Longer than the default schedule (about 75 h).
             max_age: Duration::from_secs(4 * 24 * 3600),
             secret_overlap: Duration::from_secs(24 * 3600),
+            breaker: RawBreaker::default(),
+            ledger: RawLedger::default(),
+            events_topic: "eventgate.events".to_owned(),
         }
     }
 }
@@ -730,6 +908,10 @@ pub struct WebsubSettings {
     pub lease_max: Duration,
     pub outbound: crate::outbound::OutboundSettings,
     pub delivery: eventgate_actors::subscription::DeliverySettings,
+    pub breaker: eventgate_actors::endpoints::BreakerSettings,
+    pub ledger: eventgate_actors::ledger::LedgerSettings,
+    /// Where operator events go; none: logged only.
+    pub events_topic: Option<String>,
 }
 
 /// Which broker the node uses.
@@ -1583,6 +1765,14 @@ impl RawWebsub {
                 "needs a current websub.secret_key".to_owned(),
             ));
         }
+        let events_topic = match ws.events_topic.as_str() {
+            "" => None,
+            topic => {
+                eventgate_actors::broker::validate_topic_name(topic)
+                    .map_err(|e| invalid("websub.events_topic", e.to_string()))?;
+                Some(topic.to_owned())
+            }
+        };
         Ok(WebsubSettings {
             signature,
             secret_key,
@@ -1606,6 +1796,9 @@ impl RawWebsub {
                 signature,
                 secret_overlap: ws.secret_overlap,
             },
+            breaker: ws.breaker.build(invalid)?,
+            ledger: ws.ledger.build(invalid)?,
+            events_topic,
         })
     }
 }

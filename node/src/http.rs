@@ -161,6 +161,11 @@ impl AppState {
         &self.inner.control
     }
 
+    /// The delivery ledger of WebSub attempts.
+    pub fn ledger(&self) -> &eventgate_actors::ledger::Ledger {
+        &self.inner.delivery.ledger
+    }
+
     pub fn broker(&self) -> &Arc<dyn BrokerDriver> {
         &self.inner.broker
     }

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub messages_out: Family<EntrypointLabel, Counter>,
     /// WebSub deliveries (counted by the subscription actors).
     pub delivery: eventgate_actors::subscription::DeliveryMetrics,
+    /// The callback endpoints' circuit breakers and the operator events.
+    pub breaker: eventgate_actors::endpoints::BreakerMetrics,
+    /// Delivery attempts this node appended to the ledger.
+    pub ledger_attempts: Counter,
     /// Latency of control-plane writes: commit by a quorum and apply on this node.
     pub raft_write_latency: Histogram,
     pub raft_leader_id: Gauge,
@@ -207,6 +211,47 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let breaker = eventgate_actors::endpoints::BreakerMetrics::default();
+        for (name, help, counter) in [
+            (
+                "websub_endpoint_pauses",
+                "Circuit breakers of callback endpoints this node opened",
+                &breaker.opened,
+            ),
+            (
+                "websub_endpoint_probes",
+                "Probes this node made of paused callback endpoints",
+                &breaker.probes,
+            ),
+            (
+                "websub_endpoint_probe_failures",
+                "Probes of paused callback endpoints that failed",
+                &breaker.probe_failures,
+            ),
+            (
+                "operator_events",
+                "Operator events this node published to the events topic",
+                &breaker.events,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        let ledger_attempts = Counter::default();
+        registry.register(
+            "websub_ledger_attempts",
+            "Delivery attempts this node appended to the delivery ledger",
+            ledger_attempts.clone(),
+        );
+        registry.register(
+            "websub_endpoints_paused",
+            "Callback endpoints whose deliveries are paused by the circuit breaker (cluster-wide)",
+            breaker.paused.clone(),
+        );
+        registry.register(
+            "websub_subscriptions_disabled",
+            "WebSub subscriptions disabled after a long outage of their endpoint (cluster-wide)",
+            breaker.disabled.clone(),
+        );
         // 1 ms to about 16 s.
         let raft_write_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
@@ -249,6 +294,8 @@ impl Metrics {
             messages_in,
             messages_out,
             delivery,
+            breaker,
+            ledger_attempts,
             raft_write_latency,
             raft_leader_id,
             raft_last_log_index,

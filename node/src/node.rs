@@ -326,14 +326,23 @@ pub async fn start_with_broker(
         }
         None => None,
     };
-    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt);
+    let gate = crate::policy::Gatekeeper::new(control.reader().clone(), config.auth.anonymous, jwt)
+        .with_internal_topics(crate::policy::InternalTopics {
+            ledger: config
+                .websub
+                .ledger
+                .enabled
+                .then(|| config.websub.ledger.topic.clone()),
+            events: config.websub.events_topic.clone(),
+        });
     let port: Arc<dyn eventgate_actors::control::ControlPort> = Arc::new(control.clone());
+    let endpoints_stop = CancellationToken::new();
     let delivery = DeliveryContext {
         node_id,
         control: port.clone(),
         broker: broker.clone(),
         client: Arc::new(client),
-        cursors: CursorCommitter::new(node_id, port),
+        cursors: CursorCommitter::new(node_id, port.clone()),
         settings: config.websub.delivery.clone(),
         public_url: config
             .public_url
@@ -351,6 +360,35 @@ pub async fn start_with_broker(
             crate::limits::WebsubQuota::new(limiter.clone()),
         ))),
         metrics: metrics.delivery.clone(),
+        endpoints: eventgate_actors::endpoints::Endpoints::start(
+            port.clone(),
+            config.websub.breaker.clone(),
+            match &config.websub.events_topic {
+                Some(topic) => {
+                    if let Err(e) = broker.ensure_topic(topic).await {
+                        tracing::warn!(%topic, error = %e, "operator events topic not created");
+                    }
+                    eventgate_actors::endpoints::OperatorEvents::to_topic(
+                        broker.clone(),
+                        topic.clone(),
+                        node_id,
+                        metrics.breaker.events.clone(),
+                    )
+                }
+                None => eventgate_actors::endpoints::OperatorEvents::none(),
+            },
+            metrics.breaker.clone(),
+            endpoints_stop.clone(),
+        ),
+        ledger: eventgate_actors::ledger::Ledger::start(
+            broker.clone(),
+            control.reader().clone(),
+            node_id,
+            config.websub.ledger.clone(),
+            metrics.ledger_attempts.clone(),
+            endpoints_stop.clone(),
+        )
+        .await,
     };
     control.observe_writes(metrics.raft_write_latency.clone());
     let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())
@@ -453,6 +491,7 @@ pub async fn start_with_broker(
             .await;
         committer_stop.cancel();
         let _ = committer.await;
+        endpoints_stop.cancel();
         tracing::info!(node_id, "shutting raft down");
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

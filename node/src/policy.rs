@@ -131,9 +131,44 @@ pub struct Gatekeeper {
     /// The cluster's token signing keys, decoded.
     tokens: Arc<crate::oauth2::VerifyKeys>,
     changes: tokio::sync::watch::Receiver<u64>,
+    /// Topics the gateway writes itself (the delivery ledger, the operator events): nobody
+    /// publishes to them; the ledger is read through the admin API only.
+    internal: Arc<InternalTopics>,
+}
+
+/// The gateway's own topics.
+#[derive(Debug, Clone, Default)]
+pub struct InternalTopics {
+    pub ledger: Option<String>,
+    pub events: Option<String>,
+}
+
+impl InternalTopics {
+    fn refusal(&self, topic: &str, action: Action) -> Option<Refusal> {
+        let is = |t: &Option<String>| t.as_deref() == Some(topic);
+        if is(&self.ledger) {
+            return Some(Refusal::Forbidden {
+                detail: format!(
+                    "`{topic}` is the gateway's delivery ledger: read it through the admin API (GET /admin/subscriptions/{{id}}/attempts)"
+                ),
+            });
+        }
+        if is(&self.events) && action == Action::Publish {
+            return Some(Refusal::Forbidden {
+                detail: format!("`{topic}` carries the gateway's own operator events: only the gateway publishes to it"),
+            });
+        }
+        None
+    }
 }
 
 impl Gatekeeper {
+    /// Refuses what no one may do on the gateway's own topics.
+    pub fn with_internal_topics(mut self, internal: InternalTopics) -> Self {
+        self.internal = Arc::new(internal);
+        self
+    }
+
     /// A gatekeeper on `reader`. Spawns the task that tells streams when rights change.
     pub fn new(reader: StateReader, anonymous: bool, jwt: Option<Arc<JwtVerifier>>) -> Self {
         let (tx, changes) = tokio::sync::watch::channel(reader.read(|s| s.governance.version));
@@ -155,6 +190,7 @@ impl Gatekeeper {
             jwt,
             tokens: Arc::default(),
             changes,
+            internal: Arc::default(),
         }
     }
 
@@ -293,6 +329,9 @@ impl Gatekeeper {
         action: Action,
         entrypoint: Entrypoint,
     ) -> Result<Admission, Refusal> {
+        if let Some(refusal) = self.internal.refusal(target.topic, action) {
+            return Err(refusal);
+        }
         self.reader.read(|s| {
             self.decide(
                 &s.governance,

@@ -63,6 +63,7 @@ pub fn router(path: &str) -> Router<AppState> {
         .route(&format!("{path}/admin"), get(admin::show))
         .route(&format!("{path}/webhooks"), get(webhooks::show))
         .route(&format!("{path}/webhooks/redrive"), post(webhooks::redrive))
+        .route(&format!("{path}/webhooks/enable"), post(webhooks::enable))
         .route(&format!("{path}/admin/{{action}}"), post(admin::act))
         .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
         .route(&format!("{path}/apps/{{id}}"), get(apps::show))

@@ -620,6 +620,51 @@ pub fn webhooks(command: crate::cli::WebhooksCommand) -> ExitCode {
                     Some(body),
                 )
             }
+            W::Attempts {
+                id,
+                outcome,
+                status,
+                message_id,
+                since,
+                until,
+                limit,
+                target,
+            } => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                for (key, value) in [
+                    ("outcome", outcome),
+                    ("status", status.map(|s| s.to_string())),
+                    ("message_id", message_id),
+                    ("since", since),
+                    ("until", until),
+                    ("limit", limit.map(|l| l.to_string())),
+                ] {
+                    if let Some(value) = value {
+                        query.append_pair(key, &value);
+                    }
+                }
+                let query = query.finish();
+                let id = form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
+                (
+                    target,
+                    Method::GET,
+                    format!("/admin/subscriptions/{id}/attempts?{query}"),
+                    None,
+                )
+            }
+            W::Endpoints { target } => (target, Method::GET, "/admin/endpoints".to_owned(), None),
+            W::ResumeEndpoint { origin, target } => (
+                target,
+                Method::POST,
+                "/admin/endpoints/resume".to_owned(),
+                Some(serde_json::json!({ "origin": origin })),
+            ),
+            W::Enable { id, target } => (
+                target,
+                Method::POST,
+                format!("/admin/subscriptions/{id}/enable"),
+                None,
+            ),
         };
         admin_call(&target, method, &path, body).await
     })

@@ -250,6 +250,36 @@ pub enum Command {
         key: ApiKey,
         others_expire_at_ms: u64,
     },
+    /// The circuit breaker of callback endpoint `origin` opens: deliveries to it pause, the
+    /// first probe after `probe_interval_ms`. Answers `Count(1)`, or `Count(0)` if it was open.
+    OpenEndpoint {
+        origin: String,
+        at_ms: u64,
+        error: String,
+        probe_interval_ms: u64,
+    },
+    /// A probe of a paused endpoint failed: the next one in `probe_interval_ms`. Applies only
+    /// while its next probe is still `expected_next_probe_at_ms` (`Count(0)` otherwise).
+    EndpointProbeFailed {
+        origin: String,
+        expected_next_probe_at_ms: u64,
+        at_ms: u64,
+        error: String,
+        probe_interval_ms: u64,
+    },
+    /// A paused endpoint answered (or an operator resumed it): deliveries go on. `Count(1)` if
+    /// it was paused.
+    CloseEndpoint { origin: String },
+    /// A paused endpoint failed for too long: every subscription to it is disabled (kept, its
+    /// cursor held) and the breaker forgotten. `Count(n)`: subscriptions disabled; `NotFound`
+    /// (nothing done) unless it was paused.
+    DisableEndpoint {
+        origin: String,
+        at_ms: u64,
+        reason: String,
+    },
+    /// Re-enables a disabled subscription (`Count(0)`: it was not disabled).
+    EnableSubscription { id: String },
 }
 
 impl Command {
@@ -302,6 +332,11 @@ impl Command {
             Command::CompleteIdempotencyKey { .. } => "complete-idempotency-key",
             Command::ReleaseIdempotencyKey { .. } => "release-idempotency-key",
             Command::RotateApiKey { .. } => "rotate-api-key",
+            Command::OpenEndpoint { .. } => "open-endpoint",
+            Command::EndpointProbeFailed { .. } => "endpoint-probe-failed",
+            Command::CloseEndpoint { .. } => "close-endpoint",
+            Command::DisableEndpoint { .. } => "disable-endpoint",
+            Command::EnableSubscription { .. } => "enable-subscription",
         }
     }
 }

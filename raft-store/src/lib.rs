@@ -45,8 +45,8 @@ mod test;
 pub use command::{Command, OwnerMove, Request, Response, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use state::{
-    ControlState, CursorCommit, DeadLetter, NodeLiveness, PreviousSecret, RetryEntry, Signing,
-    Subscription, SubscriptionState,
+    callback_origin, ControlState, CursorCommit, DeadLetter, Disabled, EndpointHealth,
+    NodeLiveness, PreviousSecret, RetryEntry, Signing, Subscription, SubscriptionState,
 };
 pub use state_machine::{MemoryStateMachine, StateReader};
 

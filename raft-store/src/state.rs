@@ -131,6 +131,49 @@ pub struct DeadLetter {
     pub at_ms: u64,
 }
 
+/// A callback endpoint (an origin: scheme, host and port) whose deliveries the circuit breaker
+/// paused: no attempts to it but probes, one at `next_probe_at_ms`, at growing intervals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    pub origin: String,
+    /// When the breaker opened: the outage's start as the gateway saw it.
+    pub opened_at_ms: u64,
+    /// Failed attempts and probes since it opened.
+    pub failures: u64,
+    pub last_error: String,
+    pub probe_interval_ms: u64,
+    pub next_probe_at_ms: u64,
+}
+
+/// Why a subscription is disabled: no deliveries (its cursor holds) until it is re-enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// The origin of a callback URL, `scheme://host[:port]` lower-cased, without a default port
+/// or user info: what the circuit breaker tracks. Anything unreadable is its own origin.
+pub fn callback_origin(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = host_port.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => Some(":80"),
+        "https" => Some(":443"),
+        _ => None,
+    };
+    let host_port = match default_port {
+        Some(port) if host_port.ends_with(port) => &host_port[..host_port.len() - port.len()],
+        _ => &host_port,
+    };
+    format!("{scheme}://{host_port}")
+}
+
 /// What the cluster last heard of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLiveness {
@@ -151,6 +194,10 @@ pub struct ControlState {
     pub nodes: BTreeMap<NodeId, NodeLiveness>,
     /// APIs, plans, applications, keys and quota.
     pub governance: Governance,
+    /// Callback endpoints (origins) paused by the circuit breaker; an origin absent is healthy.
+    pub endpoints: BTreeMap<String, EndpointHealth>,
+    /// Subscriptions disabled after a long outage of their endpoint (kept, cursor held).
+    pub disabled: BTreeMap<String, Disabled>,
 }
 
 /// An entity touched by a command, so that a persistent store can write just what changed.
@@ -162,6 +209,8 @@ pub enum Touched {
     DeadLetter(String, u32, u64),
     Node(NodeId),
     Gov(GovTouched),
+    Endpoint(String),
+    Disabled(String),
 }
 
 impl ControlState {
@@ -343,6 +392,94 @@ impl ControlState {
                 subscription,
                 start_offsets,
             } => self.activate(subscription, start_offsets, touched),
+            Command::OpenEndpoint {
+                origin,
+                at_ms,
+                error,
+                probe_interval_ms,
+            } => {
+                if self.endpoints.contains_key(origin) {
+                    return Response::Count(0);
+                }
+                self.endpoints.insert(
+                    origin.clone(),
+                    EndpointHealth {
+                        origin: origin.clone(),
+                        opened_at_ms: *at_ms,
+                        failures: 1,
+                        last_error: error.clone(),
+                        probe_interval_ms: *probe_interval_ms,
+                        next_probe_at_ms: at_ms + probe_interval_ms,
+                    },
+                );
+                touched.push(Touched::Endpoint(origin.clone()));
+                Response::Count(1)
+            }
+            Command::EndpointProbeFailed {
+                origin,
+                expected_next_probe_at_ms,
+                at_ms,
+                error,
+                probe_interval_ms,
+            } => match self.endpoints.get_mut(origin) {
+                // Compare-and-set: of probes made at once by several nodes, one moves it on.
+                Some(e) if e.next_probe_at_ms == *expected_next_probe_at_ms => {
+                    e.failures += 1;
+                    e.last_error = error.clone();
+                    e.probe_interval_ms = *probe_interval_ms;
+                    e.next_probe_at_ms = at_ms + probe_interval_ms;
+                    touched.push(Touched::Endpoint(origin.clone()));
+                    Response::Count(1)
+                }
+                Some(_) => Response::Count(0),
+                None => Response::NotFound,
+            },
+            Command::CloseEndpoint { origin } => {
+                if self.endpoints.remove(origin).is_some() {
+                    touched.push(Touched::Endpoint(origin.clone()));
+                    Response::Count(1)
+                } else {
+                    Response::Count(0)
+                }
+            }
+            Command::DisableEndpoint {
+                origin,
+                at_ms,
+                reason,
+            } => {
+                if self.endpoints.remove(origin).is_none() {
+                    return Response::NotFound;
+                }
+                touched.push(Touched::Endpoint(origin.clone()));
+                let ids: Vec<String> = self
+                    .subscriptions
+                    .values()
+                    .filter(|s| callback_origin(&s.callback) == *origin)
+                    .filter(|s| !self.disabled.contains_key(&s.id))
+                    .map(|s| s.id.clone())
+                    .collect();
+                for id in &ids {
+                    self.disabled.insert(
+                        id.clone(),
+                        Disabled {
+                            at_ms: *at_ms,
+                            reason: reason.clone(),
+                        },
+                    );
+                    touched.push(Touched::Disabled(id.clone()));
+                }
+                Response::Count(ids.len() as u64)
+            }
+            Command::EnableSubscription { id } => {
+                if !self.subscriptions.contains_key(id) {
+                    return Response::NotFound;
+                }
+                if self.disabled.remove(id).is_none() {
+                    return Response::Count(0);
+                }
+                touched.push(Touched::Disabled(id.clone()));
+                Response::Count(1)
+            }
             Command::ActivateSubscriptionFor {
                 subscription,
                 start_offsets,
@@ -507,6 +644,10 @@ impl ControlState {
     ) -> Response {
         let is_new = !self.subscriptions.contains_key(&sub.id);
         let response = self.apply(&Command::UpsertSubscription(sub.clone()), touched);
+        // A verified (re)subscription: the callback answered, so a disabled one delivers again.
+        if self.disabled.remove(&sub.id).is_some() {
+            touched.push(Touched::Disabled(sub.id.clone()));
+        }
         if is_new || !self.cursors.contains_key(&sub.id) {
             let cursor: BTreeMap<u32, u64> = start_offsets.iter().copied().collect();
             self.cursors.insert(sub.id.clone(), cursor);
@@ -525,6 +666,9 @@ impl ControlState {
         }
         if self.retries.remove(id).is_some() {
             touched.push(Touched::Retries(id.to_owned()));
+        }
+        if self.disabled.remove(id).is_some() {
+            touched.push(Touched::Disabled(id.to_owned()));
         }
         let letters: Vec<_> = self
             .dead_letters
@@ -774,5 +918,79 @@ mod tests {
         );
         assert!(!state.governance.websub_applications.contains_key("a"));
         assert!(!state.governance.websub_keys.contains_key("a"));
+    }
+
+    #[test]
+    fn callback_origins_ignore_path_case_default_port_and_user() {
+        assert_eq!(
+            callback_origin("HTTPS://User:pw@Example.COM:443/a/b?x=1"),
+            "https://example.com"
+        );
+        assert_eq!(
+            callback_origin("http://127.0.0.1:8080/cb#f"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(callback_origin("http://[::1]:80"), "http://[::1]");
+        assert_eq!(callback_origin("not a url"), "not a url");
+    }
+
+    #[test]
+    fn breaker_opens_once_probes_compare_and_set_and_a_long_outage_disables() {
+        let mut state = ControlState::default();
+        let mut touched = Vec::new();
+        state.apply(
+            &Command::UpsertSubscription(sub("a", Some(1), 10)),
+            &mut touched,
+        );
+        let mut other = sub("b", Some(1), 10);
+        other.callback = "http://elsewhere.test/b".to_owned();
+        state.apply(&Command::UpsertSubscription(other), &mut touched);
+        let origin = callback_origin(&state.subscriptions["a"].callback);
+        let open = Command::OpenEndpoint {
+            origin: origin.clone(),
+            at_ms: 100,
+            error: "callback answered 500".to_owned(),
+            probe_interval_ms: 50,
+        };
+        assert_eq!(state.apply(&open, &mut touched), Response::Count(1));
+        assert_eq!(
+            state.apply(&open, &mut touched),
+            Response::Count(0),
+            "opens once"
+        );
+        let failed = |expected| Command::EndpointProbeFailed {
+            origin: origin.clone(),
+            expected_next_probe_at_ms: expected,
+            at_ms: 160,
+            error: "timed out".to_owned(),
+            probe_interval_ms: 100,
+        };
+        assert_eq!(state.apply(&failed(150), &mut touched), Response::Count(1));
+        assert_eq!(
+            state.apply(&failed(150), &mut touched),
+            Response::Count(0),
+            "a second probe of the same round moves nothing"
+        );
+        let e = &state.endpoints[&origin];
+        assert_eq!((e.failures, e.next_probe_at_ms), (2, 260));
+        let disable = Command::DisableEndpoint {
+            origin: origin.clone(),
+            at_ms: 999,
+            reason: "failing since 100".to_owned(),
+        };
+        assert_eq!(state.apply(&disable, &mut touched), Response::Count(1));
+        assert!(state.disabled.contains_key("a") && !state.disabled.contains_key("b"));
+        assert!(state.endpoints.is_empty());
+        let enable = Command::EnableSubscription { id: "a".to_owned() };
+        assert_eq!(state.apply(&enable, &mut touched), Response::Count(1));
+        assert_eq!(state.apply(&enable, &mut touched), Response::Count(0));
+        // Disabled again, then removed: nothing of it is left.
+        state.apply(&open, &mut touched);
+        state.apply(&disable, &mut touched);
+        state.apply(
+            &Command::RemoveSubscription { id: "a".to_owned() },
+            &mut touched,
+        );
+        assert!(state.disabled.is_empty());
     }
 }

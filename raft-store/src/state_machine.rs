@@ -43,6 +43,8 @@ const P_ACCOUNT: u8 = b'U';
 const P_SESSION: u8 = b'e';
 const P_INVITATION: u8 = b'I';
 const P_IDEMPOTENCY: u8 = b'K';
+const P_ENDPOINT: u8 = b'E';
+const P_DISABLED: u8 = b'D';
 
 /// The state machine's data at one applied log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -165,6 +167,14 @@ impl SledStateMachine {
                     put_or_remove(batch, key, state.nodes.get(n))?;
                 }
                 Touched::Gov(g) => Self::write_governance(batch, &state.governance, g)?,
+                Touched::Endpoint(origin) => {
+                    let key = entity_key(P_ENDPOINT, origin)?;
+                    put_or_remove(batch, key, state.endpoints.get(origin))?;
+                }
+                Touched::Disabled(id) => {
+                    let key = entity_key(P_DISABLED, id)?;
+                    put_or_remove(batch, key, state.disabled.get(id))?;
+                }
             }
         }
         Ok(())
@@ -255,6 +265,12 @@ impl SledStateMachine {
         }
         for (n, v) in &s.nodes {
             batch.insert(entity_key(P_NODE, n)?, codec::encode(v).map_err(write_err)?);
+        }
+        for (k, v) in &s.endpoints {
+            batch.insert(entity_key(P_ENDPOINT, k)?, enc(v)?);
+        }
+        for (k, v) in &s.disabled {
+            batch.insert(entity_key(P_DISABLED, k)?, enc(v)?);
         }
         let g = &s.governance;
         for (k, v) in &g.apis {
@@ -364,6 +380,14 @@ fn load(tree: &sled::Tree) -> crate::Result<StateMachineData> {
                 P_NODE => {
                     let n: u64 = codec::decode(rest)?;
                     data.state.nodes.insert(n, codec::decode(&value)?);
+                }
+                P_ENDPOINT => {
+                    let origin: String = codec::decode(rest)?;
+                    data.state.endpoints.insert(origin, codec::decode(&value)?);
+                }
+                P_DISABLED => {
+                    let id: String = codec::decode(rest)?;
+                    data.state.disabled.insert(id, codec::decode(&value)?);
                 }
                 P_API => {
                     let g = &mut data.state.governance;

@@ -456,3 +456,77 @@ fn a_schedule_waits_in_order_then_stops() {
     assert_eq!(exponential.attempts(), None);
     assert!(exponential.delay(50).unwrap() <= Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn a_refused_message_goes_to_its_dead_letter_but_an_unwell_endpoint_is_paused() {
+    // A 400 is the endpoint's word on one message: it does not count for the breaker, even
+    // past its run, and the message is dead-lettered on its schedule.
+    let control = MemoryControl::new(1);
+    let broker = PartitionedBroker::new(1);
+    let callback = ScriptedCallback::new(|s| match s.position {
+        Some((0, 0)) => Reply::Status(400),
+        _ => Reply::Status(200),
+    });
+    let mut s = settings(1);
+    s.max_attempts = 5;
+    let mut ctx = context(&control, 1, broker.clone(), callback.clone(), s.clone());
+    let breaker = crate::endpoints::BreakerSettings {
+        failure_run: 2,
+        probe_initial: Duration::from_millis(50),
+        probe_max: Duration::from_millis(50),
+        ..Default::default()
+    };
+    ctx.endpoints = crate::endpoints::Endpoints::start(
+        ctx.control.clone(),
+        breaker.clone(),
+        crate::endpoints::OperatorEvents::none(),
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let sub = subscribe(&control, broker.as_ref(), "s1", "orders", 1).await;
+    publish(&broker, 0, 0..2).await;
+    let actor = start(ctx.clone(), sub).await;
+    wait_until("the second message delivered", || {
+        ctx.metrics.delivered.get() == 1
+    })
+    .await;
+    assert!(control
+        .reader()
+        .read(|s| s.dead_letters.contains_key(&("s1".to_owned(), 0, 0))));
+    assert!(control.reader().read(|s| s.endpoints.is_empty()));
+    actor.stop_and_wait(None, None).await.unwrap();
+
+    // A 503 says the endpoint is unwell: after the run it is paused, the message held well
+    // past max_attempts (probes), nothing dead-lettered, the cursor where it was.
+    let control = MemoryControl::new(1);
+    let callback = ScriptedCallback::new(|_| Reply::Status(503));
+    let mut ctx = context(&control, 1, broker.clone(), callback.clone(), s);
+    ctx.endpoints = crate::endpoints::Endpoints::start(
+        ctx.control.clone(),
+        breaker,
+        crate::endpoints::OperatorEvents::none(),
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let sub = subscribe(&control, broker.as_ref(), "s2", "orders", 1).await;
+    publish(&broker, 0, 2..3).await;
+    let actor = start(ctx.clone(), sub).await;
+    wait_until("attempts well past max_attempts", || {
+        callback.deliveries().len() >= 8
+    })
+    .await;
+    assert!(control.reader().read(|s| s.dead_letters.is_empty()));
+    let paused = control
+        .reader()
+        .read(|s| s.endpoints.values().next().cloned());
+    let paused = paused.expect("the endpoint is paused");
+    assert_eq!(paused.origin, "http://subscriber.test");
+    assert!(paused.failures >= 5, "{paused:?}");
+    assert_eq!(
+        offsets(&callback.deliveries(), 0),
+        vec![2; callback.deliveries().len()]
+    );
+    ctx.cursors.flush().await;
+    assert_eq!(cursors(&control, "s2")[&0], 2);
+    actor.stop_and_wait(None, None).await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! Signed WebSub deliveries per second to keep-alive local callbacks: 100 subscribers (each
 //! with a secret) on one topic, M messages published, time until every subscriber has every
-//! message. Baseline in the same run: the same number of POSTs sent straight to the same
+//! message. Run twice in one invocation, with the delivery ledger off and on
+//! (`websub.ledger.enabled`), so that its cost is known. Baseline in the same run: the same number of POSTs sent straight to the same
 //! callback server by 100 concurrent reqwest tasks (the client/server ceiling here).
 //!
 //! `cargo build --release -p eventgate -p eventgate-bench && target/release/websub-throughput --subscribers 100 --messages 300`
@@ -66,16 +67,74 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let cb_addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
 
+    let mut runs = Vec::new();
+    for ledger in [false, true] {
+        count.store(0, Ordering::Relaxed);
+        runs.push(gateway_run(&args, &client, cb_addr, &count, ledger).await?);
+    }
+    let total = (args.subscribers * args.messages) as u64;
+
+    // Baseline: the same POSTs straight from 100 concurrent tasks.
+    count.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.subscribers {
+        let client = client.clone();
+        let url = format!("http://{cb_addr}/cb/{i}");
+        let messages = args.messages;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..messages {
+                let _ = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(format!(
+                        "{{\"n\":{n},\"pad\":\"0123456789abcdef0123456789abcdef\"}}"
+                    ))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    wait_count(&count, total, Duration::from_secs(60)).await?;
+    let base_seconds = started.elapsed().as_secs_f64();
+    let base_rate = total as f64 / base_seconds;
+    println!("baseline: {total} direct POSTs in {base_seconds:.2} s = {base_rate:.0}/s");
+    for (name, (rate, _)) in ["off", "on"].iter().zip(&runs) {
+        println!(
+            "eventgate (ledger {name})/baseline: {:.2}",
+            rate / base_rate
+        );
+    }
+    println!(
+        "ledger on/off: {:.2} of the deliveries per second, {:.2} of the deliveries per CPU-second",
+        runs[1].0 / runs[0].0,
+        runs[1].1 / runs[0].1
+    );
+    Ok(())
+}
+
+/// One gateway with `args.subscribers` subscriptions, `args.messages` publishes: deliveries per
+/// second and per gateway CPU-second until every subscriber has every message.
+async fn gateway_run(
+    args: &Args,
+    client: &reqwest::Client,
+    cb_addr: std::net::SocketAddr,
+    count: &AtomicU64,
+    ledger: bool,
+) -> anyhow::Result<(f64, f64)> {
     let gateway = GatewayProcess::start(
         free_port(),
         &format!(
-            "[topics]\nnames = [\"bench\"]\n[websub]\nallow_private_callbacks = true\ndelivery_window = {}\n",
+            "[topics]\nnames = [\"bench\"]\n[websub]\nallow_private_callbacks = true\ndelivery_window = {}\n[websub.ledger]\nenabled = {ledger}\n",
             args.window
         ),
     )
     .await?;
-    let client = reqwest::Client::new();
     for i in 0..args.subscribers {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("hub.mode", "subscribe")
@@ -130,46 +189,17 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(r.status() == 202, "publish: {}", r.status());
     }
-    wait_count(&count, total, Duration::from_secs(600)).await?;
+    wait_count(count, total, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(gateway.pid()) - cpu_before;
     let rate = total as f64 / seconds;
     println!(
-        "eventgate (window {}): {total} signed deliveries to {} subscribers in {seconds:.2} s = {rate:.0}/s; gateway CPU {cpu:.2} s = {:.0} deliveries per CPU-second",
+        "eventgate (window {}, ledger {}): {total} signed deliveries to {} subscribers in {seconds:.2} s = {rate:.0}/s; gateway CPU {cpu:.2} s = {:.0} deliveries per CPU-second",
         args.window,
+        if ledger { "on" } else { "off" },
         args.subscribers,
         total as f64 / cpu.max(0.001)
     );
     drop(gateway);
-
-    // Baseline: the same POSTs straight from 100 concurrent tasks.
-    count.store(0, Ordering::Relaxed);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..args.subscribers {
-        let client = client.clone();
-        let url = format!("http://{cb_addr}/cb/{i}");
-        let messages = args.messages;
-        tasks.push(tokio::spawn(async move {
-            for n in 0..messages {
-                let _ = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(format!(
-                        "{{\"n\":{n},\"pad\":\"0123456789abcdef0123456789abcdef\"}}"
-                    ))
-                    .send()
-                    .await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    wait_count(&count, total, Duration::from_secs(60)).await?;
-    let base_seconds = started.elapsed().as_secs_f64();
-    let base_rate = total as f64 / base_seconds;
-    println!("baseline: {total} direct POSTs in {base_seconds:.2} s = {base_rate:.0}/s");
-    println!("eventgate/baseline: {:.2}", rate / base_rate);
-    Ok(())
+    Ok((rate, total as f64 / cpu.max(0.001)))
 }

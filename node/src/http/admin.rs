@@ -13,7 +13,8 @@ use axum::{Json, Router};
 use eventgate_raft_store::control::ClusterStatus;
 use eventgate_raft_store::network::NodeStatus;
 use eventgate_raft_store::{
-    Command, NodeId, PreviousSecret, Response as Applied, Signing, Subscription, SubscriptionState,
+    callback_origin, Command, NodeId, PreviousSecret, Response as Applied, Signing, Subscription,
+    SubscriptionState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/subscriptions/{id}/secret", post(rotate_secret))
         .route("/subscriptions/{id}/replay", post(replay))
+        .route("/subscriptions/{id}/enable", post(enable_subscription))
+        .route("/subscriptions/{id}/attempts", get(list_attempts))
+        .route("/endpoints", get(list_endpoints))
+        .route("/endpoints/resume", post(resume_endpoint))
         .route("/dead-letters", get(list_dead_letters))
         .route(
             "/dead-letters/{id}/{partition}/{offset}",
@@ -131,6 +136,51 @@ struct SubscriptionView {
     signing: &'static str,
     /// Until when the secret before the last rotation still signs too.
     previous_secret_until_ms: Option<u64>,
+    /// The callback's endpoint (origin), which the circuit breaker tracks.
+    origin: String,
+    /// Its breaker, while deliveries to it are paused.
+    endpoint: Option<EndpointView>,
+    /// Why the subscription is disabled, if it is (not delivered until re-enabled).
+    disabled: Option<DisabledView>,
+}
+
+/// A paused callback endpoint.
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    origin: String,
+    state: &'static str,
+    paused_at_ms: u64,
+    failures: u64,
+    last_error: String,
+    probe_interval_ms: u64,
+    next_probe_at_ms: u64,
+    /// Subscriptions whose callbacks are on it.
+    subscriptions: usize,
+}
+
+/// Why a subscription is disabled.
+#[derive(Debug, Serialize)]
+pub struct DisabledView {
+    at_ms: u64,
+    reason: String,
+}
+
+fn endpoint_view(s: &eventgate_raft_store::ControlState, origin: &str) -> Option<EndpointView> {
+    let e = s.endpoints.get(origin)?;
+    Some(EndpointView {
+        origin: e.origin.clone(),
+        state: "paused",
+        paused_at_ms: e.opened_at_ms,
+        failures: e.failures,
+        last_error: e.last_error.clone(),
+        probe_interval_ms: e.probe_interval_ms,
+        next_probe_at_ms: e.next_probe_at_ms,
+        subscriptions: s
+            .subscriptions
+            .values()
+            .filter(|sub| callback_origin(&sub.callback) == origin)
+            .count(),
+    })
 }
 
 fn signing_name(signing: Signing) -> &'static str {
@@ -172,6 +222,12 @@ fn view(state: &AppState, id: &str) -> Option<SubscriptionView> {
                 .as_ref()
                 .map(|p| p.until_ms)
                 .filter(|until| *until > now_ms()),
+            origin: callback_origin(&sub.callback),
+            endpoint: endpoint_view(s, &callback_origin(&sub.callback)),
+            disabled: s.disabled.get(id).map(|d| DisabledView {
+                at_ms: d.at_ms,
+                reason: d.reason.clone(),
+            }),
         })
     })
 }
@@ -581,6 +637,162 @@ async fn delete_subscription(
     {
         Applied::NotFound => Err(ApiError::not_found(format!("no subscription `{id}`"))),
         _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Re-enables a subscription disabled after its endpoint's long outage: deliveries go on from
+/// its cursor. `409` when it is not disabled.
+async fn enable_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    match state
+        .control()
+        .write(Command::EnableSubscription { id: id.clone() })
+        .await?
+    {
+        Applied::NotFound => Err(ApiError::not_found(format!("no subscription `{id}`"))),
+        Applied::Count(0) => Err(ApiError::conflict(format!(
+            "subscription `{id}` is not disabled"
+        ))),
+        _ => view(&state, &id)
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`"))),
+    }
+}
+
+/// A time of a ledger query: unix milliseconds or RFC 3339.
+fn time_param(field: &str, text: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                format!("`{text}` is not unix milliseconds or an RFC 3339 time"),
+            )
+        })
+}
+
+/// The delivery ledger of a subscription: its recent attempts, newest first. Filters:
+/// `outcome` (`succeeded`, `failed`, `gone`), `status` (HTTP), `message_id`, `since`, `until`
+/// (unix ms or RFC 3339), `limit` (default 100).
+async fn list_attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use eventgate_actors::ledger::{AttemptFilter, AttemptOutcome};
+    let exists = state
+        .control()
+        .reader()
+        .read(|s| s.subscriptions.contains_key(&id));
+    if !exists {
+        return Err(ApiError::not_found(format!("no subscription `{id}`")));
+    }
+    let ledger = &state.inner.delivery.ledger;
+    if !ledger.enabled() {
+        return Err(ApiError::conflict(
+            "the delivery ledger is off (websub.ledger.enabled = false)",
+        ));
+    }
+    let param = |name| super::webhook::query_param(query.as_deref(), name);
+    let outcome = param("outcome")
+        .map(|o| {
+            AttemptOutcome::parse(&o).ok_or_else(|| {
+                ApiError::invalid_field("outcome", "`succeeded`, `failed` or `gone`")
+            })
+        })
+        .transpose()?;
+    let status = param("status")
+        .map(|v| {
+            v.parse::<u16>()
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| ApiError::invalid_field("status", "an HTTP status, 100 to 599"))
+        })
+        .transpose()?;
+    let limit = param("limit")
+        .map(|v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|l| (1..=10_000).contains(l))
+                .ok_or_else(|| ApiError::invalid_field("limit", "1 to 10000"))
+        })
+        .transpose()?
+        .unwrap_or(100);
+    let filter = AttemptFilter {
+        outcome,
+        status,
+        message_id: param("message_id"),
+        since_ms: param("since")
+            .map(|t| time_param("since", &t))
+            .transpose()?,
+        until_ms: param("until")
+            .map(|t| time_param("until", &t))
+            .transpose()?,
+        limit,
+    };
+    let attempts = ledger.query(&id, &filter);
+    Ok(Json(serde_json::json!({
+        "subscription": id,
+        "attempts": attempts,
+    })))
+}
+
+/// The callback endpoints whose deliveries are paused, and the disabled subscriptions.
+async fn list_endpoints(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.control().reader().read(|s| {
+        let paused: Vec<EndpointView> = s
+            .endpoints
+            .keys()
+            .filter_map(|origin| endpoint_view(s, origin))
+            .collect();
+        let disabled: Vec<serde_json::Value> = s
+            .disabled
+            .iter()
+            .map(|(id, d)| {
+                let callback = s.subscriptions.get(id).map(|sub| sub.callback.as_str());
+                serde_json::json!({
+                    "subscription": id,
+                    "origin": callback.map(callback_origin),
+                    "at_ms": d.at_ms,
+                    "reason": d.reason,
+                })
+            })
+            .collect();
+        serde_json::json!({ "paused": paused, "disabled": disabled })
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeEndpoint {
+    origin: String,
+}
+
+/// Closes a paused endpoint's breaker now (the operator knows it is back): its deliveries go
+/// on at once. `404` when it is not paused.
+async fn resume_endpoint(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ResumeEndpoint>,
+) -> Result<StatusCode, ApiError> {
+    let origin = callback_origin(&body.origin);
+    match state
+        .control()
+        .write(Command::CloseEndpoint {
+            origin: origin.clone(),
+        })
+        .await?
+    {
+        Applied::Count(1) => Ok(StatusCode::NO_CONTENT),
+        _ => Err(ApiError::not_found(format!(
+            "endpoint `{origin}` is not paused"
+        ))),
     }
 }
 

@@ -1,6 +1,8 @@
 //! "My webhooks": the WebSub subscriptions the signed-in developer's applications made — topic,
 //! callback (without its query, which may hold a token), state, lease, retries waiting, dead
-//! letters — with re-drive of a dead letter (the admin API's, held to the owner).
+//! letters, the endpoint's health (paused by the circuit breaker, or the subscription disabled)
+//! and the last attempts from the delivery ledger — with re-drive of a dead letter and
+//! re-enabling of a disabled subscription (the admin API's, held to the owner).
 
 use std::collections::HashMap;
 
@@ -41,7 +43,17 @@ struct SubscriptionRow {
     failing: Vec<(u32, u64, u32, String, String)>,
     /// (partition, offset, attempts, last error, when).
     dead: Vec<(u32, u64, u32, String, String)>,
+    /// The callback endpoint's health: paused by the circuit breaker (since, last error, next
+    /// probe), when it is.
+    endpoint: Option<String>,
+    /// Why the subscription is disabled, when it is (it can be re-enabled here).
+    disabled: Option<String>,
+    /// The last attempts from the delivery ledger: (when, message id, outcome, detail).
+    attempts: Vec<(String, String, String, String)>,
 }
+
+/// Attempts of the ledger shown per subscription.
+const RECENT_ATTEMPTS: usize = 10;
 
 fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
@@ -141,10 +153,56 @@ fn page(state: &AppState, headers: &HeaderMap, notice: Option<String>) -> Respon
                             )
                         })
                         .collect(),
+                    endpoint: s
+                        .endpoints
+                        .get(&eventgate_raft_store::callback_origin(&sub.callback))
+                        .map(|e| {
+                            format!(
+                                "paused since {} after failures (last: {}); next probe {}",
+                                rfc3339(e.opened_at_ms),
+                                e.last_error,
+                                rfc3339(e.next_probe_at_ms)
+                            )
+                        }),
+                    disabled: s
+                        .disabled
+                        .get(&sub.id)
+                        .map(|d| format!("disabled {}: {}", rfc3339(d.at_ms), d.reason)),
+                    attempts: Vec::new(),
                 })
             })
-            .collect()
+            .collect::<Vec<SubscriptionRow>>()
     });
+    let ledger = state.ledger();
+    let subscriptions: Vec<SubscriptionRow> = subscriptions
+        .into_iter()
+        .map(|mut row| {
+            let filter = eventgate_actors::ledger::AttemptFilter {
+                limit: RECENT_ATTEMPTS,
+                ..Default::default()
+            };
+            row.attempts = ledger
+                .query(&row.id, &filter)
+                .into_iter()
+                .map(|a| {
+                    let outcome = match a.outcome {
+                        eventgate_actors::ledger::AttemptOutcome::Succeeded => "delivered",
+                        eventgate_actors::ledger::AttemptOutcome::Failed => "failed",
+                        eventgate_actors::ledger::AttemptOutcome::Gone => "gone (410)",
+                    };
+                    let detail = match (&a.error, a.status) {
+                        (Some(e), _) => format!("attempt {}: {e}, {} ms", a.attempt, a.latency_ms),
+                        (None, Some(status)) => {
+                            format!("attempt {}: {status}, {} ms", a.attempt, a.latency_ms)
+                        }
+                        (None, None) => format!("attempt {}", a.attempt),
+                    };
+                    (rfc3339(a.at_ms), a.message_id, outcome.to_owned(), detail)
+                })
+                .collect();
+            row
+        })
+        .collect();
     html(WebhooksPage {
         frame: Frame {
             title: &state.portal().title,
@@ -164,6 +222,53 @@ fn page(state: &AppState, headers: &HeaderMap, notice: Option<String>) -> Respon
 /// `GET {portal}/webhooks`.
 pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
     page(&state, &headers, None)
+}
+
+/// `POST {portal}/webhooks/enable`: re-enables the developer's own subscription disabled
+/// after its endpoint's long outage.
+pub async fn enable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form: HashMap<String, String> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let Some((session, account)) = signed_in(&state, &headers) else {
+        return Redirect::to(&format!("{}/login", state.portal().path)).into_response();
+    };
+    if !session_form_ok(&session, &form) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form did not come from this portal (CSRF check); reload it",
+        )
+            .into_response();
+    }
+    let id = form.get("subscription").cloned().unwrap_or_default();
+    if !owned_by(&state, &id, &account.id) {
+        return (StatusCode::NOT_FOUND, "no such subscription of yours").into_response();
+    }
+    let command = eventgate_raft_store::Command::EnableSubscription { id };
+    let notice = match state.control().write(command).await {
+        Ok(eventgate_raft_store::Response::Count(1)) => {
+            "Re-enabled: deliveries go on from where they stopped.".to_owned()
+        }
+        Ok(_) => "That subscription is not disabled.".to_owned(),
+        Err(e) => format!("Not re-enabled: {e}"),
+    };
+    page(&state, &headers, Some(notice))
+}
+
+/// Whether subscription `id` was made by an application of account `account`.
+fn owned_by(state: &AppState, id: &str, account: &str) -> bool {
+    state.control().reader().read(|s| {
+        let g = &s.governance;
+        g.websub_applications.get(id).is_some_and(|(app, _)| {
+            g.applications
+                .get(app)
+                .is_some_and(|a| a.owner.as_deref() == Some(account))
+        })
+    })
 }
 
 /// `POST {portal}/webhooks/redrive`: subscription, partition, offset.
@@ -192,15 +297,7 @@ pub async fn redrive(
     ) else {
         return page(&state, &headers, Some("Which dead letter?".to_owned()));
     };
-    let mine = state.control().reader().read(|s| {
-        let g = &s.governance;
-        g.websub_applications.get(&id).is_some_and(|(app, _)| {
-            g.applications
-                .get(app)
-                .is_some_and(|a| a.owner.as_deref() == Some(account.id.as_str()))
-        })
-    });
-    if !mine {
+    if !owned_by(&state, &id, &account.id) {
         return (StatusCode::NOT_FOUND, "no such subscription of yours").into_response();
     }
     let notice = match crate::http::admin::redrive(&state, &id, partition, offset).await {
