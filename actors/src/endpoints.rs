@@ -120,13 +120,24 @@ impl OperatorEvents {
         Self { inner: None }
     }
 
-    /// Events go to `topic` of `broker` (created when missing).
+    /// Events go to `topic` of `broker` (created when missing, in the background: a broker
+    /// slow to create topics does not hold the node's start).
     pub fn to_topic(
         broker: Arc<dyn BrokerDriver>,
         topic: String,
         node: NodeId,
         published: Counter,
     ) -> Self {
+        let (b, t) = (broker.clone(), topic.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(30), b.ensure_topic(&t)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %t, error = %e, "operator events topic not created")
+                }
+                Err(_) => tracing::warn!(topic = %t, "operator events topic not created in time"),
+            }
+        });
         Self {
             inner: Some(Arc::new(EventsInner {
                 broker,

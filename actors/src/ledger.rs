@@ -32,6 +32,8 @@ pub const BATCH_CONTENT_TYPE: &str = "application/vnd.eventgate.ledger+json";
 /// Attempts waiting for their flush at most; past it the oldest are dropped (the broker is
 /// down for long), with a warning.
 const MAX_PENDING: usize = 100_000;
+/// How long creating the ledger's topic may take.
+const ENSURE_TOPIC: Duration = Duration::from_secs(30);
 /// How often the index forgets subscriptions that ended.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -175,9 +177,9 @@ impl Ledger {
         Self { inner: None }
     }
 
-    /// The ledger on `settings.topic` of `broker` (created when missing), appending and
-    /// indexing until `stop`; `appended` counts the attempts this node appended.
-    pub async fn start(
+    /// The ledger on `settings.topic` of `broker` (created when missing, in the background),
+    /// appending and indexing until `stop`; `appended` counts the attempts this node appended.
+    pub fn start(
         broker: Arc<dyn BrokerDriver>,
         reader: StateReader,
         node: NodeId,
@@ -187,9 +189,6 @@ impl Ledger {
     ) -> Self {
         if !settings.enabled {
             return Self::off();
-        }
-        if let Err(e) = broker.ensure_topic(&settings.topic).await {
-            tracing::warn!(topic = %settings.topic, error = %e, "ledger topic not created; the ledger starts empty");
         }
         let inner = Arc::new(Inner {
             settings,
@@ -313,6 +312,12 @@ async fn flush(inner: &Inner) {
 /// partition.
 async fn follow(inner: Arc<Inner>, stop: CancellationToken) {
     let topic = inner.settings.topic.clone();
+    // In the background: a broker slow to create topics does not hold the node's start.
+    match tokio::time::timeout(ENSURE_TOPIC, inner.broker.ensure_topic(&topic)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%topic, error = %e, "ledger topic not created"),
+        Err(_) => tracing::warn!(%topic, "ledger topic not created in time"),
+    }
     let partitions = loop {
         match inner.broker.partitions(&topic).await {
             Ok(n) => break n,

@@ -337,6 +337,36 @@ pub async fn start_with_broker(
         });
     let port: Arc<dyn eventgate_actors::control::ControlPort> = Arc::new(control.clone());
     let endpoints_stop = CancellationToken::new();
+    // The gateway's own topics (operator events, delivery ledger), created now if the broker
+    // does so promptly (so that they can be subscribed to as soon as the node is up), else in
+    // the background.
+    let own_topics: Vec<String> = config
+        .websub
+        .events_topic
+        .iter()
+        .cloned()
+        .chain(
+            config
+                .websub
+                .ledger
+                .enabled
+                .then(|| config.websub.ledger.topic.clone()),
+        )
+        .collect();
+    let ensure_all =
+        futures_util::future::join_all(own_topics.iter().map(|t| broker.ensure_topic(t)));
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ensure_all).await {
+        Ok(results) => {
+            for (topic, result) in own_topics.iter().zip(results) {
+                if let Err(e) = result {
+                    tracing::warn!(%topic, error = %e, "the gateway's own topic not created");
+                }
+            }
+        }
+        Err(_) => {
+            tracing::info!(topics = ?own_topics, "the gateway's own topics are being created in the background")
+        }
+    }
     let delivery = DeliveryContext {
         node_id,
         control: port.clone(),
@@ -364,17 +394,12 @@ pub async fn start_with_broker(
             port.clone(),
             config.websub.breaker.clone(),
             match &config.websub.events_topic {
-                Some(topic) => {
-                    if let Err(e) = broker.ensure_topic(topic).await {
-                        tracing::warn!(%topic, error = %e, "operator events topic not created");
-                    }
-                    eventgate_actors::endpoints::OperatorEvents::to_topic(
-                        broker.clone(),
-                        topic.clone(),
-                        node_id,
-                        metrics.breaker.events.clone(),
-                    )
-                }
+                Some(topic) => eventgate_actors::endpoints::OperatorEvents::to_topic(
+                    broker.clone(),
+                    topic.clone(),
+                    node_id,
+                    metrics.breaker.events.clone(),
+                ),
                 None => eventgate_actors::endpoints::OperatorEvents::none(),
             },
             metrics.breaker.clone(),
@@ -387,8 +412,7 @@ pub async fn start_with_broker(
             config.websub.ledger.clone(),
             metrics.ledger_attempts.clone(),
             endpoints_stop.clone(),
-        )
-        .await,
+        ),
     };
     control.observe_writes(metrics.raft_write_latency.clone());
     let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())
