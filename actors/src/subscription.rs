@@ -270,7 +270,7 @@ pub trait DeliveryPolicy: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Counters of WebSub deliveries, registered by the node (`eventgate_websub_*`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DeliveryMetrics {
     /// Requests made to callbacks (first attempts and retries).
     pub attempts: Counter,
@@ -284,6 +284,25 @@ pub struct DeliveryMetrics {
     pub dead_letters: Counter,
     /// Messages skipped over a plan's delivery limit (`on_delivery_limit = "drop"`).
     pub dropped: Counter,
+    /// From the broker's append to the callback's 2xx, in seconds (retries included).
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for DeliveryMetrics {
+    fn default() -> Self {
+        Self {
+            attempts: Counter::default(),
+            delivered: Counter::default(),
+            failures: Counter::default(),
+            retries: Counter::default(),
+            dead_letters: Counter::default(),
+            dropped: Counter::default(),
+            // 1 ms to about 4.5 h: a delivery through retries takes hours.
+            latency: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 24),
+            ),
+        }
+    }
 }
 
 /// What deliveries need from the node.
@@ -818,6 +837,8 @@ async fn deliver_one(
             Ok(response) if (200..300).contains(&response.status) => {
                 ctx.endpoints.outcome(&origin, admission, Ok(()));
                 ctx.metrics.delivered.inc();
+                let since = now_ms().saturating_sub(message.timestamp_ms);
+                ctx.metrics.latency.observe(since as f64 / 1000.0);
                 if attempt > 1 {
                     forget_retry(ctx, &sub.id, book, message).await;
                 }

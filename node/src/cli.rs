@@ -188,6 +188,7 @@ pub enum SecretsCommand {
     /// Issue a client secret (printed once); the application's other secrets keep working
     /// for the overlap, then stop.
     Create {
+        /// The application (its id).
         app: String,
         /// How long the other secrets keep working (`1h`; `0s`: stop now). Default:
         /// auth.oauth2.secret_overlap.
@@ -198,13 +199,16 @@ pub enum SecretsCommand {
     },
     /// List an application's client secrets (never the secrets themselves).
     List {
+        /// The application (its id).
         app: String,
         #[command(flatten)]
         target: AdminTarget,
     },
     /// Revoke a client secret and every access token issued on it.
     Revoke {
+        /// The application (its id).
         app: String,
+        /// The secret's id (from `secrets list`).
         id: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -243,6 +247,7 @@ pub enum ApisCommand {
     /// Create or replace an API from an AsyncAPI document (3.0, 3.1 or 2.6; JSON or YAML; `-`
     /// for standard input). A new API starts `created`.
     Import {
+        /// The AsyncAPI document (`-`: standard input).
         file: PathBuf,
         /// The API's name (default: from x-eventgate.name or info.title).
         #[arg(long)]
@@ -263,6 +268,7 @@ pub enum ApisCommand {
     /// Move an API through its lifecycle: `created` → `published` → `deprecated` → `retired`
     /// (back to created only while nothing is subscribed; retired is final).
     Lifecycle {
+        /// The API's name.
         name: String,
         /// `created`, `published`, `deprecated` or `retired`.
         state: String,
@@ -277,17 +283,21 @@ pub enum ApisCommand {
 /// List, show, create or replace, and delete one kind of entity.
 #[derive(Debug, Subcommand)]
 pub enum EntityCommand {
+    /// Every one, as JSON.
     List {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// One, as JSON.
     Get {
+        /// Its name (an application: its id).
         name: String,
         #[command(flatten)]
         target: AdminTarget,
     },
     /// Create or replace from a JSON document (see docs/http-api.md for its fields).
     Put {
+        /// Its name (an application: its id).
         name: String,
         /// JSON file with the entity; `-` reads standard input.
         #[arg(long, short = 'f')]
@@ -295,7 +305,9 @@ pub enum EntityCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Delete it.
     Delete {
+        /// Its name (an application: its id).
         name: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -308,6 +320,7 @@ pub enum KeysCommand {
     Generate,
     /// Issue a key to an application; the key is printed once.
     Create {
+        /// The application (its id).
         app: String,
         /// Validity, e.g. `90d`; forever when absent.
         #[arg(long)]
@@ -319,14 +332,18 @@ pub enum KeysCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// An application's keys (ids, prefixes, expiry; never the keys).
     List {
+        /// The application (its id).
         app: String,
         #[command(flatten)]
         target: AdminTarget,
     },
     /// Revoke a key on every node.
     Revoke {
+        /// The application (its id).
         app: String,
+        /// The key's id (from `keys list`).
         key_id: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -335,34 +352,49 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
+    /// An application's subscriptions to APIs, with their plans and states.
     List {
+        /// The application (its id).
         app: String,
         #[command(flatten)]
         target: AdminTarget,
     },
     /// Subscribe an application to an API under a plan.
     Add {
+        /// The application (its id).
         app: String,
+        /// The API's name.
         api: String,
+        /// The plan it is under.
         #[arg(long)]
         plan: String,
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Approve an application's pending subscription to an API.
     Approve {
+        /// The application (its id).
         app: String,
+        /// The API's name.
         api: String,
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Reject an application's pending subscription to an API.
     Reject {
+        /// The application (its id).
         app: String,
+        /// The API's name.
         api: String,
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// End an application's subscription to an API (its streams and WebSub subscriptions
+    /// end on every node).
     Remove {
+        /// The application (its id).
         app: String,
+        /// The API's name.
         api: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -375,7 +407,7 @@ pub enum AsyncapiCommand {
     /// `/asyncapi.json`).
     Export {
         /// TOML configuration file; without it, the development profile's.
-        #[arg(long, short = 'c', env = "EVENTGATE_CONFIG")]
+        #[arg(long, short = 'c', env = "EVENTGATE_CONFIG", hide_env_values = true)]
         config: Option<PathBuf>,
         /// `json` or `yaml`.
         #[arg(long, default_value = "json", value_parser = ["json", "yaml"])]
@@ -386,7 +418,7 @@ pub enum AsyncapiCommand {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML configuration file.
-    #[arg(long, short = 'c', env = "EVENTGATE_CONFIG")]
+    #[arg(long, short = 'c', env = "EVENTGATE_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// This node's id (overrides `node_id`).
     #[arg(long)]
@@ -409,13 +441,15 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 }
 
-/// Where to reach a node's admin API.
+// Where to reach a node's admin API. (A plain comment, not a doc comment: clap would take a
+// flattened struct's doc as the help of every subcommand that has none of its own.)
 #[derive(Debug, Args)]
 pub struct AdminTarget {
     /// Base URL of a node's HTTP address.
     #[arg(
         long,
         env = "EVENTGATE_ADMIN_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8080"
     )]
     pub node: String,
@@ -448,6 +482,7 @@ pub enum ClusterCommand {
 pub enum CertsCommand {
     /// Create a cluster CA: `<dir>/ca.pem` and `<dir>/ca.key`.
     Init {
+        /// Where to write them.
         #[arg(long, default_value = "./certs")]
         dir: PathBuf,
     },
@@ -455,6 +490,7 @@ pub enum CertsCommand {
     Issue {
         /// Node name; also a subject alternative name.
         name: String,
+        /// The CA's directory, where the certificate and key are written too.
         #[arg(long, default_value = "./certs")]
         dir: PathBuf,
         /// Extra DNS names or IP addresses for the certificate; repeatable.

@@ -688,6 +688,8 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub format: LogFormat,
     pub level: String,
+    /// One line per HTTP request (target `eventgate::access`, level info).
+    pub access: bool,
 }
 
 /// `broker.mqtt.protocol`.
@@ -788,6 +790,7 @@ impl Default for RawLog {
         Self {
             format: LogFormat::Text,
             level: "info".to_owned(),
+            access: true,
         }
     }
 }
@@ -838,6 +841,8 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Whether HTTP requests are logged.
+    pub log_access: bool,
     /// The embedded broker.
     pub broker: BrokerSettings,
     /// Further brokers by name, each with the gateway topics routed to it.
@@ -1277,6 +1282,7 @@ impl RawNodeConfig {
             admin_token: self.admin.token,
             log_format: self.log.format,
             log_level: self.log.level,
+            log_access: self.log.access,
             broker,
             brokers,
             // The development profile serves the README's demo topic.

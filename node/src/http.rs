@@ -3,6 +3,7 @@
 //! and the admin API. Handlers answer errors as problem+json through [`error::ApiError`]; a
 //! [`crate::refusal::Refusal`] becomes one through its single `From` conversion.
 
+pub mod access;
 pub mod admin;
 pub mod clients;
 pub mod error;
@@ -93,6 +94,8 @@ struct Inner {
     portal: crate::config::PortalSettings,
     /// Sign-in attempts on the portal, per address and per email.
     portal_attempts: crate::portal::accounts::Attempts,
+    /// Whether requests are logged (`log.access`).
+    access_log: bool,
 }
 
 impl AppState {
@@ -153,6 +156,7 @@ impl AppState {
                 limiter,
                 ingress,
                 metrics,
+                access_log: config.log_access,
             }),
         }
     }
@@ -203,7 +207,14 @@ pub fn router(state: AppState) -> Router {
         .route("/asyncapi.yaml", get(asyncapi_yaml))
         .route("/apis/{name}/asyncapi.json", get(api_asyncapi_json))
         .route("/apis/{name}/asyncapi.yaml", get(api_asyncapi_yaml))
-        .route("/webhook-receiver", post(webhook::receive))
+        .route(
+            "/webhook-receiver",
+            // OPTIONS is a route of its own so that the CORS layer sees the preflight (the
+            // layer wraps routes, not the method-not-allowed fallback).
+            post(webhook::receive)
+                .options(|| async { axum::http::StatusCode::NO_CONTENT })
+                .layer(webhook_cors(state.allowed_origins())),
+        )
         .route("/hub", post(websub::hub))
         .route("/topics/{name}", get(websub::topic))
         .route("/ws/{topic}", get(ws::ws))
@@ -223,7 +234,52 @@ pub fn router(state: AppState) -> Router {
     };
     let routes = routes.with_state(state.clone());
     let inner = routes.clone();
-    routes.fallback(move |req: Request| by_base_path(state.clone(), inner.clone(), req))
+    let observed = state.clone();
+    routes
+        .fallback(move |req: Request| by_base_path(state.clone(), inner.clone(), req))
+        .layer(middleware::from_fn_with_state(observed, access::observe))
+}
+
+/// CORS of the webhook receiver, for publishing from a browser on another origin: the
+/// preflight is answered for the origins of `streams.allowed_origins` (any when `*`), `POST`,
+/// and the headers a publish carries.
+fn webhook_cors(origins: Option<&[String]>) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([Method::POST])
+        .allow_headers(
+            [
+                "content-type",
+                "authorization",
+                "x-api-key",
+                "idempotency-key",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+                "x-hub-signature-256",
+                "x-request-id",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "retry-after",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+                "ratelimit-policy",
+                "x-request-id",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .max_age(Duration::from_secs(600));
+    match origins {
+        None => layer.allow_origin(Any),
+        Some(list) => layer.allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| o.parse().ok()),
+        )),
+    }
 }
 
 /// An API reached through its base path: its name, base path and the channel named.
@@ -448,6 +504,16 @@ impl AppState {
     /// The operations every entrypoint shares.
     pub fn ingress(&self) -> &crate::ingress::Ingress {
         &self.inner.ingress
+    }
+
+    /// Origins admitted to streams and browser publishing; `None` admits any.
+    pub fn allowed_origins(&self) -> Option<&[String]> {
+        self.inner.allowed_origins.as_deref()
+    }
+
+    /// Whether requests are logged (`log.access`).
+    pub fn access_log(&self) -> bool {
+        self.inner.access_log
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -679,7 +745,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
-            return Err(ApiError::malformed_body(
+            return Err(ApiError::unsupported_media_type(
                 "expected a JSON body with `Content-Type: application/json`",
             ));
         }

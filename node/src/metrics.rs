@@ -50,10 +50,131 @@ pub struct EntrypointLabel {
     pub entrypoint: &'static str,
 }
 
+/// Labels of `eventgate_http_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route template (`/admin/subscriptions/{id}`), `other` when none matched (an API's
+    /// base path, a 404).
+    pub route: String,
+    pub method: String,
+    /// `2xx`, `3xx`, `4xx` or `5xx`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The process metrics every Prometheus exporter has (`process_*`, without the prefix), read
+/// from `/proc` when scraped.
+#[derive(Debug)]
+struct ProcessMetrics {
+    registry: Registry,
+    cpu_seconds: Gauge<f64, AtomicU64>,
+    resident_bytes: Gauge,
+    virtual_bytes: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+}
+
+impl ProcessMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let cpu_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent, in seconds",
+            cpu_seconds.clone(),
+        );
+        let resident_bytes = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident_bytes.clone(),
+        );
+        let virtual_bytes = Gauge::default();
+        registry.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            virtual_bytes.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            open_fds.clone(),
+        );
+        let max_fds = Gauge::default();
+        registry.register(
+            "process_max_fds",
+            "The limit of open file descriptors",
+            max_fds.clone(),
+        );
+        let start = Gauge::<f64, AtomicU64>::default();
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        start.set(since_epoch.as_secs_f64());
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            start,
+        );
+        Self {
+            registry,
+            cpu_seconds,
+            resident_bytes,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+        }
+    }
+
+    /// Reads `/proc/self` (Linux; elsewhere the values stay 0).
+    fn refresh(&self) {
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which is in parentheses and may hold spaces:
+            // utime and stime (in USER_HZ, 100 per second on Linux) are fields 14 and 15.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                self.cpu_seconds.set((user + system) / 100.0);
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let kib = |key: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            if let Some(rss) = kib("VmRSS:") {
+                self.resident_bytes.set(rss * 1024);
+            }
+            if let Some(size) = kib("VmSize:") {
+                self.virtual_bytes.set(size * 1024);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        if let Some(max) = crate::config::open_files_limit() {
+            self.max_fds.set(max as i64);
+        }
+    }
+}
+
 /// The node's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    process: ProcessMetrics,
+    /// HTTP requests from arrival to the answer's head (a stream's whole life is not in it),
+    /// by route template, method and status class.
+    pub http_duration: Family<HttpLabels, Histogram>,
     broker_up: Family<BrokerLabel, Gauge>,
     broker_probe_failures: Family<BrokerLabel, Counter>,
     broker_last_ok: Family<BrokerLabel, Gauge<f64, AtomicU64>>,
@@ -211,6 +332,11 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "websub_delivery_latency_seconds",
+            "From the broker's append to the WebSub callback's 2xx (retries included)",
+            delivery.latency.clone(),
+        );
         let breaker = eventgate_actors::endpoints::BreakerMetrics::default();
         for (name, help, counter) in [
             (
@@ -271,14 +397,49 @@ impl Metrics {
             "Last Raft log index on this node",
             raft_last_log_index.clone(),
         );
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
+            http_duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests from arrival to the answer's head, by route template, method and status class",
+            http_duration.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "1, labelled with the version of this build",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        // Every family with labels has its series from the start, at 0: `increase()` and
+        // `rate()` alerts see the first event instead of a series appearing at 1.
         for broker in brokers {
             let label = BrokerLabel {
                 broker: broker.clone(),
             };
             broker_up.get_or_create(&label).set(0);
+            let _ = broker_probe_failures.get_or_create(&label);
+        }
+        for kind in ["publish", "deliveries", "connections", "subscriptions"] {
+            let _ = rate_limited.get_or_create(&RateLimitLabels { kind });
+        }
+        for outcome in ["unauthorized", "forbidden"] {
+            for entrypoint in ["websub", "websocket", "sse", "webhook"] {
+                let _ = auth_rejections.get_or_create(&AuthLabels {
+                    outcome,
+                    entrypoint,
+                });
+            }
         }
         Self {
             registry,
+            process: ProcessMetrics::new(),
+            http_duration,
             broker_up,
             broker_probe_failures,
             broker_last_ok,
@@ -324,12 +485,22 @@ impl Metrics {
 
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        self.process.refresh();
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process.registry))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(e) = encoded {
             tracing::warn!(error = %e, "metrics encoding");
         }
         out
     }
+}
+
+/// 0.5 ms to about 16 s.
+fn http_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 /// Probes the broker every `interval` (each probe bounded by it too) until `stop`.

@@ -12,17 +12,61 @@ use crate::cli::{AdminTarget, CertsCommand, ClusterCommand, ServeArgs};
 use crate::config::{self, CliOverrides, LogFormat};
 use crate::node::{self, Listeners};
 
+/// Libraries whose debug output is about their own internals: they stay at `warn` (rdkafka at
+/// `info`) unless `RUST_LOG` names them, so `RUST_LOG=debug` shows eventgate's debugging, not
+/// sled's page cache.
+const QUIET_LIBRARIES: [(&str, &str); 9] = [
+    ("sled", "warn"),
+    ("openraft", "warn"),
+    ("quinn", "warn"),
+    ("quinn_proto", "warn"),
+    ("rustls", "warn"),
+    ("h2", "warn"),
+    ("hyper", "warn"),
+    ("hyper_util", "warn"),
+    ("rdkafka", "info"),
+];
+
+/// The log filter: `RUST_LOG` when set, else `level`; either way with [`QUIET_LIBRARIES`] at
+/// their levels unless the filter names them.
+fn log_filter(rust_log: Option<&str>, level: &str) -> tracing_subscriber::EnvFilter {
+    let base = rust_log.unwrap_or(level);
+    let mut directives = base.to_owned();
+    for (library, quiet) in QUIET_LIBRARIES {
+        let named = base
+            .split(',')
+            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(library));
+        if !named {
+            directives.push_str(&format!(",{library}={quiet}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG `{base}` is not a valid filter ({e}); logging at `{level}`");
+        tracing_subscriber::EnvFilter::new(level)
+    })
+}
+
 fn init_tracing(format: LogFormat, level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn"))
-    });
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = log_filter(rust_log.as_deref(), level);
+    // Colour only for a person at a terminal: a file or a log collector gets plain text.
+    let ansi = std::io::stderr().is_terminal();
     let output = match format {
+        // One flat object per line: the event's fields next to `timestamp`, `level`, `target`
+        // (`fields.*` nesting makes every log query longer).
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -797,4 +841,21 @@ pub fn access(command: crate::cli::AccessCommand) -> ExitCode {
         ),
     };
     admin_command(async move { admin_call(&target, method, &path, body).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn rust_log_debug_keeps_the_libraries_quiet_unless_it_names_them() {
+        let filter = log_filter(Some("debug"), "info").to_string();
+        assert!(filter.contains("sled=warn"), "{filter}");
+        assert!(filter.contains("h2=warn"), "{filter}");
+        let filter = log_filter(Some("debug,sled=trace"), "info").to_string();
+        assert!(filter.contains("sled=trace"), "{filter}");
+        assert!(!filter.contains("sled=warn"), "{filter}");
+        let filter = log_filter(None, "warn").to_string();
+        assert!(filter.contains("openraft=warn"), "{filter}");
+    }
 }

@@ -62,7 +62,7 @@ async fn malformed_admin_writes_name_the_field_and_create_nothing() {
     // Nothing was created by any of those.
     assert_eq!(node.get_status("/admin/subscriptions/s1").await, 404);
 
-    // Not JSON at all.
+    // Not JSON at all: the media type is not the one taken.
     let r = node
         .client
         .put(format!("{}/admin/subscriptions/s1", node.base))
@@ -71,7 +71,7 @@ async fn malformed_admin_writes_name_the_field_and_create_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 415);
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"

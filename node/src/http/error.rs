@@ -106,6 +106,16 @@ impl ApiError {
         )
     }
 
+    /// The body is not of the media type the endpoint takes (`415`).
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "The request body's media type is not the one this endpoint takes",
+            detail.into(),
+        )
+    }
+
     /// A publish with an `Idempotency-Key` whose first publish is still being made.
     pub fn idempotency_in_progress(detail: impl Into<String>) -> Self {
         let mut e = Self::new(

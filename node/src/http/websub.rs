@@ -230,7 +230,7 @@ pub async fn hub(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !form_encoded {
-        return Err(ApiError::malformed_body(
+        return Err(ApiError::unsupported_media_type(
             "a hub request is a form: `Content-Type: application/x-www-form-urlencoded`",
         ));
     }
