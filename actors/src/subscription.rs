@@ -700,6 +700,13 @@ fn delivery_request(
         (DELIVERY_HEADER.to_owned(), delivery_id(sub, message)),
         (ATTEMPT_HEADER.to_owned(), attempt.to_string()),
     ];
+    // A message published as a CloudEvent (its attributes in `ce_*` headers, as the Kafka
+    // binding keeps them) is delivered as one, in the HTTP binary mode.
+    for (name, value) in &message.headers {
+        if let Some(attribute) = name.strip_prefix("ce_") {
+            headers.push((format!("ce-{attribute}"), cloudevent_header_value(value)));
+        }
+    }
     // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
     let secret = sub
         .secret
@@ -990,6 +997,20 @@ async fn set_retry(
         () = cancel.cancelled() => return false,
     }
     true
+}
+
+/// A CloudEvents attribute as an HTTP header value: percent-encoded outside printable ASCII,
+/// and `"` and `%` themselves (HTTP binding, 3.1.3.2).
+fn cloudevent_header_value(value: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'%' && b != b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Records an attempt in the delivery ledger.

@@ -8,6 +8,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
 
+/// A duration argument (`90d`, `1h30m`, `0s`), checked here so that a typo is a usage error
+/// naming the flag, not a round trip to the node; sent on as written.
+fn duration_arg(text: &str) -> Result<String, String> {
+    humantime::parse_duration(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("`{text}` is not a duration like 90d, 24h or 30m ({e})"))
+}
+
 /// eventgate: a clustered event gateway.
 #[derive(Debug, Parser)]
 #[command(name = "eventgate", version, about)]
@@ -80,6 +88,18 @@ pub enum Commands {
     },
     /// Exit 0 when a URL answers 2xx (a container health check needing no curl).
     Probe(ProbeArgs),
+    /// Check a configuration as `serve` would read it (file, EVENTGATE_* variables,
+    /// defaults) and print it whole, secrets redacted.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell's completion script (`eventgate completions bash >
+    /// /etc/bash_completion.d/eventgate`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +152,7 @@ pub enum WebhooksCommand {
         secret: Option<String>,
         /// How long the old secret keeps signing too (`1h`; `0s`: not at all). Default:
         /// websub.secret_overlap.
-        #[arg(long)]
+        #[arg(long, value_parser = duration_arg)]
         overlap: Option<String>,
         #[command(flatten)]
         target: AdminTarget,
@@ -192,7 +212,7 @@ pub enum SecretsCommand {
         app: String,
         /// How long the other secrets keep working (`1h`; `0s`: stop now). Default:
         /// auth.oauth2.secret_overlap.
-        #[arg(long)]
+        #[arg(long, value_parser = duration_arg)]
         overlap: Option<String>,
         #[command(flatten)]
         target: AdminTarget,
@@ -323,12 +343,26 @@ pub enum KeysCommand {
         /// The application (its id).
         app: String,
         /// Validity, e.g. `90d`; forever when absent.
-        #[arg(long)]
+        #[arg(long, value_parser = duration_arg)]
         expires_in: Option<String>,
         /// Rotate: the application's other keys keep working this long (`24h`; `0s`: they
         /// stop now), then expire.
-        #[arg(long)]
+        #[arg(long, value_parser = duration_arg)]
         overlap: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Rotate an application's keys: issue a new one (printed once); the others keep working
+    /// for the overlap, then expire.
+    Rotate {
+        /// The application (its id).
+        app: String,
+        /// How long the application's other keys keep working (`0s`: they stop now).
+        #[arg(long, default_value = "24h", value_parser = duration_arg)]
+        overlap: String,
+        /// The new key's validity, e.g. `90d`; forever when absent.
+        #[arg(long, value_parser = duration_arg)]
+        expires_in: Option<String>,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -402,6 +436,20 @@ pub enum AccessCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Exit 0 and print the effective configuration (JSON, every default filled in, secrets
+    /// `<redacted>`) when it is valid; exit 2 naming the key at fault when not.
+    Check {
+        /// TOML configuration file; without it, the development profile's.
+        #[arg(long, short = 'c', env = "EVENTGATE_CONFIG", hide_env_values = true)]
+        config: Option<PathBuf>,
+        /// Print nothing when it is valid.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AsyncapiCommand {
     /// Print the document generated from a configuration (the one a node with it serves at
     /// `/asyncapi.json`).
@@ -467,6 +515,13 @@ pub enum ClusterCommand {
         /// Print the JSON document instead of a table.
         #[arg(long)]
         json: bool,
+        /// Wait until the cluster has a leader and this many voters (nodes still joining,
+        /// or a node just started and not answering yet), then print the status.
+        #[arg(long, value_name = "N")]
+        wait_voters: Option<usize>,
+        /// How long `--wait-voters` waits before giving up (exit 1).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: std::time::Duration,
     },
     /// Remove a member from the cluster (by default the node addressed, which then stops).
     Leave {

@@ -1048,6 +1048,71 @@ pub fn load(
     env: &[(String, String)],
     cli: &CliOverrides,
 ) -> Result<NodeConfig, ConfigError> {
+    let raw = merged(file, env, cli)?;
+    let source = file.map_or_else(
+        || "defaults and environment".to_owned(),
+        |p| p.display().to_string(),
+    );
+    raw.build_and_validate(file.is_none(), source)
+}
+
+/// Keys whose values are secrets: `eventgate config check` shows `<redacted>` instead.
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "secret_key",
+    "previous_secret_keys",
+    "password",
+    "secret",
+    "client_secret",
+    "api_key_hashes",
+    "secret_hashes",
+    "signing_secret",
+    "shared_secret",
+];
+
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let secret = SECRET_KEYS.contains(&key.as_str())
+                    || key.ends_with("_secret")
+                    || key.ends_with("_token");
+                if secret && !v.is_null() && *v != serde_json::json!([]) {
+                    *v = serde_json::Value::String("<redacted>".to_owned());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// The configuration as `load` takes it, checked, and as JSON with every default filled in and
+/// its secrets redacted (`eventgate config check`).
+pub fn effective(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<(NodeConfig, serde_json::Value), ConfigError> {
+    let raw = merged(file, env, cli)?;
+    let mut shown = serde_json::to_value(&raw).map_err(|e| ConfigError::Invalid {
+        origin: "configuration".to_owned(),
+        key: String::new(),
+        reason: e.to_string(),
+    })?;
+    redact(&mut shown);
+    let config = load(file, env, cli)?;
+    Ok((config, shown))
+}
+
+/// The file, the environment and the command line merged over the defaults.
+fn merged(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<RawNodeConfig, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(RawNodeConfig::default()));
     if let Some(path) = file {
         if !path.is_file() {
@@ -1078,11 +1143,7 @@ pub fn load(
     if let Some(v) = cli.log_format {
         raw.log.format = v;
     }
-    let source = file.map_or_else(
-        || "defaults and environment".to_owned(),
-        |p| p.display().to_string(),
-    );
-    raw.build_and_validate(file.is_none(), source)
+    Ok(raw)
 }
 
 /// Variables named `EVENTGATE_*` that are not configuration keys and are not errors: the

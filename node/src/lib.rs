@@ -18,6 +18,7 @@
 pub mod asyncapi;
 pub mod auth;
 pub mod cli;
+pub mod cloudevents;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -27,5 +27,12 @@ fn main() -> ExitCode {
         Commands::SigningKeys { command } => eventgate::run::signing_keys(command),
         Commands::Access { command } => eventgate::run::access(command),
         Commands::Probe(args) => eventgate::run::probe(args),
+        Commands::Config { command } => eventgate::run::config_check(command),
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = eventgate::cli::Cli::command();
+            clap_complete::generate(shell, &mut command, "eventgate", &mut std::io::stdout());
+            std::process::ExitCode::SUCCESS
+        }
     }
 }

@@ -241,10 +241,16 @@ async fn admin_send(
     if let Some(token) = &target.token {
         request = request.bearer_auth(token);
     }
-    let response = build(request)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let response = build(request).send().await.map_err(|e| {
+        // The whole chain: "error sending request" alone does not say the node is not there.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        format!("{url}: {text}")
+    })?;
     let status = response.status();
     let bytes = response
         .bytes()
@@ -264,7 +270,16 @@ async fn admin_send(
             (_, Some(f)) => format!(" (field {f})"),
             _ => String::new(),
         };
-        Err(format!("{url}: {status}: {detail}{at}"))
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            if target.token.is_some() {
+                " — the admin token given (--token / EVENTGATE_ADMIN_TOKEN) is not the node's"
+            } else {
+                " — give the node's admin token with --token or EVENTGATE_ADMIN_TOKEN"
+            }
+        } else {
+            ""
+        };
+        Err(format!("{url}: {status}: {detail}{at}{hint}"))
     }
 }
 
@@ -352,10 +367,41 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
     };
     let result: Result<(), String> = rt.block_on(async move {
         match command {
-            ClusterCommand::Status { target, json } => {
-                let value =
-                    admin_call(&target, reqwest::Method::GET, "/admin/cluster/status", None)
-                        .await?;
+            ClusterCommand::Status {
+                target,
+                json,
+                wait_voters,
+                wait_timeout,
+            } => {
+                let deadline = tokio::time::Instant::now() + wait_timeout;
+                let value = loop {
+                    let answer =
+                        admin_call(&target, reqwest::Method::GET, "/admin/cluster/status", None)
+                            .await;
+                    let Some(want) = wait_voters else {
+                        break answer?;
+                    };
+                    // Waiting: a node not answering yet, or too few voters, is tried again.
+                    let seen = match &answer {
+                        Ok(v) => {
+                            let voters = v["members"]
+                                .as_array()
+                                .map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count());
+                            if voters >= want && !v["leader"].is_null() {
+                                break answer?;
+                            }
+                            format!("{voters} voters")
+                        }
+                        Err(e) => e.clone(),
+                    };
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "not {want} voters with a leader within {}: {seen}",
+                            humantime::format_duration(wait_timeout)
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                };
                 if json {
                     println!(
                         "{}",
@@ -418,6 +464,27 @@ pub fn certs(command: CertsCommand) -> ExitCode {
         Err(e) => {
             eprintln!("eventgate: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `eventgate config check`.
+pub fn config_check(command: crate::cli::ConfigCommand) -> ExitCode {
+    let crate::cli::ConfigCommand::Check { config, quiet } = command;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    match config::effective(config.as_deref(), &env, &CliOverrides::default()) {
+        Ok((_, shown)) => {
+            if !quiet {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eventgate: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -776,6 +843,17 @@ pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
             app,
             expires_in,
             overlap,
+            target,
+        } => (
+            target,
+            Method::POST,
+            format!("/admin/applications/{app}/keys"),
+            Some(serde_json::json!({ "expires_in": expires_in, "overlap": overlap })),
+        ),
+        K::Rotate {
+            app,
+            overlap,
+            expires_in,
             target,
         } => (
             target,

@@ -350,3 +350,119 @@ async fn probe_answers_by_exit_code() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+/// `cluster status --wait-voters N` waits for N voters and a leader (the README's one-machine
+/// cluster waits on it), and says what it saw when they do not come in time.
+#[tokio::test]
+async fn cluster_status_waits_for_voters() {
+    let (mut node, _dir, http) = serve_process().await;
+    let url = format!("http://127.0.0.1:{http}");
+    let out = eventgate(
+        &["cluster", "status", "--node", &url, "--wait-voters", "1"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = eventgate(
+        &[
+            "cluster",
+            "status",
+            "--node",
+            &url,
+            "--wait-voters",
+            "2",
+            "--wait-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not 2 voters"), "{}", stderr(&out));
+    let out = eventgate(
+        &["cluster", "status", "--node", &url, "--wait-timeout", "90x"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad duration is a usage error"
+    );
+    assert!(stderr(&out).contains("--wait-timeout"), "{}", stderr(&out));
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
+/// The commented example configuration at the top of the repository is a valid one.
+#[test]
+fn the_example_configuration_is_valid() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../eventgate.example.toml"
+    ));
+    let config =
+        eventgate::config::load(Some(path), &[], &eventgate::config::CliOverrides::default());
+    assert!(config.is_ok(), "{:?}", config.err());
+}
+
+/// Durations are checked before anything is sent; a node that is not there is named with the
+/// cause; completion scripts are printed for the usual shells.
+#[test]
+fn durations_connection_errors_and_completions() {
+    let out = eventgate(&["keys", "create", "app1", "--expires-in", "90x"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--expires-in") && stderr(&out).contains("90x"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eventgate(
+        &["keys", "list", "app1", "--node", "http://127.0.0.1:1"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).to_lowercase().contains("connect"),
+        "the cause is shown: {}",
+        stderr(&out)
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = eventgate(&["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("webhooks") && script.contains("eventgate"),
+            "{shell}"
+        );
+    }
+}
+
+/// `config check` prints the effective configuration with its secrets redacted, and names the
+/// key of a bad one.
+#[test]
+fn config_check_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eventgate.toml");
+    std::fs::write(
+        &path,
+        "[admin]\ntoken = \"a-very-secret-admin-token\"\n[topics]\nnames = [\"orders\"]\n",
+    )
+    .unwrap();
+    let path_s = path.display().to_string();
+    let out = eventgate(&["config", "check", "--config", &path_s], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["admin"]["token"], "<redacted>");
+    assert_eq!(shown["topics"]["names"][0], "orders");
+    assert_eq!(
+        shown["websub"]["breaker"]["failure_run"], 10,
+        "defaults filled in"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("a-very-secret"));
+    std::fs::write(&path, "[websub.breaker]\nfailure_ratio = 2.0\n").unwrap();
+    let out = eventgate(&["config", "check", "--config", &path_s], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("websub.breaker.failure_ratio"),
+        "{}",
+        stderr(&out)
+    );
+}

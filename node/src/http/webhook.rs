@@ -322,10 +322,27 @@ pub async fn receive(
             }
         }
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned);
+    // A CloudEvent (binary or structured mode) is stored as its data, its attributes as
+    // `ce_*` headers; anything else as it came.
+    let (content_type, message_headers, payload) =
+        match crate::cloudevents::from_http(&headers, &payload) {
+            Ok(Some(event)) => (event.content_type, event.headers, event.data),
+            Ok(None) => (
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                Vec::new(),
+                payload,
+            ),
+            Err(e) => {
+                if let Some(id) = &reserved {
+                    idempotency::release(&state, id).await;
+                }
+                return Err(e);
+            }
+        };
+    let content_type = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let key = query_param(query, "key").map(Bytes::from).or_else(|| {
         headers
             .get(KEY_HEADER)
@@ -333,7 +350,7 @@ pub async fn receive(
     });
     let message = OutgoingMessage {
         key,
-        headers: Vec::new(),
+        headers: message_headers,
         content_type: Some(content_type),
         payload,
     };
