@@ -51,7 +51,7 @@ impl Sse {
             response
                 .headers()
                 .get("content-type")
-                .is_some_and(|v| v == "text/event-stream"),
+                .is_some_and(|v| v == "text/event-stream; charset=utf-8"),
             "not an event stream"
         );
         Ok(Self {

@@ -283,3 +283,55 @@ async fn a_mebibyte_payload_goes_through_kafka_end_to_end() {
         "{problem}"
     );
 }
+
+/// A key lands on the partition the Java client's partitioner (murmur2) gives it, as a
+/// producer that is not the gateway — librdkafka configured like the Java client — puts it:
+/// per-key order holds when the gateway's and other producers publish the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_land_where_java_compatible_producers_put_them() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("keyed", 12, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"keyed\"]\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let other: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let keys: Vec<String> = (0..12).map(|i| format!("customer-{i}")).collect();
+    let mut spread = std::collections::BTreeSet::new();
+    for key in &keys {
+        let partition = other
+            .send(
+                FutureRecord::to("keyed").key(key.as_str()).payload("x"),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+            .partition;
+        let r = node
+            .client
+            .post(format!(
+                "{}/webhook-receiver?topic=keyed&key={key}",
+                node.base
+            ))
+            .body("y")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["partition"].as_i64(),
+            Some(i64::from(partition)),
+            "key {key}"
+        );
+        spread.insert(partition);
+    }
+    assert!(spread.len() > 3, "keys spread: {spread:?}");
+    node.stop().await;
+}

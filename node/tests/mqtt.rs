@@ -227,6 +227,19 @@ async fn a_wildcard_topic_reads_many_mqtt_topics_and_refuses_publishes() {
         problem["detail"].as_str().unwrap().contains("wildcards"),
         "{problem}"
     );
+    // Over WebSocket: 1008 (the client's mistake), not 1011 (which says "reconnect").
+    let ws_url = node.base.replace("http://", "ws://");
+    let mut ws = ws_open(&format!("{ws_url}/ws/temperatures")).await;
+    futures_util::SinkExt::send(&mut ws, Message::Text("22".into()))
+        .await
+        .unwrap();
+    let closed = loop {
+        match ws_next(&mut ws, T).await {
+            Ok(_) => continue,
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(closed, Some(1008));
     node.stop().await;
 }
 

@@ -124,6 +124,11 @@ impl KafkaBroker {
         producer
             .set("acks", "all")
             .set("enable.idempotence", "true")
+            // The Java client's partitioner (murmur2 of the key; keyless: random), so that a
+            // key lands where Java, kafka-python's and Confluent's Java-compatible producers
+            // put it and per-key order holds when producers are mixed. librdkafka's default
+            // (consistent_random, CRC32) agrees on few keys. `properties` may override it.
+            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", &timeout_ms)
             // A webhook provider waits for the 202: linger 1 ms, not librdkafka's 5 ms.
             // Concurrent publishes still batch; `properties` may override it.

@@ -100,7 +100,9 @@ pub async fn sse(
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        // With its charset: a client that defaults text/* to ISO-8859-1 would garble
+        // non-ASCII otherwise.
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -310,6 +310,13 @@ async fn on_incoming(
             });
             Err(WsEnd::CloseWith(CloseReason::InvalidMessage, first))
         }
+        // A topic that cannot be published to (an MQTT wildcard mapping is read-only): the
+        // client's mistake, said as such (1008 with the reason), not "reconnect" (1011), which
+        // would make it loop.
+        Err(Refusal::Broker(BrokerError::InvalidTopic { topic, reason })) => Err(WsEnd::CloseWith(
+            CloseReason::PolicyViolation,
+            format!("`{topic}` cannot be published to: {reason}"),
+        )),
         Err(refusal) => {
             if let Refusal::Broker(e) = &refusal {
                 tracing::warn!(topic = %ctx.topic, error = %e, "websocket publish failed");
@@ -346,6 +353,7 @@ pub fn close_reason(refusal: &Refusal) -> CloseReason {
         Refusal::TopicNotFound { .. } => CloseReason::TopicGone,
         Refusal::ApiRetired { .. } => CloseReason::ApiRetired,
         Refusal::InvalidMessage(_) => CloseReason::InvalidMessage,
+        Refusal::Broker(BrokerError::InvalidTopic { .. }) => CloseReason::PolicyViolation,
         Refusal::Broker(e) if !e.is_retryable() => CloseReason::InternalError,
         Refusal::Broker(_) | Refusal::Control(_) | Refusal::NodeFull { .. } | Refusal::Stopping => {
             CloseReason::TryAgainLater
