@@ -495,6 +495,8 @@ pub struct RawKafka {
     pub request_timeout: Duration,
     /// Further librdkafka properties, e.g. `"security.protocol" = "SSL"`.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// The content type of records that carry no `content-type` header (other producers').
+    pub content_type: Option<String>,
 }
 
 impl Default for RawKafka {
@@ -506,6 +508,7 @@ impl Default for RawKafka {
             replication_factor: 1,
             request_timeout: Duration::from_secs(10),
             properties: std::collections::BTreeMap::new(),
+            content_type: None,
         }
     }
 }
@@ -1963,6 +1966,7 @@ impl RawBroker {
                     request_timeout: k.request_timeout,
                     properties: k.properties.clone().into_iter().collect(),
                     max_message_bytes: b.max_message_bytes,
+                    content_type: k.content_type.clone(),
                 })
             }
             BrokerType::Mqtt => {

@@ -335,3 +335,49 @@ async fn keys_land_where_java_compatible_producers_put_them() {
     assert!(spread.len() > 3, "keys spread: {spread:?}");
     node.stop().await;
 }
+
+/// Records of other producers: without a `content-type` header they take
+/// `broker.kafka.content_type`; a `Content-Type` header (Java's spelling) counts whatever its
+/// case; either way textual types reach SSE as text, not base64 `event: binary`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_producers_records_keep_their_text() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("feed", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\ncontent_type = \"application/json\"\n[topics]\nnames = [\"feed\"]\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let mut sse =
+        eventgate_chaos_tests::sse::Sse::open(&format!("{}/sse/feed", node.base), None).await;
+    let other: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .unwrap();
+    let send = |payload: &'static str, headers: Option<OwnedHeaders>| {
+        let mut record = FutureRecord::<(), str>::to("feed").payload(payload);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        other.send(record, std::time::Duration::from_secs(10))
+    };
+    send("{\"city\":\"Zürich\"}", None).await.unwrap();
+    send(
+        "<city>Zürich</city>",
+        Some(OwnedHeaders::new().insert(Header {
+            key: "Content-Type",
+            value: Some("application/xml"),
+        })),
+    )
+    .await
+    .unwrap();
+    let first = sse.expect(T, "the JSON record").await;
+    assert_eq!(first.event.as_deref(), None, "not `event: binary`");
+    assert_eq!(first.data, "{\"city\":\"Zürich\"}");
+    let second = sse.expect(T, "the XML record").await;
+    assert_eq!(second.event.as_deref(), None);
+    assert_eq!(second.data, "<city>Zürich</city>");
+    node.stop().await;
+}

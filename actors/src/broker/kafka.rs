@@ -54,6 +54,9 @@ pub struct KafkaConfig {
     /// Largest payload the gateway publishes (`broker.max_message_bytes`): the producer's
     /// `message.max.bytes` is set to hold it with its key and headers.
     pub max_message_bytes: usize,
+    /// The content type of a message that carries none (another producer's): without it,
+    /// such a message is `application/octet-stream`.
+    pub content_type: Option<String>,
 }
 
 /// Room for a record's key, headers and framing on top of its payload.
@@ -69,6 +72,7 @@ impl KafkaConfig {
             request_timeout: Duration::from_secs(10),
             properties: Vec::new(),
             max_message_bytes: 1024 * 1024,
+            content_type: None,
         }
     }
 
@@ -440,6 +444,7 @@ impl BrokerDriver for KafkaBroker {
                 topic: topic.to_owned(),
                 partition,
                 next,
+                content_type: self.config.content_type.clone(),
             }) as Box<dyn PartitionConsumer>)
         })
     }
@@ -451,6 +456,8 @@ struct KafkaConsumer {
     topic: String,
     partition: u32,
     next: u64,
+    /// For messages without a `content-type` header.
+    content_type: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaConsumer {
@@ -463,13 +470,15 @@ impl std::fmt::Debug for KafkaConsumer {
     }
 }
 
-fn to_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+/// A record as a message. The content type is the first `content-type` header, whatever its
+/// case (Java producers write `Content-Type`), else `default`.
+fn to_message(m: &rdkafka::message::BorrowedMessage<'_>, default: Option<&String>) -> Message {
     let mut content_type = None;
     let mut headers = Vec::new();
     if let Some(h) = m.headers() {
         for header in h.iter() {
             let value = header.value.unwrap_or_default();
-            if header.key == CONTENT_TYPE_HEADER && content_type.is_none() {
+            if header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER) && content_type.is_none() {
                 content_type = Some(String::from_utf8_lossy(value).into_owned());
             } else {
                 headers.push((header.key.to_owned(), Bytes::copy_from_slice(value)));
@@ -482,7 +491,7 @@ fn to_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
         timestamp_ms: m.timestamp().to_millis().unwrap_or(0).max(0) as u64,
         key: m.key().map(Bytes::copy_from_slice),
         headers,
-        content_type,
+        content_type: content_type.or_else(|| default.cloned()),
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
     }
 }
@@ -498,11 +507,11 @@ impl PartitionConsumer for KafkaConsumer {
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Err(_) => return Ok(out),
                 Ok(Err(e)) => return Err(unavailable(e)),
-                Ok(Ok(m)) => out.push(to_message(&m)),
+                Ok(Ok(m)) => out.push(to_message(&m, self.content_type.as_ref())),
             }
             while out.len() < max.max(1) {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(m)) => out.push(to_message(&m)),
+                    Some(Ok(m)) => out.push(to_message(&m, self.content_type.as_ref())),
                     Some(Err(e)) => return Err(unavailable(e)),
                     None => break,
                 }

@@ -95,6 +95,10 @@ pub fn is_text_type(content_type: Option<&str>) -> bool {
         || essence.ends_with("+xml")
         || essence == "application/javascript"
         || essence == "application/x-www-form-urlencoded"
+        || essence == "application/yaml"
+        || essence == "application/x-yaml"
+        || essence == "application/x-ndjson"
+        || essence == "application/graphql"
 }
 
 impl Frame {
