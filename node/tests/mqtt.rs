@@ -234,9 +234,8 @@ async fn a_wildcard_topic_reads_many_mqtt_topics_and_refuses_publishes() {
         .await
         .unwrap();
     let closed = loop {
-        match ws_next(&mut ws, T).await {
-            Ok(_) => continue,
-            Err(code) => break code,
+        if let Err(code) = ws_next(&mut ws, T).await {
+            break code;
         }
     };
     assert_eq!(closed, Some(1008));
