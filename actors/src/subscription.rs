@@ -702,10 +702,33 @@ fn delivery_request(
     ];
     // A message published as a CloudEvent (its attributes in `ce_*` headers, as the Kafka
     // binding keeps them) is delivered as one, in the HTTP binary mode.
+    // Other message headers go out as `X-Message-Header-<name>` (the webhook receiver's
+    // spelling, so a relay keeps them), the W3C trace context as it is; a header that cannot
+    // be an HTTP header (a name that is not a token, a value with control bytes) stays behind.
     for (name, value) in &message.headers {
         if let Some(attribute) = name.strip_prefix("ce_") {
             headers.push((format!("ce-{attribute}"), cloudevent_header_value(value)));
+            continue;
         }
+        let Ok(text) = std::str::from_utf8(value) else {
+            continue;
+        };
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let printable = text
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+        if !token || !printable {
+            continue;
+        }
+        let header = if matches!(name.as_str(), "traceparent" | "tracestate") {
+            name.clone()
+        } else {
+            format!("x-message-header-{}", name.to_ascii_lowercase())
+        };
+        headers.push((header, text.to_owned()));
     }
     // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
     let secret = sub

@@ -381,3 +381,173 @@ async fn other_producers_records_keep_their_text() {
     assert_eq!(second.data, "<city>Zürich</city>");
     node.stop().await;
 }
+
+/// Every record of `topic` (one partition) read by a consumer that is not the gateway.
+fn records(bootstrap: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} records",
+            out.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+fn headers_of(m: &rdkafka::message::OwnedMessage) -> Vec<(String, String)> {
+    use rdkafka::message::Headers as _;
+    use rdkafka::Message as _;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Headers both ways: `X-Message-Header-*` of a webhook publish and the trace context become
+/// Kafka headers (a repeated one kept twice); a WebSocket publish envelope sets key and
+/// headers; another producer's headers reach the WebSub callback as `X-Message-Header-*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_headers_travel_both_ways() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::Message as _;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("h", 1, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{bootstrap}\"\n[topics]\nnames = [\"h\"]\n[websub]\nallow_private_callbacks = true\n[streams]\nallow_publish = true\n"
+    ))
+    .await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "h", &cb.url("/h"), &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=h", node.base))
+        .header("x-message-header-region", "eu")
+        .header("x-message-header-tag", "a")
+        .header("X-Message-Header-Tag", "b")
+        .header("traceparent", traceparent)
+        .body("one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let ws_url = node.base.replace("http://", "ws://");
+    let mut ws = common::stream::ws_open(&format!("{ws_url}/ws/h?envelope=json")).await;
+    let publish = serde_json::json!({
+        "type": "publish",
+        "key": "customer-7",
+        "headers": [["tag", "x"], ["tag", "y"]],
+        "content_type": "application/json",
+        "payload": "{\"two\":2}",
+    });
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::Text(publish.to_string().into()),
+    )
+    .await
+    .unwrap();
+    // The ack (messages of the topic may come first: the stream reads it too).
+    loop {
+        let frame = common::stream::ws_next(&mut ws, T).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if doc["type"] == "ack" {
+            break;
+        }
+        assert_ne!(doc["type"], "nack", "{doc}");
+    }
+
+    let other: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    other
+        .send(
+            FutureRecord::<(), str>::to("h").payload("three").headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "tenant",
+                    value: Some("acme"),
+                }),
+            ),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let got = records(&bootstrap, "h", 3);
+    let first = headers_of(&got[0]);
+    for pair in [
+        ("region", "eu"),
+        ("tag", "a"),
+        ("tag", "b"),
+        ("traceparent", traceparent),
+    ] {
+        assert!(
+            first.contains(&(pair.0.to_owned(), pair.1.to_owned())),
+            "{pair:?} in {first:?}"
+        );
+    }
+    assert_eq!(got[1].key(), Some(b"customer-7".as_slice()));
+    let second = headers_of(&got[1]);
+    assert!(second.contains(&("tag".to_owned(), "x".to_owned())));
+    assert!(second.contains(&("tag".to_owned(), "y".to_owned())));
+    assert!(second.contains(&("content-type".to_owned(), "application/json".to_owned())));
+
+    let posts = cb.wait_for(&Method::POST, "/h", 3, T).await;
+    let values = |post: &common::callback::Received, name: &str| -> Vec<String> {
+        post.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(values(&posts[0], "x-message-header-tag"), ["a", "b"]);
+    assert_eq!(values(&posts[0], "traceparent"), [traceparent]);
+    assert_eq!(values(&posts[1], "x-message-header-tag"), ["x", "y"]);
+    assert_eq!(posts[2].body, "three");
+    assert_eq!(values(&posts[2], "x-message-header-tenant"), ["acme"]);
+
+    // A malformed envelope is refused with a nack; nothing is stored.
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::Text(
+            r#"{"type":"publish","payload":"x","payload_base64":"eA=="}"#.into(),
+        ),
+    )
+    .await
+    .unwrap();
+    loop {
+        let frame = common::stream::ws_next(&mut ws, T).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if doc["type"] == "nack" {
+            assert_eq!(doc["reason"], "invalid-envelope");
+            break;
+        }
+    }
+    node.stop().await;
+}

@@ -19,6 +19,28 @@ use crate::policy::Target;
 
 /// Header carrying the message key (also accepted as the `key` query parameter).
 pub const KEY_HEADER: &str = "x-message-key";
+/// Prefix of the HTTP headers that become message headers (`X-Message-Header-Region: eu` →
+/// `region: eu`), and that message headers become on WebSub deliveries.
+pub const MESSAGE_HEADER_PREFIX: &str = "x-message-header-";
+/// W3C trace context, kept with the message as it came.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The message headers a publish carries: each `X-Message-Header-<name>` (the name lower-cased,
+/// a repeated header kept as often as it came) and the W3C trace context.
+pub fn message_headers_of(headers: &HeaderMap) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if let Some(short) = name.strip_prefix(MESSAGE_HEADER_PREFIX) {
+            if !short.is_empty() {
+                out.push((short.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+            }
+        } else if TRACE_HEADERS.contains(&name) {
+            out.push((name.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+        }
+    }
+    out
+}
 
 /// The value of query parameter `name`, if present.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -343,6 +365,8 @@ pub async fn receive(
             }
         };
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+    let mut message_headers = message_headers;
+    message_headers.extend(message_headers_of(&headers));
     let key = query_param(query, "key").map(Bytes::from).or_else(|| {
         headers
             .get(KEY_HEADER)

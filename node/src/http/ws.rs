@@ -258,12 +258,28 @@ async fn on_incoming(
     let Some(right) = &ctx.publish else {
         return Err(WsEnd::Close(CloseReason::PolicyViolation));
     };
-    let message = OutgoingMessage {
+    // Only a text frame can be a publish envelope.
+    let envelope = if ctx.envelope && content_type.starts_with("text/") {
+        match publish_envelope(&payload) {
+            Ok(envelope) => envelope,
+            Err(detail) => {
+                let nack = serde_json::json!({
+                    "type": "nack",
+                    "reason": "invalid-envelope",
+                    "detail": detail,
+                });
+                return send_text(socket, nack.to_string(), ctx).await;
+            }
+        }
+    } else {
+        None
+    };
+    let message = envelope.unwrap_or_else(|| OutgoingMessage {
         key: None,
         headers: Vec::new(),
         content_type: Some(content_type.to_owned()),
         payload,
-    };
+    });
     match ctx.state.ingress().publish_as(right, message).await {
         Ok(published) => {
             if ctx.envelope {
@@ -324,6 +340,92 @@ async fn on_incoming(
             Err(WsEnd::Close(close_reason(&refusal)))
         }
     }
+}
+
+/// A publish envelope (with `envelope=json`): a text frame that is a JSON object with
+/// `"type":"publish"` — `payload` (text) or `payload_base64`, `content_type`, `key` or
+/// `key_base64`, `headers` (an object of string values or arrays of them, or an array of
+/// `[name, value]` pairs: a repeated name is kept as often as it comes). `Ok(None)`: an
+/// ordinary frame, published as it is.
+fn publish_envelope(frame: &Bytes) -> Result<Option<OutgoingMessage>, String> {
+    use base64::Engine as _;
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_slice::<serde_json::Value>(frame)
+    else {
+        return Ok(None);
+    };
+    if doc.get("type").and_then(|t| t.as_str()) != Some("publish") {
+        return Ok(None);
+    }
+    let b64 = |field: &str, text: &serde_json::Value| -> Result<Bytes, String> {
+        let text = text
+            .as_str()
+            .ok_or_else(|| format!("`{field}` is a base64 string"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|e| format!("`{field}` is not base64: {e}"))
+    };
+    let text = |field: &str, v: &serde_json::Value| -> Result<Bytes, String> {
+        v.as_str()
+            .map(|s| Bytes::from(s.to_owned()))
+            .ok_or_else(|| format!("`{field}` is a string"))
+    };
+    let (payload, default_type) = match (doc.get("payload"), doc.get("payload_base64")) {
+        (Some(p), None) => (text("payload", p)?, "text/plain; charset=utf-8"),
+        (None, Some(p)) => (b64("payload_base64", p)?, "application/octet-stream"),
+        (None, None) => return Err("a publish needs `payload` or `payload_base64`".to_owned()),
+        (Some(_), Some(_)) => return Err("`payload` or `payload_base64`, not both".to_owned()),
+    };
+    let key = match (doc.get("key"), doc.get("key_base64")) {
+        (Some(serde_json::Value::Null) | None, None) => None,
+        (Some(k), None) => Some(text("key", k)?),
+        (None, Some(k)) => Some(b64("key_base64", k)?),
+        (Some(_), Some(_)) => return Err("`key` or `key_base64`, not both".to_owned()),
+    };
+    let content_type = match doc.get("content_type") {
+        None | Some(serde_json::Value::Null) => default_type.to_owned(),
+        Some(v) => v.as_str().ok_or("`content_type` is a string")?.to_owned(),
+    };
+    let mut headers = Vec::new();
+    let value_of = |name: &str, v: &serde_json::Value| -> Result<Bytes, String> {
+        v.as_str()
+            .map(|s| Bytes::from(s.to_owned()))
+            .ok_or_else(|| format!("header `{name}`: a string value"))
+    };
+    match doc.get("headers") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (name, v) in map {
+                match v {
+                    serde_json::Value::Array(values) => {
+                        for v in values {
+                            headers.push((name.clone(), value_of(name, v)?));
+                        }
+                    }
+                    v => headers.push((name.clone(), value_of(name, v)?)),
+                }
+            }
+        }
+        Some(serde_json::Value::Array(pairs)) => {
+            for pair in pairs {
+                let (Some(name), Some(v)) = (
+                    pair.get(0).and_then(|n| n.as_str()),
+                    pair.get(1)
+                        .filter(|_| pair.as_array().is_some_and(|a| a.len() == 2)),
+                ) else {
+                    return Err("`headers` pairs are `[name, value]`".to_owned());
+                };
+                headers.push((name.to_owned(), value_of(name, v)?));
+            }
+        }
+        Some(_) => return Err("`headers` is an object or an array of pairs".to_owned()),
+    }
+    Ok(Some(OutgoingMessage {
+        key,
+        headers,
+        content_type: Some(content_type),
+        payload,
+    }))
 }
 
 /// `name: detail`, cut to the 123 bytes a close frame's reason may hold.
