@@ -212,6 +212,12 @@ async fn a_wildcard_topic_reads_many_mqtt_topics_and_refuses_publishes() {
     let posts = cb.wait_for(&Method::POST, "/t", 2, T).await;
     let got: Vec<&[u8]> = posts.iter().map(|p| p.body.as_ref()).collect();
     assert_eq!(got, [b"21".as_slice(), b"19".as_slice()]);
+    // Which device sent each: the concrete MQTT topic travels with the message.
+    let sent_on: Vec<&str> = posts
+        .iter()
+        .map(|p| p.headers["x-message-header-mqtt-topic"].to_str().unwrap())
+        .collect();
+    assert_eq!(sent_on, ["plant/a/temperature", "plant/b/temperature"]);
     assert_eq!(sse.expect(T, "first").await.data, "21");
     assert_eq!(sse.expect(T, "second").await.data, "19");
     let r = node

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 mod wire;
 use tokio::time::Instant;
 use wire::{Client, Ev, Events, Incoming};
-pub use wire::{MqttVersion, KEY_PROPERTY};
+pub use wire::{MqttVersion, KEY_PROPERTY, TOPIC_HEADER};
 
 use super::{
     BrokerDriver, BrokerError, BrokerResult, Message, OutgoingMessage, PartitionConsumer, Position,

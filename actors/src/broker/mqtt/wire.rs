@@ -22,6 +22,9 @@ use crate::broker::{Message, OutgoingMessage};
 /// The user property that carries a message's key on MQTT 5.
 pub const KEY_PROPERTY: &str = "eventgate-key";
 
+/// The message header that names the MQTT topic a message came on.
+pub const TOPIC_HEADER: &str = "mqtt-topic";
+
 /// Which MQTT the driver speaks (`broker.mqtt.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MqttVersion {
@@ -62,14 +65,21 @@ enum Raw {
 }
 
 impl Incoming {
-    /// The message as readers see it: `default_type` when the publisher named none.
+    /// The message as readers see it: `default_type` when the publisher named none; the
+    /// concrete MQTT topic it came on in the header [`TOPIC_HEADER`] (a gateway topic mapped to
+    /// a wildcard filter reads many).
     pub(super) fn message(&self, offset: u64, timestamp_ms: u64, default_type: &str) -> Message {
+        let mut headers = self.headers.clone();
+        headers.push((
+            TOPIC_HEADER.to_owned(),
+            Bytes::copy_from_slice(self.topic.as_bytes()),
+        ));
         Message {
             partition: 0,
             offset,
             timestamp_ms,
             key: self.key.clone(),
-            headers: self.headers.clone(),
+            headers,
             content_type: Some(
                 self.content_type
                     .clone()
