@@ -361,7 +361,19 @@ async fn shutdown_says_going_away() {
     assert_eq!(doc["code"], 1001);
     assert_eq!(doc["reason"], "going-away");
     assert_eq!(doc["id"], "1");
-    assert_eq!(ws_next(&mut ws, WAIT).await.unwrap_err(), Some(1001));
+    // A raw WebSocket (no envelope, no ids) learns where to resume from the close reason.
+    let close = loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("a close frame")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a reason"),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "going-away: resume=1");
     tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
 }
 

@@ -135,9 +135,25 @@ enum WsEnd {
 
 async fn run_ws(mut socket: WebSocket, mut feed: Feed, closer: CloseSwitch, ctx: WsContext) {
     let end = ws_loop(&mut socket, &mut feed, &closer, &ctx).await;
+    // A close a client should come back from names where to resume (`?from=` the token), in
+    // the reason: raw frames carry no ids, and this is how a client without the envelope
+    // resumes exactly, as SSE's final `close` event lets it.
+    let token = feed.token();
+    let resume = |reason: CloseReason| {
+        matches!(
+            reason,
+            CloseReason::GoingAway | CloseReason::SlowConsumer | CloseReason::TryAgainLater
+        )
+        .then(|| format!("resume={token}"))
+        // A token cut to fit the reason would resume elsewhere: none rather than that.
+        .filter(|at| reason.name().len() + 2 + at.len() <= 123)
+    };
     let (reason, text) = match end {
         WsEnd::Gone => return,
-        WsEnd::Close(reason) => (reason, Utf8Bytes::from_static(reason.name())),
+        WsEnd::Close(reason) => match resume(reason) {
+            Some(at) => (reason, Utf8Bytes::from(close_text(reason.name(), &at))),
+            None => (reason, Utf8Bytes::from_static(reason.name())),
+        },
         WsEnd::CloseWith(reason, detail) => {
             (reason, Utf8Bytes::from(close_text(reason.name(), &detail)))
         }
