@@ -198,7 +198,8 @@ impl Frame {
 
     /// The JSON envelope (always valid UTF-8): `{"type":"message","id","topic","partition",
     /// "offset","timestamp","key","headers","content_type","payload"}`; byte fields that are not
-    /// UTF-8 text are given base64-encoded under `<field>_base64` instead.
+    /// UTF-8 text are given base64-encoded under `<field>_base64` instead; a header name that
+    /// repeats has the array of its values.
     pub fn envelope(&self) -> &Bytes {
         self.envelope.get_or_init(|| {
             let mut doc = serde_json::Map::new();
@@ -220,7 +221,20 @@ impl Frame {
                             "base64": base64::engine::general_purpose::STANDARD.encode(value)
                         }),
                     };
-                    headers.insert(name.clone(), value);
+                    // A name that repeats (Kafka allows it) keeps every value, in order: its
+                    // values become an array instead of the last one winning.
+                    match headers.get_mut(name) {
+                        None => {
+                            headers.insert(name.clone(), value);
+                        }
+                        Some(serde_json::Value::Array(values)) if values.len() > 1 => {
+                            values.push(value)
+                        }
+                        Some(first) => {
+                            let earlier = first.take();
+                            *first = serde_json::Value::Array(vec![earlier, value]);
+                        }
+                    }
                 }
                 doc.insert("headers".into(), headers.into());
             }
@@ -369,5 +383,20 @@ mod tests {
         )));
         assert!(!is_text_type(Some("image/png")));
         assert!(!is_text_type(None));
+    }
+
+    #[test]
+    fn repeated_header_names_keep_every_value() {
+        let mut m = message("text/plain", b"x");
+        m.headers = ["a", "b", "c"]
+            .iter()
+            .map(|v| ("tag".to_owned(), Bytes::from(v.to_string())))
+            .chain([("x".to_owned(), Bytes::from_static(b"1"))])
+            .collect();
+        let f = Frame::new("t".into(), m, &[8]);
+        let doc: serde_json::Value = serde_json::from_slice(f.envelope()).unwrap();
+        assert_eq!(doc["headers"]["tag"], serde_json::json!(["a", "b", "c"]));
+        assert_eq!(doc["headers"]["x"], "1");
+        assert!(is_text_type(Some("application/yaml")));
     }
 }
