@@ -644,6 +644,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .get_or_create(&crate::metrics::EntrypointLabel { entrypoint })
             .set(n);
     }
+    let (total, most) = websub_lag(&state).await;
+    m.websub_lag.set(total as i64);
+    m.websub_lag_max.set(most as i64);
     let mut response = Response::new(axum::body::Body::from(m.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -652,6 +655,54 @@ async fn metrics(State(state): State<AppState>) -> Response {
         ),
     );
     response
+}
+
+/// The WebSub subscriptions this node delivers: messages behind (the broker's end offset minus
+/// the committed cursor, over their partitions), in all and at most for one. Topics whose
+/// offsets are not global (MQTT: the broker holds the backlog in the session) and topics the
+/// broker does not answer for within a second count nothing.
+async fn websub_lag(state: &AppState) -> (u64, u64) {
+    use std::collections::{BTreeMap, HashMap};
+    let me = state.inner.control.node_id();
+    let owned: Vec<(String, BTreeMap<u32, u64>)> = state.inner.control.reader().read(|s| {
+        s.subscriptions
+            .values()
+            .filter(|sub| sub.owner == Some(me))
+            .map(|sub| {
+                (
+                    sub.topic.clone(),
+                    s.cursors.get(&sub.id).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    });
+    let broker = state.broker();
+    let mut ends: HashMap<String, Option<HashMap<u32, u64>>> = HashMap::new();
+    let (mut total, mut most) = (0u64, 0u64);
+    for (topic, cursor) in owned {
+        if !ends.contains_key(&topic) {
+            let end = if broker.offsets_global(&topic) {
+                tokio::time::timeout(Duration::from_secs(1), broker.latest_offsets(&topic))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|v| v.into_iter().collect())
+            } else {
+                None
+            };
+            ends.insert(topic.clone(), end);
+        }
+        let Some(Some(end)) = ends.get(&topic) else {
+            continue;
+        };
+        let lag: u64 = end
+            .iter()
+            .map(|(p, e)| e.saturating_sub(cursor.get(p).copied().unwrap_or(*e)))
+            .sum();
+        total += lag;
+        most = most.max(lag);
+    }
+    (total, most)
 }
 
 /// A 405 as every other error: problem+json (axum adds `Allow`).

@@ -198,6 +198,9 @@ pub struct Metrics {
     pub breaker: eventgate_actors::endpoints::BreakerMetrics,
     /// Delivery attempts this node appended to the ledger.
     pub ledger_attempts: Counter,
+    /// Messages the WebSub subscriptions of this node are behind, in all and at most.
+    pub websub_lag: Gauge,
+    pub websub_lag_max: Gauge,
     /// Latency of control-plane writes: commit by a quorum and apply on this node.
     pub raft_write_latency: Histogram,
     pub raft_leader_id: Gauge,
@@ -362,6 +365,18 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let websub_lag = Gauge::default();
+        registry.register(
+            "websub_consumer_lag_messages",
+            "Messages the WebSub subscriptions this node delivers are behind the broker's end (sum)",
+            websub_lag.clone(),
+        );
+        let websub_lag_max = Gauge::default();
+        registry.register(
+            "websub_consumer_lag_max_messages",
+            "Messages the furthest-behind WebSub subscription of this node is behind",
+            websub_lag_max.clone(),
+        );
         let ledger_attempts = Counter::default();
         registry.register(
             "websub_ledger_attempts",
@@ -457,6 +472,8 @@ impl Metrics {
             delivery,
             breaker,
             ledger_attempts,
+            websub_lag,
+            websub_lag_max,
             raft_write_latency,
             raft_leader_id,
             raft_last_log_index,

@@ -148,6 +148,19 @@ async fn a_failing_endpoint_pauses_while_a_healthy_one_on_the_topic_gets_everyth
     );
     node.wait_metric("eventgate_websub_endpoints_paused 1")
         .await;
+    // Its backlog shows as consumer lag: the whole batch behind the broker's end.
+    let text = node.metrics().await;
+    let lag = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    assert_eq!(
+        lag("eventgate_websub_consumer_lag_max_messages"),
+        N,
+        "{text}"
+    );
+    assert!(lag("eventgate_websub_consumer_lag_messages") >= N);
 
     // Probes (one message at a time, at growing intervals) keep failing: no dead letter even
     // past max_attempts, the head message held.
@@ -205,6 +218,8 @@ async fn a_failing_endpoint_pauses_while_a_healthy_one_on_the_topic_gets_everyth
     })
     .await;
     node.wait_metric("eventgate_websub_endpoints_paused 0")
+        .await;
+    node.wait_metric("eventgate_websub_consumer_lag_max_messages 0")
         .await;
     let deadline = tokio::time::Instant::now() + T;
     while attempts(&node, &bad_id, "outcome=succeeded&limit=1000")
