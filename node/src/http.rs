@@ -228,7 +228,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/admin", admin);
     let routes = if state.portal().enabled {
-        routes.merge(crate::portal::router(&state.portal().path))
+        routes.merge(crate::portal::router(&state.portal().path, &state))
     } else {
         routes
     };

@@ -35,7 +35,7 @@ use eventgate_raft_store::governance::{Api, Entrypoint, Lifecycle, Plan, RateLim
 use crate::http::AppState;
 
 /// The portal's routes under `path`.
-pub fn router(path: &str) -> Router<AppState> {
+pub fn router(path: &str, state: &AppState) -> Router<AppState> {
     Router::new()
         .route(path, get(catalog))
         .route(&format!("{path}/static/{{file}}"), get(asset))
@@ -68,6 +68,45 @@ pub fn router(path: &str) -> Router<AppState> {
         .route(&format!("{path}/apps"), get(apps::list).post(apps::create))
         .route(&format!("{path}/apps/{{id}}"), get(apps::show))
         .route(&format!("{path}/apps/{{id}}/{{action}}"), post(apps::act))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session_caught_up,
+        ))
+}
+
+/// How long a request with a session this node does not know yet waits for it.
+const SESSION_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Read-your-writes behind a load balancer: a session opened on one node (sign-up, sign-in)
+/// reaches the others as its Raft entry is applied there, a few milliseconds later — and the
+/// browser's next request may be faster, on another node. A request whose session cookie this
+/// node does not know yet waits (bounded) for it to be applied before it is answered, instead
+/// of being sent to the sign-in page. An unknown cookie (expired, forged) costs that wait.
+async fn session_caught_up(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = accounts::cookie(request.headers(), accounts::SESSION_COOKIE) {
+        let hash = crate::auth::sha256_hex(&token);
+        let known = |state: &AppState| {
+            state
+                .control()
+                .reader()
+                .read(|s| s.governance.session_by_hash(&hash).is_some())
+        };
+        if !known(&state) {
+            let mut applied = state.control().reader().watch_applied();
+            let deadline = tokio::time::Instant::now() + SESSION_CATCH_UP;
+            while !known(&state) {
+                let changed = tokio::time::timeout_at(deadline, applied.changed()).await;
+                if !matches!(changed, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// Every page's frame.
