@@ -325,6 +325,35 @@ pub struct DeliveryContext {
     pub endpoints: crate::endpoints::Endpoints,
     /// Where attempts are recorded.
     pub ledger: crate::ledger::Ledger,
+    /// Traces of deliveries (the node's OpenTelemetry), when on.
+    pub trace: Option<Arc<dyn DeliveryTrace>>,
+}
+
+/// How a delivery attempt is traced: the span it runs in (continuing the trace stored with the
+/// message) and the trace context headers it sends to the callback (`traceparent`).
+pub trait DeliveryTrace: Send + Sync + std::fmt::Debug + 'static {
+    /// The attempt's span (ended when the returned guard is dropped, after the attempt) and
+    /// the trace context headers to send.
+    fn delivery(
+        &self,
+        sub: &Subscription,
+        message: &Message,
+        attempt: u32,
+    ) -> (Box<dyn std::any::Any + Send>, Vec<(String, String)>);
+}
+
+/// The span guard and trace headers of an attempt (none: the message's own `traceparent`
+/// goes on).
+fn trace_attempt(
+    ctx: &DeliveryContext,
+    sub: &Subscription,
+    message: &Message,
+    attempt: u32,
+) -> (Box<dyn std::any::Any + Send>, Vec<(String, String)>) {
+    match &ctx.trace {
+        Some(trace) => trace.delivery(sub, message, attempt),
+        None => (Box::new(()), Vec::new()),
+    }
 }
 
 impl std::fmt::Debug for DeliveryContext {
@@ -679,7 +708,9 @@ fn delivery_request(
     sub: &Subscription,
     message: &Message,
     attempt: u32,
+    trace_headers: Vec<(String, String)>,
 ) -> Result<CallbackRequest, String> {
+    let traced = !trace_headers.is_empty();
     let mut headers = vec![
         (
             "content-type".to_owned(),
@@ -724,12 +755,17 @@ fn delivery_request(
             continue;
         }
         let header = if matches!(name.as_str(), "traceparent" | "tracestate") {
+            // The attempt's own context replaces the stored one when traces are on.
+            if traced {
+                continue;
+            }
             name.clone()
         } else {
             format!("x-message-header-{}", name.to_ascii_lowercase())
         };
         headers.push((header, text.to_owned()));
     }
+    headers.extend(trace_headers);
     // A secret that cannot be opened is a failed attempt: never an unsigned delivery.
     let secret = sub
         .secret
@@ -849,13 +885,16 @@ async fn deliver_one(
             ctx.metrics.retries.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = match delivery_request(ctx, &sub, message, attempt) {
+        let (span, trace_headers) = trace_attempt(ctx, &sub, message, attempt);
+        let result = match delivery_request(ctx, &sub, message, attempt, trace_headers) {
             Ok(request) => tokio::select! {
                 r = ctx.client.send(request) => r.map_err(|e| e.to_string()),
                 () = cancel.cancelled() => return Outcome::Cancelled,
             },
             Err(e) => Err(e),
         };
+        // The attempt's span ends with the attempt.
+        drop(span);
         let kind = match admission {
             crate::endpoints::Admission::Probe(_) => AttemptKind::Probe,
             crate::endpoints::Admission::Normal => AttemptKind::Delivery,
@@ -1093,9 +1132,11 @@ pub async fn deliver_once(
     if let Some(reason) = ctx.policy.as_ref().and_then(|p| p.withdrawn(sub)) {
         return Err(format!("not delivered: {reason}"));
     }
-    let request = delivery_request(ctx, sub, message, attempt)?;
+    let (span, trace_headers) = trace_attempt(ctx, sub, message, attempt);
+    let request = delivery_request(ctx, sub, message, attempt, trace_headers)?;
     let started = tokio::time::Instant::now();
     let result = ctx.client.send(request).await.map_err(|e| e.to_string());
+    drop(span);
     record_attempt(
         ctx,
         sub,

@@ -365,6 +365,7 @@ pub(crate) fn context(
             tokio_util::sync::CancellationToken::new(),
         ),
         ledger: crate::ledger::Ledger::off(),
+        trace: None,
     }
 }
 

@@ -54,6 +54,7 @@ pub struct RawNodeConfig {
     pub raft: RawRaft,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub tracing: RawTracing,
     pub broker: RawBroker,
     /// Further brokers (`[brokers.<name>]`), each serving the topics it lists.
     pub brokers: std::collections::BTreeMap<String, RawBroker>,
@@ -259,6 +260,28 @@ pub struct RawWebsub {
     /// Topic the gateway publishes its operator events to (`attempt.failing`,
     /// `message.dead_lettered`, `endpoint.paused|recovered|disabled`); empty: none.
     pub events_topic: String,
+}
+
+/// `[tracing]`: OpenTelemetry trace export (see `crate::telemetry`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    /// OTLP/HTTP endpoint, e.g. `http://otel-collector:4318`; the `OTEL_*` variables otherwise.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        let d = crate::telemetry::TracingSettings::default();
+        Self {
+            otlp_endpoint: d.otlp_endpoint,
+            service_name: d.service_name,
+            export_interval: d.export_interval,
+        }
+    }
 }
 
 /// `websub.ledger`: the record of every delivery attempt, per subscription.
@@ -733,6 +756,7 @@ impl Default for RawNodeConfig {
             raft: RawRaft::default(),
             admin: RawAdmin::default(),
             log: RawLog::default(),
+            tracing: RawTracing::default(),
             broker: RawBroker::default(),
             brokers: std::collections::BTreeMap::new(),
             topics: RawTopics::default(),
@@ -846,6 +870,8 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Whether HTTP requests are logged.
     pub log_access: bool,
+    /// OpenTelemetry trace export.
+    pub tracing: crate::telemetry::TracingSettings,
     /// The embedded broker.
     pub broker: BrokerSettings,
     /// Further brokers by name, each with the gateway topics routed to it.
@@ -1347,6 +1373,22 @@ impl RawNodeConfig {
             log_format: self.log.format,
             log_level: self.log.level,
             log_access: self.log.access,
+            tracing: crate::telemetry::TracingSettings {
+                otlp_endpoint: match self.tracing.otlp_endpoint.as_deref() {
+                    None | Some("") => None,
+                    Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        Some(url.to_owned())
+                    }
+                    Some(other) => {
+                        return Err(invalid(
+                            "tracing.otlp_endpoint",
+                            format!("`{other}` is not an http(s) URL"),
+                        ))
+                    }
+                },
+                service_name: self.tracing.service_name.clone(),
+                export_interval: self.tracing.export_interval,
+            },
             broker,
             brokers,
             // The development profile serves the README's demo topic.

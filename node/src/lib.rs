@@ -35,5 +35,6 @@ pub mod rate;
 pub mod refusal;
 pub mod run;
 pub mod schema;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -413,6 +413,7 @@ pub async fn start_with_broker(
             metrics.ledger_attempts.clone(),
             endpoints_stop.clone(),
         ),
+        trace: crate::telemetry::delivery_trace(crate::telemetry::is_on()),
     };
     control.observe_writes(metrics.raft_write_latency.clone());
     let (hub, _) = Actor::spawn(None, HubSupervisor, delivery.clone())

@@ -46,13 +46,31 @@ fn log_filter(rust_log: Option<&str>, level: &str) -> tracing_subscriber::EnvFil
     })
 }
 
-fn init_tracing(format: LogFormat, level: &str) {
+/// Logging, and trace export when configured (see [`crate::telemetry`]); answers the trace
+/// provider to flush at exit.
+fn init_tracing(
+    format: LogFormat,
+    level: &str,
+    tracing_settings: &crate::telemetry::TracingSettings,
+    node_id: u64,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
     let filter = log_filter(rust_log.as_deref(), level);
+    let provider = if crate::telemetry::enabled(tracing_settings) {
+        match crate::telemetry::provider(tracing_settings, node_id) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("eventgate: traces are not exported: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Colour only for a person at a terminal: a file or a log collector gets plain text.
     let ansi = std::io::stderr().is_terminal();
     let output = match format {
@@ -74,6 +92,7 @@ fn init_tracing(format: LogFormat, level: &str) {
         .with(filter)
         .with(output.with_filter(QuietRepeats::default()))
         .try_init();
+    provider
 }
 
 /// Lets through at most one event per [`QuietRepeats::EVERY`] from each of openraft's
@@ -160,7 +179,12 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format, &config.log_level);
+    let traces = init_tracing(
+        config.log_format,
+        &config.log_level,
+        &config.tracing,
+        config.node_id,
+    );
     if config.dev_profile {
         tracing::warn!(
             "no config file: running the development profile (single node on loopback, self-made cluster CA); do not expose it"
@@ -180,6 +204,12 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         tokio::spawn(stop_on_signal(shutdown));
         handle.wait().await
     });
+    if let Some(provider) = traces {
+        // The last spans go out before the process does.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("eventgate: last spans not exported: {e}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -22,3 +22,4 @@ mod t120_rate_limit_and_revocation_across_nodes;
 mod t130_oauth2_tokens_across_nodes;
 mod t140_portal_session_across_nodes;
 mod t150_idempotent_publish_across_sigkill;
+mod t160_one_trace_across_nodes;

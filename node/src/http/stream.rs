@@ -122,6 +122,15 @@ pub(super) async fn prepare(
     };
     let start = start_of(headers, query)?;
     let may_publish = entrypoint == Entrypoint::Websocket && state.inner.ws_allow_publish;
+    // Admission (credentials, rights, plan, topic) is a span of the client's trace.
+    let admission = crate::telemetry::Scope::from_request(
+        "stream.open",
+        headers,
+        vec![
+            opentelemetry::KeyValue::new("eventgate.entrypoint", entrypoint.name()),
+            opentelemetry::KeyValue::new("eventgate.topic", topic.clone()),
+        ],
+    );
     let grant = state
         .ingress()
         .open_stream(
@@ -133,7 +142,12 @@ pub(super) async fn prepare(
             entrypoint,
             may_publish,
         )
-        .await?;
+        .await;
+    if let Err(refusal) = &grant {
+        admission.error(&refusal.to_string());
+    }
+    drop(admission);
+    let grant = grant?;
     let connections = &state.inner.connections;
     let Some(id) = connections.reserve() else {
         return Err(Refusal::NodeFull {

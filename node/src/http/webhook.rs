@@ -367,6 +367,21 @@ pub async fn receive(
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let mut message_headers = message_headers;
     message_headers.extend(message_headers_of(&headers));
+    // With traces on, the message carries this ingest's context (the caller's trace, one
+    // step on), for whichever node delivers it.
+    let ingest = crate::telemetry::Scope::from_request(
+        "ingest",
+        &headers,
+        vec![opentelemetry::KeyValue::new(
+            "eventgate.topic",
+            topic.clone(),
+        )],
+    );
+    let context = ingest.headers();
+    if !context.is_empty() {
+        message_headers.retain(|(n, _)| !TRACE_HEADERS.contains(&n.as_str()));
+        message_headers.extend(context.into_iter().map(|(k, v)| (k, Bytes::from(v))));
+    }
     let key = query_param(query, "key").map(Bytes::from).or_else(|| {
         headers
             .get(KEY_HEADER)
@@ -378,7 +393,19 @@ pub async fn receive(
         content_type: Some(content_type),
         payload,
     };
-    let published = match ingress.publish(&publisher, message).await {
+    let publish_span = ingest.child(
+        "broker.publish",
+        vec![opentelemetry::KeyValue::new(
+            "eventgate.topic",
+            topic.clone(),
+        )],
+    );
+    let published = ingress.publish(&publisher, message).await;
+    if let Err(refusal) = &published {
+        publish_span.error(&refusal.to_string());
+    }
+    drop(publish_span);
+    let published = match published {
         Ok(published) => published,
         Err(refusal) => {
             if let Some(id) = &reserved {
