@@ -945,16 +945,7 @@ async fn deliver_one(
             events.emit(
                 "attempt.failing",
                 &sub.id,
-                serde_json::json!({
-                    "subscription": sub.id,
-                    "topic": sub.topic,
-                    "origin": origin,
-                    "message_id": delivery_id(&sub, message),
-                    "partition": message.partition,
-                    "offset": message.offset,
-                    "attempt": attempt,
-                    "error": error,
-                }),
+                message_event(&sub, message, &origin, attempt, &error),
             );
         }
         let age = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
@@ -997,16 +988,7 @@ async fn deliver_one(
                 events.emit(
                     "message.dead_lettered",
                     &sub.id,
-                    serde_json::json!({
-                        "subscription": sub.id,
-                        "topic": sub.topic,
-                        "origin": origin,
-                        "message_id": delivery_id(&sub, message),
-                        "partition": message.partition,
-                        "offset": message.offset,
-                        "attempts": attempt,
-                        "error": error,
-                    }),
+                    message_event(&sub, message, &origin, attempt, &error),
                 );
                 forget_retry(ctx, &sub.id, book, message).await;
                 return Outcome::DeadLettered;
@@ -1031,6 +1013,26 @@ async fn deliver_one(
             () = stop.drained() => return Outcome::Cancelled,
         }
     }
+}
+
+/// The `data` of an operator event about one message of a subscription.
+fn message_event(
+    sub: &Subscription,
+    message: &Message,
+    origin: &str,
+    attempt: u32,
+    error: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "subscription": sub.id,
+        "topic": sub.topic,
+        "origin": origin,
+        "message_id": delivery_id(sub, message),
+        "partition": message.partition,
+        "offset": message.offset,
+        "attempt": attempt,
+        "error": error,
+    })
 }
 
 /// Records `entry` in the subscription's retry schedule and replicates the schedule; `false`

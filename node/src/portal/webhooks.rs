@@ -231,19 +231,10 @@ pub async fn enable(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let form: HashMap<String, String> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let Some((session, account)) = signed_in(&state, &headers) else {
-        return Redirect::to(&format!("{}/login", state.portal().path)).into_response();
+    let (account, form) = match signed_form(&state, &headers, &body) {
+        Ok(signed) => signed,
+        Err(answer) => return *answer,
     };
-    if !session_form_ok(&session, &form) {
-        return (
-            StatusCode::FORBIDDEN,
-            "the form did not come from this portal (CSRF check); reload it",
-        )
-            .into_response();
-    }
     let id = form.get("subscription").cloned().unwrap_or_default();
     if !owned_by(&state, &id, &account.id) {
         return (StatusCode::NOT_FOUND, "no such subscription of yours").into_response();
@@ -257,6 +248,39 @@ pub async fn enable(
         Err(e) => format!("Not re-enabled: {e}"),
     };
     page(&state, &headers, Some(notice))
+}
+
+/// A form posted by the signed-in developer, CSRF-checked: their account and its fields; or
+/// the answer (to the sign-in page, or 403).
+fn signed_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<
+    (
+        eventgate_raft_store::governance::Account,
+        HashMap<String, String>,
+    ),
+    Box<Response>,
+> {
+    let form: HashMap<String, String> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let Some((session, account)) = signed_in(state, headers) else {
+        return Err(Box::new(
+            Redirect::to(&format!("{}/login", state.portal().path)).into_response(),
+        ));
+    };
+    if !session_form_ok(&session, &form) {
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "the form did not come from this portal (CSRF check); reload it",
+            )
+                .into_response(),
+        ));
+    }
+    Ok((account, form))
 }
 
 /// Whether subscription `id` was made by an application of account `account`.
@@ -277,19 +301,10 @@ pub async fn redrive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let form: HashMap<String, String> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let Some((session, account)) = signed_in(&state, &headers) else {
-        return Redirect::to(&format!("{}/login", state.portal().path)).into_response();
+    let (account, form) = match signed_form(&state, &headers, &body) {
+        Ok(signed) => signed,
+        Err(answer) => return *answer,
     };
-    if !session_form_ok(&session, &form) {
-        return (
-            StatusCode::FORBIDDEN,
-            "the form did not come from this portal (CSRF check); reload it",
-        )
-            .into_response();
-    }
     let id = form.get("subscription").cloned().unwrap_or_default();
     let (Some(partition), Some(offset)) = (
         form.get("partition").and_then(|p| p.parse::<u32>().ok()),
