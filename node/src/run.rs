@@ -15,9 +15,14 @@ use crate::node::{self, Listeners};
 /// Libraries whose debug output is about their own internals: they stay at `warn` (rdkafka at
 /// `info`) unless `RUST_LOG` names them, so `RUST_LOG=debug` shows eventgate's debugging, not
 /// sled's page cache.
-const QUIET_LIBRARIES: [(&str, &str); 9] = [
+///
+/// openraft's own report of a membership change it refused ("already undergoing a
+/// configuration change", logged as an error whenever two nodes join at once) is off: the
+/// caller gets the error, and ours retries and logs that at `info`.
+const QUIET_LIBRARIES: [(&str, &str); 10] = [
     ("sled", "warn"),
     ("openraft", "warn"),
+    ("openraft::raft::impl_raft_blocking_write", "off"),
     ("quinn", "warn"),
     ("quinn_proto", "warn"),
     ("rustls", "warn"),
@@ -35,7 +40,7 @@ fn log_filter(rust_log: Option<&str>, level: &str) -> tracing_subscriber::EnvFil
     for (library, quiet) in QUIET_LIBRARIES {
         let named = base
             .split(',')
-            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(library));
+            .any(|d| d.trim().split(['=', '[']).next() == Some(library));
         if !named {
             directives.push_str(&format!(",{library}={quiet}"));
         }
@@ -960,6 +965,10 @@ mod tests {
         let filter = log_filter(Some("debug"), "info").to_string();
         assert!(filter.contains("sled=warn"), "{filter}");
         assert!(filter.contains("h2=warn"), "{filter}");
+        assert!(
+            filter.contains("openraft::raft::impl_raft_blocking_write=off"),
+            "{filter}"
+        );
         let filter = log_filter(Some("debug,sled=trace"), "info").to_string();
         assert!(filter.contains("sled=trace"), "{filter}");
         assert!(!filter.contains("sled=warn"), "{filter}");
