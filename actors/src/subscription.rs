@@ -1063,18 +1063,14 @@ async fn set_retry(
     true
 }
 
-/// A CloudEvents attribute as an HTTP header value: percent-encoded outside printable ASCII,
-/// and `"` and `%` themselves (HTTP binding, 3.1.3.2).
+/// Bytes a CloudEvents attribute's HTTP header value percent-encodes besides those outside
+/// printable ASCII (HTTP binding, 3.1.3.2): space, `"` and `%`.
+const CLOUDEVENT_HEADER: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// A CloudEvents attribute as an HTTP header value.
 fn cloudevent_header_value(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &b in value {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'%' && b != b' ' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::percent_encode(value, CLOUDEVENT_HEADER).to_string()
 }
 
 /// Records an attempt in the delivery ledger.

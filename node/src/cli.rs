@@ -359,7 +359,7 @@ pub enum KeysCommand {
         app: String,
         /// How long the application's other keys keep working (`0s`: they stop now).
         #[arg(long, default_value = "24h", value_parser = duration_arg)]
-        overlap: String,
+        overlap: Option<String>,
         /// The new key's validity, e.g. `90d`; forever when absent.
         #[arg(long, value_parser = duration_arg)]
         expires_in: Option<String>,

@@ -56,7 +56,7 @@ pub struct HttpLabels {
     /// The route template (`/admin/subscriptions/{id}`), `other` when none matched (an API's
     /// base path, a 404).
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
     /// `2xx`, `3xx`, `4xx` or `5xx`.
     pub status: &'static str,
 }

@@ -874,21 +874,17 @@ pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
             println!("(give the key to the application; put the sha256 in its api_key_hashes)");
             return ExitCode::SUCCESS;
         }
+        // A rotation is a creation whose overlap defaults to 24 h.
         K::Create {
             app,
             expires_in,
             overlap,
             target,
-        } => (
-            target,
-            Method::POST,
-            format!("/admin/applications/{app}/keys"),
-            Some(serde_json::json!({ "expires_in": expires_in, "overlap": overlap })),
-        ),
-        K::Rotate {
+        }
+        | K::Rotate {
             app,
-            overlap,
             expires_in,
+            overlap,
             target,
         } => (
             target,

@@ -92,16 +92,17 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let status = response.status().as_u16();
-    let route = route.unwrap_or_else(|| "other".to_owned());
+    let labels = HttpLabels {
+        route: route.unwrap_or_else(|| "other".to_owned()),
+        method,
+        status: status_class(status),
+    };
     state
         .metrics()
         .http_duration
-        .get_or_create(&HttpLabels {
-            route: route.clone(),
-            method: method.to_owned(),
-            status: status_class(status),
-        })
+        .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
+    let route = labels.route;
     if access {
         let bytes = response.body().size_hint().exact();
         tracing::info!(
