@@ -504,6 +504,10 @@ pub struct AdminTarget {
     /// Admin token, if the node has one configured.
     #[arg(long, env = "EVENTGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How to print the answer: `table` (dates and ages for times), `json` (the API's
+    /// document), or `auto` (a table on a terminal, JSON when piped).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "auto")]
+    pub output: crate::output::OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,8 +516,8 @@ pub enum ClusterCommand {
     Status {
         #[command(flatten)]
         target: AdminTarget,
-        /// Print the JSON document instead of a table.
-        #[arg(long)]
+        /// Same as `-o json` (kept for scripts written before `-o`).
+        #[arg(long, hide = true)]
         json: bool,
         /// Wait until the cluster has a leader and this many voters (nodes still joining,
         /// or a node just started and not answering yet), then print the status.

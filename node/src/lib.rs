@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod node;
 pub mod oauth2;
 pub mod outbound;
+pub mod output;
 pub mod policy;
 pub mod portal;
 pub mod rate;

@@ -437,11 +437,13 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 };
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&value).unwrap_or_default()
-                    );
+                let output = if json {
+                    crate::output::OutputFormat::Json
+                } else {
+                    target.output.resolved()
+                };
+                if output == crate::output::OutputFormat::Json {
+                    print!("{}", output.render(&value, 0));
                 } else {
                     let status: ClusterStatus = serde_json::from_value(value)
                         .map_err(|e| format!("unexpected status document: {e}"))?;
@@ -549,8 +551,10 @@ pub fn asyncapi(command: crate::cli::AsyncapiCommand) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs one admin-API command on a current-thread runtime and prints its JSON answer.
+/// Runs one admin-API command on a current-thread runtime and prints its answer as `output`
+/// asks.
 fn admin_command(
+    output: crate::output::OutputFormat,
     work: impl std::future::Future<Output = Result<serde_json::Value, String>>,
 ) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -565,10 +569,7 @@ fn admin_command(
     };
     match rt.block_on(work) {
         Ok(value) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
+            print!("{}", output.render(&value, crate::output::now_ms()));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -607,7 +608,7 @@ pub fn apis(command: crate::cli::ApisCommand) -> ExitCode {
             state,
             sunset,
             target,
-        } => admin_command(async move {
+        } => admin_command(target.output, async move {
             let mut body = serde_json::json!({ "state": state });
             if let Some(sunset) = sunset {
                 body["sunset"] = serde_json::Value::String(sunset);
@@ -632,7 +633,7 @@ fn import_api(
     validate_messages: Option<bool>,
     target: crate::cli::AdminTarget,
 ) -> ExitCode {
-    admin_command(async move {
+    admin_command(target.output, async move {
         let bytes = if file.as_os_str() == "-" {
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
@@ -675,31 +676,31 @@ fn import_api(
 pub fn secrets(command: crate::cli::SecretsCommand) -> ExitCode {
     use crate::cli::SecretsCommand as S;
     use reqwest::Method;
-    admin_command(async move {
-        let (target, method, path, body) = match command {
-            S::Create {
-                app,
-                overlap,
-                target,
-            } => (
-                target,
-                Method::POST,
-                format!("/admin/applications/{app}/client-secrets"),
-                overlap.map(|o| serde_json::json!({ "overlap": o })),
-            ),
-            S::List { app, target } => (
-                target,
-                Method::GET,
-                format!("/admin/applications/{app}/client-secrets"),
-                None,
-            ),
-            S::Revoke { app, id, target } => (
-                target,
-                Method::DELETE,
-                format!("/admin/applications/{app}/client-secrets/{id}"),
-                None,
-            ),
-        };
+    let (target, method, path, body) = match command {
+        S::Create {
+            app,
+            overlap,
+            target,
+        } => (
+            target,
+            Method::POST,
+            format!("/admin/applications/{app}/client-secrets"),
+            overlap.map(|o| serde_json::json!({ "overlap": o })),
+        ),
+        S::List { app, target } => (
+            target,
+            Method::GET,
+            format!("/admin/applications/{app}/client-secrets"),
+            None,
+        ),
+        S::Revoke { app, id, target } => (
+            target,
+            Method::DELETE,
+            format!("/admin/applications/{app}/client-secrets/{id}"),
+            None,
+        ),
+    };
+    admin_command(target.output, async move {
         admin_call(&target, method, &path, body).await
     })
 }
@@ -708,110 +709,110 @@ pub fn secrets(command: crate::cli::SecretsCommand) -> ExitCode {
 pub fn webhooks(command: crate::cli::WebhooksCommand) -> ExitCode {
     use crate::cli::WebhooksCommand as W;
     use reqwest::Method;
-    admin_command(async move {
-        let (target, method, path, body) = match command {
-            W::List { target } => (target, Method::GET, "/admin/subscriptions".to_owned(), None),
-            W::Show { id, target } => (
+    let (target, method, path, body) = match command {
+        W::List { target } => (target, Method::GET, "/admin/subscriptions".to_owned(), None),
+        W::Show { id, target } => (
+            target,
+            Method::GET,
+            format!("/admin/subscriptions/{id}"),
+            None,
+        ),
+        W::Replay {
+            id,
+            partition,
+            from_offset,
+            to_offset,
+            since,
+            until,
+            max,
+            target,
+        } => {
+            let mut body = serde_json::json!({ "partition": partition });
+            for (key, value) in [
+                ("from_offset", from_offset.map(serde_json::Value::from)),
+                ("to_offset", to_offset.map(serde_json::Value::from)),
+                ("since", since.map(serde_json::Value::from)),
+                ("until", until.map(serde_json::Value::from)),
+                ("max", max.map(serde_json::Value::from)),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value;
+                }
+            }
+            (
+                target,
+                Method::POST,
+                format!("/admin/subscriptions/{id}/replay"),
+                Some(body),
+            )
+        }
+        W::RotateSecret {
+            id,
+            secret,
+            overlap,
+            target,
+        } => {
+            let mut body = serde_json::json!({});
+            if let Some(secret) = secret {
+                body["secret"] = secret.into();
+            }
+            if let Some(overlap) = overlap {
+                body["overlap"] = overlap.into();
+            }
+            (
+                target,
+                Method::POST,
+                format!("/admin/subscriptions/{id}/secret"),
+                Some(body),
+            )
+        }
+        W::Attempts {
+            id,
+            outcome,
+            status,
+            message_id,
+            since,
+            until,
+            limit,
+            target,
+        } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (key, value) in [
+                ("outcome", outcome),
+                ("status", status.map(|s| s.to_string())),
+                ("message_id", message_id),
+                ("since", since),
+                ("until", until),
+                ("limit", limit.map(|l| l.to_string())),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(key, &value);
+                }
+            }
+            let query = query.finish();
+            let id = form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
+            (
                 target,
                 Method::GET,
-                format!("/admin/subscriptions/{id}"),
+                format!("/admin/subscriptions/{id}/attempts?{query}"),
                 None,
-            ),
-            W::Replay {
-                id,
-                partition,
-                from_offset,
-                to_offset,
-                since,
-                until,
-                max,
-                target,
-            } => {
-                let mut body = serde_json::json!({ "partition": partition });
-                for (key, value) in [
-                    ("from_offset", from_offset.map(serde_json::Value::from)),
-                    ("to_offset", to_offset.map(serde_json::Value::from)),
-                    ("since", since.map(serde_json::Value::from)),
-                    ("until", until.map(serde_json::Value::from)),
-                    ("max", max.map(serde_json::Value::from)),
-                ] {
-                    if let Some(value) = value {
-                        body[key] = value;
-                    }
-                }
-                (
-                    target,
-                    Method::POST,
-                    format!("/admin/subscriptions/{id}/replay"),
-                    Some(body),
-                )
-            }
-            W::RotateSecret {
-                id,
-                secret,
-                overlap,
-                target,
-            } => {
-                let mut body = serde_json::json!({});
-                if let Some(secret) = secret {
-                    body["secret"] = secret.into();
-                }
-                if let Some(overlap) = overlap {
-                    body["overlap"] = overlap.into();
-                }
-                (
-                    target,
-                    Method::POST,
-                    format!("/admin/subscriptions/{id}/secret"),
-                    Some(body),
-                )
-            }
-            W::Attempts {
-                id,
-                outcome,
-                status,
-                message_id,
-                since,
-                until,
-                limit,
-                target,
-            } => {
-                let mut query = form_urlencoded::Serializer::new(String::new());
-                for (key, value) in [
-                    ("outcome", outcome),
-                    ("status", status.map(|s| s.to_string())),
-                    ("message_id", message_id),
-                    ("since", since),
-                    ("until", until),
-                    ("limit", limit.map(|l| l.to_string())),
-                ] {
-                    if let Some(value) = value {
-                        query.append_pair(key, &value);
-                    }
-                }
-                let query = query.finish();
-                let id = form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
-                (
-                    target,
-                    Method::GET,
-                    format!("/admin/subscriptions/{id}/attempts?{query}"),
-                    None,
-                )
-            }
-            W::Endpoints { target } => (target, Method::GET, "/admin/endpoints".to_owned(), None),
-            W::ResumeEndpoint { origin, target } => (
-                target,
-                Method::POST,
-                "/admin/endpoints/resume".to_owned(),
-                Some(serde_json::json!({ "origin": origin })),
-            ),
-            W::Enable { id, target } => (
-                target,
-                Method::POST,
-                format!("/admin/subscriptions/{id}/enable"),
-                None,
-            ),
-        };
+            )
+        }
+        W::Endpoints { target } => (target, Method::GET, "/admin/endpoints".to_owned(), None),
+        W::ResumeEndpoint { origin, target } => (
+            target,
+            Method::POST,
+            "/admin/endpoints/resume".to_owned(),
+            Some(serde_json::json!({ "origin": origin })),
+        ),
+        W::Enable { id, target } => (
+            target,
+            Method::POST,
+            format!("/admin/subscriptions/{id}/enable"),
+            None,
+        ),
+    };
+    admin_command(target.output, async move {
         admin_call(&target, method, &path, body).await
     })
 }
@@ -819,21 +820,12 @@ pub fn webhooks(command: crate::cli::WebhooksCommand) -> ExitCode {
 /// `eventgate signing-keys …`.
 pub fn signing_keys(command: crate::cli::SigningKeysCommand) -> ExitCode {
     use crate::cli::SigningKeysCommand as K;
-    admin_command(async move {
-        match command {
-            K::List { target } => {
-                admin_call(&target, reqwest::Method::GET, "/admin/oauth2/keys", None).await
-            }
-            K::Rotate { target } => {
-                admin_call(
-                    &target,
-                    reqwest::Method::POST,
-                    "/admin/oauth2/keys/rotate",
-                    None,
-                )
-                .await
-            }
-        }
+    let (target, method, path) = match command {
+        K::List { target } => (target, reqwest::Method::GET, "/admin/oauth2/keys"),
+        K::Rotate { target } => (target, reqwest::Method::POST, "/admin/oauth2/keys/rotate"),
+    };
+    admin_command(target.output, async move {
+        admin_call(&target, method, path, None).await
     })
 }
 
@@ -841,23 +833,29 @@ pub fn signing_keys(command: crate::cli::SigningKeysCommand) -> ExitCode {
 pub fn entity(kind: &'static str, command: crate::cli::EntityCommand) -> ExitCode {
     use crate::cli::EntityCommand as E;
     use reqwest::Method;
-    admin_command(async move {
-        let (target, method, path, body) = match command {
-            E::List { target } => (target, Method::GET, format!("/admin/{kind}"), None),
-            E::Get { name, target } => (target, Method::GET, format!("/admin/{kind}/{name}"), None),
-            E::Put { name, file, target } => (
-                target,
-                Method::PUT,
-                format!("/admin/{kind}/{name}"),
-                Some(read_document(&file)?),
-            ),
-            E::Delete { name, target } => (
-                target,
-                Method::DELETE,
-                format!("/admin/{kind}/{name}"),
-                None,
-            ),
-        };
+    let (target, method, path, body) = match command {
+        E::List { target } => (target, Method::GET, format!("/admin/{kind}"), None),
+        E::Get { name, target } => (target, Method::GET, format!("/admin/{kind}/{name}"), None),
+        E::Put { name, file, target } => (
+            target,
+            Method::PUT,
+            format!("/admin/{kind}/{name}"),
+            match read_document(&file) {
+                Ok(document) => Some(document),
+                Err(e) => {
+                    eprintln!("eventgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        ),
+        E::Delete { name, target } => (
+            target,
+            Method::DELETE,
+            format!("/admin/{kind}/{name}"),
+            None,
+        ),
+    };
+    admin_command(target.output, async move {
         admin_call(&target, method, &path, body).await
     })
 }
@@ -909,7 +907,9 @@ pub fn keys(command: crate::cli::KeysCommand) -> ExitCode {
             None,
         ),
     };
-    admin_command(async move { admin_call(&target, method, &path, body).await })
+    admin_command(target.output, async move {
+        admin_call(&target, method, &path, body).await
+    })
 }
 
 /// `eventgate access …` (alias `subscriptions`).
@@ -949,7 +949,9 @@ pub fn access(command: crate::cli::AccessCommand) -> ExitCode {
             None,
         ),
     };
-    admin_command(async move { admin_call(&target, method, &path, body).await })
+    admin_command(target.output, async move {
+        admin_call(&target, method, &path, body).await
+    })
 }
 
 #[cfg(test)]

@@ -273,6 +273,42 @@ async fn import_secrets_and_signing_keys_from_the_command_line() {
     let out = eventgate(&["signing-keys", "rotate", "--node", &url], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("kid"));
+
+    // `-o`: piped, the default is the JSON document; `-o table` gives columns with the id
+    // first and times as dates with their age; `-o json` the document again.
+    let out = eventgate(&["keys", "create", "lamps", "--node", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let auto = eventgate(&["keys", "list", "lamps", "--node", &url], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&auto.stdout).unwrap();
+    let key_id = doc["keys"][0]["id"].as_str().unwrap().to_owned();
+    let table = eventgate(
+        &["keys", "list", "lamps", "-o", "table", "--node", &url],
+        &[],
+    );
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "KEYS:", "{text}");
+    assert!(lines[1].starts_with("ID "), "{text}");
+    assert!(lines[1].contains("CREATED_AT_MS"), "{text}");
+    assert!(lines[2].starts_with(&key_id), "{text}");
+    assert!(
+        lines[2].contains("Z (now)") || lines[2].contains("s ago)"),
+        "a date with its age: {text}"
+    );
+    let json = eventgate(
+        &["keys", "list", "lamps", "-o", "json", "--node", &url],
+        &[],
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&json.stdout).unwrap(),
+        doc
+    );
+    let out = eventgate(
+        &["keys", "list", "lamps", "-o", "yaml", "--node", &url],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let _ = node.kill();
     let _ = node.wait();
 }
