@@ -756,6 +756,212 @@ async fn the_admin_openapi_document_matches_the_routes() {
     node.stop().await;
 }
 
+/// Every answer of the admin API matches the schema its OpenAPI document gives it: a walk
+/// through the API-management loop (API, plan, application, key, client secret, access,
+/// invitation) and the reads, each answer validated with a JSON Schema validator against the
+/// document's own components. Operation ids and tags are there and unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_answers_match_their_documented_schemas() {
+    let node = common::start("[topics]\nnames = [\"orders\"]\n").await;
+    let doc: Value = node
+        .client
+        .get(format!("{}/admin/openapi.json", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operation id {id} twice");
+            assert!(!op["tags"][0].as_str().unwrap().is_empty());
+        }
+    }
+    // The answer's schema of `method template`, with the document's components beside it so
+    // that its `$ref`s resolve.
+    let validator = |method: &str, template: &str, status: u16| {
+        let op = &doc["paths"][format!("/admin{template}")][method];
+        let schema =
+            op["responses"][status.to_string()]["content"]["application/json"]["schema"].clone();
+        assert!(!schema.is_null(), "{method} {template} {status}: no schema");
+        let mut root = schema;
+        root["components"] = doc["components"].clone();
+        jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("{template}: {e}"))
+    };
+    let calls: &[(&str, &str, &str, Option<Value>, u16)] = &[
+        (
+            "put",
+            "/plans/{name}",
+            "/plans/gold",
+            Some(json!({ "publish": { "count": 100, "per": "1m" }, "max_connections": 5 })),
+            201,
+        ),
+        ("get", "/plans/{name}", "/plans/gold", None, 200),
+        ("get", "/plans", "/plans", None, 200),
+        (
+            "put",
+            "/apis/{name}",
+            "/apis/shop",
+            Some(
+                json!({ "channels": { "orders": "orders" }, "tags": ["retail"], "verify_ingest": { "scheme": "hmac", "secret": "s3cret" } }),
+            ),
+            201,
+        ),
+        (
+            "put",
+            "/apis/{name}/lifecycle",
+            "/apis/shop/lifecycle",
+            Some(json!({ "state": "published" })),
+            200,
+        ),
+        ("get", "/apis/{name}", "/apis/shop", None, 200),
+        ("get", "/apis", "/apis", None, 200),
+        (
+            "put",
+            "/applications/{id}",
+            "/applications/app1",
+            Some(
+                json!({ "name": "App one", "permissions": [{ "topics": "orders", "publish": true, "subscribe": true }] }),
+            ),
+            201,
+        ),
+        (
+            "post",
+            "/applications/{id}/keys",
+            "/applications/app1/keys",
+            Some(json!({ "expires_in": "90d" })),
+            201,
+        ),
+        (
+            "get",
+            "/applications/{id}/keys",
+            "/applications/app1/keys",
+            None,
+            200,
+        ),
+        (
+            "put",
+            "/applications/{id}/access/{api}",
+            "/applications/app1/access/shop",
+            Some(json!({ "plan": "gold" })),
+            200,
+        ),
+        (
+            "get",
+            "/applications/{id}/access",
+            "/applications/app1/access",
+            None,
+            200,
+        ),
+        (
+            "post",
+            "/applications/{id}/access/{api}/approve",
+            "/applications/app1/access/shop/approve",
+            None,
+            200,
+        ),
+        ("get", "/applications/{id}", "/applications/app1", None, 200),
+        ("get", "/applications", "/applications", None, 200),
+        (
+            "post",
+            "/applications/{id}/client-secrets",
+            "/applications/app1/client-secrets",
+            Some(json!({ "overlap": "1h" })),
+            201,
+        ),
+        (
+            "get",
+            "/applications/{id}/client-secrets",
+            "/applications/app1/client-secrets",
+            None,
+            200,
+        ),
+        (
+            "post",
+            "/accounts/invitations",
+            "/accounts/invitations",
+            Some(json!({ "email": "dev@example.com" })),
+            201,
+        ),
+        (
+            "get",
+            "/accounts/invitations",
+            "/accounts/invitations",
+            None,
+            200,
+        ),
+        ("get", "/accounts", "/accounts", None, 200),
+        ("get", "/cluster/status", "/cluster/status", None, 200),
+        ("get", "/cluster/node", "/cluster/node", None, 200),
+        (
+            "put",
+            "/subscriptions/{id}",
+            "/subscriptions/sub1",
+            Some(
+                json!({ "topic": "orders", "callback": "https://example.com/cb", "lease_seconds": 3600, "secret": "s" }),
+            ),
+            201,
+        ),
+        (
+            "get",
+            "/subscriptions/{id}",
+            "/subscriptions/sub1",
+            None,
+            200,
+        ),
+        (
+            "post",
+            "/subscriptions/{id}/secret",
+            "/subscriptions/sub1/secret",
+            Some(json!({ "overlap": "1h" })),
+            200,
+        ),
+        (
+            "get",
+            "/subscriptions/{id}/attempts",
+            "/subscriptions/sub1/attempts",
+            None,
+            200,
+        ),
+        ("get", "/subscriptions", "/subscriptions", None, 200),
+        ("get", "/endpoints", "/endpoints", None, 200),
+        ("get", "/dead-letters", "/dead-letters", None, 200),
+        (
+            "put",
+            "/plans/{name}",
+            "/plans/silver",
+            Some(json!({})),
+            201,
+        ),
+        ("delete", "/plans/{name}", "/plans/silver", None, 200),
+    ];
+    for (method, template, path, body, status) in calls {
+        let mut request = node.client.request(
+            method.to_uppercase().parse().unwrap(),
+            format!("{}/admin{path}", node.base),
+        );
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{method} {path}");
+        let answer: Value = r.json().await.unwrap();
+        let validator = validator(method, template, *status);
+        let errors: Vec<String> = validator
+            .iter_errors(&answer)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path}: the answer does not match its schema: {errors:?}\n{answer:#}"
+        );
+    }
+    node.stop().await;
+}
+
 /// ES256 tokens verified against a JWK set served over HTTP: a key rotated in later (new
 /// `kid`) is fetched when a token names it; a `kid` the set does not hold is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

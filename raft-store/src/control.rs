@@ -43,7 +43,7 @@ impl ControlError {
 }
 
 /// A member as seen by [`ControlPlane::cluster_status`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberStatus {
     pub id: NodeId,
     pub raft_addr: String,
@@ -62,7 +62,7 @@ pub struct MemberStatus {
 }
 
 /// The cluster as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// The node that answered.
     pub node_id: NodeId,

@@ -54,7 +54,9 @@ pub use state_machine::{MemoryStateMachine, StateReader};
 pub type NodeId = u64;
 
 /// What the cluster knows about a member: where to reach it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct NodeInfo {
     /// QUIC (UDP) address for Raft and cluster RPC, as other nodes reach it.
     pub raft_addr: String,

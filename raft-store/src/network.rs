@@ -74,7 +74,7 @@ pub enum ClusterError {
 }
 
 /// One node's own view of Raft, as reported by [`RpcRequest::Status`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub state: String,
@@ -85,9 +85,12 @@ pub struct NodeStatus {
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
     /// On the leader: the highest log index known to be replicated on each member.
+    // JSON object keys are strings: the schema says so (the node ids are their text).
+    #[schema(value_type = Option<BTreeMap<String, Option<u64>>>)]
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    #[schema(value_type = BTreeMap<String, NodeInfo>)]
     pub nodes: BTreeMap<NodeId, NodeInfo>,
 }
 

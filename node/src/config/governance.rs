@@ -157,19 +157,23 @@ pub struct RawJwt {
 }
 
 /// `[apis.<name>]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawApi {
     pub version: String,
     pub description: Option<String>,
     /// Words the portal's catalog shows and searches.
     pub tags: Vec<String>,
-    /// `/shop`: the API's own routes, addressed by channel name.
+    /// `/shop`: the API's own routes, addressed by channel name: `{base_path}/ws/{channel}`,
+    /// `/sse/{channel}`, `/topics/{channel}` (WebSub topic URLs),
+    /// `/webhook-receiver?topic={channel}`, `/asyncapi.json`.
+    #[schema(pattern = "^(/[A-Za-z0-9._~-]+){1,8}$")]
     pub base_path: Option<String>,
     /// Channel → gateway topic.
     pub channels: BTreeMap<String, String>,
+    /// `websub`, `websocket`, `sse`, `webhook`; all four when absent.
     pub entrypoints: Option<Vec<String>>,
-    /// `api_key`, `jwt`; empty: keyless.
+    /// `api_key`, `jwt`, `oauth2`; empty: keyless; all three when absent.
     pub security: Option<Vec<String>>,
     pub max_message_bytes: Option<u64>,
     /// `created`, `published`, `deprecated` or `retired`. Default: `published` for an API of
@@ -179,6 +183,7 @@ pub struct RawApi {
     /// When a deprecated API will be retired (RFC 3339), announced in `Sunset` headers.
     pub sunset: Option<String>,
     /// Channel → the JSON Schema of its messages' payloads (draft 7 unless `$schema` says).
+    #[schema(value_type = BTreeMap<String, Object>)]
     pub schemas: BTreeMap<String, serde_json::Value>,
     /// Whether messages published through this API must match their channel's schema.
     pub validate_messages: bool,
@@ -187,7 +192,7 @@ pub struct RawApi {
 }
 
 /// `[apis.<name>.verify_ingest]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawIngestSignature {
     /// `github`, `standard-webhooks` or `hmac`.
@@ -197,6 +202,7 @@ pub struct RawIngestSignature {
     pub header: Option<String>,
     /// Standard Webhooks' timestamp tolerance (default 5 minutes).
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "5m")]
     pub tolerance: Option<Duration>,
 }
 
@@ -305,16 +311,17 @@ pub fn lifecycle_from_raw(
 }
 
 /// `{ count = 100, per = "1m" }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRate {
     pub count: u64,
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "1m")]
     pub per: Duration,
 }
 
 /// `[plans.<name>]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPlan {
     pub description: Option<String>,
@@ -328,7 +335,7 @@ pub struct RawPlan {
 }
 
 /// One permission: `{ topics = "orders.*", publish = true, subscribe = true }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPermission {
     pub topics: String,

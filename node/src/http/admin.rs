@@ -64,7 +64,7 @@ async fn node_status(State(state): State<AppState>) -> Json<NodeStatus> {
     Json(state.control().local_status())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LeaveRequest {
     /// The member to remove; this node when absent.
@@ -114,7 +114,7 @@ async fn cluster_leave(
 }
 
 /// A subscription record as the admin API shows it (the secret is never shown).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SubscriptionView {
     id: String,
     topic: String,
@@ -126,6 +126,8 @@ struct SubscriptionView {
     owner: Option<NodeId>,
     /// The node the owner is handing the subscription over to, while that runs.
     handover_to: Option<NodeId>,
+    /// Partition (its number as text) → next offset to deliver.
+    #[schema(value_type = BTreeMap<String, u64>)]
     cursor: BTreeMap<u32, u64>,
     pending_retries: usize,
     created_at_ms: u64,
@@ -145,7 +147,7 @@ struct SubscriptionView {
 }
 
 /// A paused callback endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     origin: String,
     state: &'static str,
@@ -159,7 +161,7 @@ pub struct EndpointView {
 }
 
 /// Why a subscription is disabled.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DisabledView {
     at_ms: u64,
     reason: String,
@@ -249,20 +251,62 @@ async fn get_subscription(
         .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutSubscription {
     topic: String,
+    #[schema(format = "uri")]
     callback: String,
+    #[schema(minimum = 1, maximum = 31_536_000)]
     lease_seconds: u64,
     #[serde(default)]
+    #[schema(max_length = 199)]
     secret: Option<String>,
+    /// `pending_verification`, `active` (default) or `pending_unsubscribe`.
     #[serde(default)]
+    #[schema(value_type = Option<SubscriptionStateName>)]
     state: Option<String>,
     /// `websub` (default) or `standard-webhooks` (needs a `whsec_` secret).
     #[serde(default)]
+    #[schema(value_type = Option<SigningName>)]
     signing: Option<String>,
 }
+
+/// The state of a subscription record (schema only).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum SubscriptionStateName {
+    PendingVerification,
+    Active,
+    PendingUnsubscribe,
+}
+
+/// How deliveries are signed (schema only).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum SigningName {
+    Websub,
+    StandardWebhooks,
+}
+
+/// The admin API's own request and response types, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    LeaveRequest,
+    SubscriptionView,
+    EndpointView,
+    DisabledView,
+    PutSubscription,
+    RotateSecret,
+    ReplayBody,
+    ResumeEndpoint,
+    DeadLetterView,
+    NodeStatus,
+    ClusterStatus,
+)))]
+pub(super) struct Schemas;
 
 /// `signing` of a request, checked against the secret it would sign with.
 fn signing_field(signing: Option<&str>, secret: Option<&str>) -> Result<Signing, ApiError> {
@@ -386,14 +430,16 @@ async fn put_subscription(
 }
 
 /// `POST /admin/subscriptions/{id}/secret`: the operator's rotation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateSecret {
     /// The new secret; a random one (shown once in the answer) when absent.
     #[serde(default)]
     secret: Option<String>,
-    /// How long the old secret keeps signing too; `websub.secret_overlap` when absent.
+    /// How long the old secret keeps signing too (`1h`; `0s`: not at all);
+    /// `websub.secret_overlap` when absent.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "24h")]
     overlap: Option<Duration>,
 }
 
@@ -452,7 +498,7 @@ async fn rotate_secret(
 }
 
 /// `POST /admin/subscriptions/{id}/replay`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
     #[serde(default)]
@@ -769,7 +815,7 @@ async fn list_endpoints(State(state): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResumeEndpoint {
     origin: String,
@@ -797,7 +843,7 @@ async fn resume_endpoint(
 }
 
 /// A dead letter as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DeadLetterView {
     subscription: String,
     topic: String,

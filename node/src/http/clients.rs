@@ -33,6 +33,11 @@ pub fn router() -> Router<AppState> {
         .route("/oauth2/keys/rotate", post(rotate_key))
 }
 
+/// Request types of these routes, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(SecretBody)))]
+pub(super) struct Schemas;
+
 fn secret_view(s: &ClientSecret) -> Value {
     json!({
         "id": s.id,
@@ -44,15 +49,17 @@ fn secret_view(s: &ClientSecret) -> Value {
 }
 
 /// `POST /admin/applications/{id}/client-secrets` (the body is optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     /// How long the application's other secrets keep working (`"1h"`; `"0s"` ends them now).
     /// Default: `auth.oauth2.secret_overlap`.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "1h")]
     overlap: Option<Duration>,
     /// How long the new secret is valid; forever when absent.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "90d")]
     expires_in: Option<Duration>,
 }
 

@@ -75,6 +75,18 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// Request types of these routes, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    LifecycleBody,
+    AppBody,
+    KeyBody,
+    AccessBody,
+    rules::RawApi,
+    rules::RawPlan
+)))]
+pub(super) struct Schemas;
+
 fn origin(o: Origin) -> &'static str {
     match o {
         Origin::Config => "config",
@@ -131,7 +143,7 @@ fn ms_rfc3339(ms: u64) -> String {
 }
 
 /// `PUT /admin/apis/{name}/lifecycle`: `{"state": "...", "sunset"?: "<RFC 3339>"}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LifecycleBody {
     state: String,
@@ -505,7 +517,7 @@ async fn delete_plan(
 // ---- applications ----
 
 /// `PUT /admin/applications/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AppBody {
     #[serde(default)]
@@ -601,15 +613,17 @@ async fn delete_app(
 // ---- keys ----
 
 /// `POST /admin/applications/{id}/keys` (the body is optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
     /// How long the key is valid (`"90d"`); forever when absent.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "90d")]
     expires_in: Option<Duration>,
     /// Rotation: the application's other keys keep working this long (`"24h"`; `"0s"`: they
     /// stop now), then expire. Absent: they are left as they are.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "24h")]
     overlap: Option<Duration>,
 }
 
@@ -686,7 +700,7 @@ async fn revoke_key(
 // ---- applications' access to APIs ----
 
 /// `PUT /admin/applications/{id}/access/{api}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AccessBody {
     plan: String,

@@ -822,8 +822,14 @@ async fn list_accounts(State(state): State<AppState>) -> axum::Json<serde_json::
     axum::Json(serde_json::json!({ "accounts": accounts }))
 }
 
+/// Request types of the admin routes on accounts, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(AccountUpdate)))]
+#[derive(Debug)]
+pub struct AdminSchemas;
+
 /// `PUT /admin/accounts/{id}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AccountUpdate {
     state: Option<String>,

@@ -135,7 +135,13 @@ pub fn admin_router() -> axum::Router<AppState> {
         )
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// Request types of the admin routes on invitations, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(InvitationBody)))]
+#[derive(Debug)]
+pub struct AdminSchemas;
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InvitationBody {
     email: String,
@@ -143,6 +149,7 @@ struct InvitationBody {
     role: Option<String>,
     /// `"7d"`; at most 30 days.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "7d")]
     expires_in: Option<Duration>,
 }
 
