@@ -51,6 +51,9 @@ pub struct StreamSettings {
     pub max_publish_bytes: usize,
     /// Readers catching up from the broker at once; more wait their turn.
     pub max_catchups: usize,
+    /// Offsets readers went past without a message where the broker's offsets said there were
+    /// some (`eventgate_stream_offsets_skipped_total`; shared by clones).
+    pub skipped_offsets: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for StreamSettings {
@@ -66,6 +69,7 @@ impl Default for StreamSettings {
             max_connections: 100_000,
             max_publish_bytes: 1024 * 1024,
             max_catchups: 64,
+            skipped_offsets: Default::default(),
         }
     }
 }

@@ -1753,6 +1753,7 @@ impl RawStreams {
             max_connections: st.max_connections,
             max_publish_bytes: st.max_publish_bytes,
             max_catchups: st.max_catchups,
+            skipped_offsets: Default::default(),
         };
         let origins =
             (!st.allowed_origins.iter().any(|o| o == "*")).then(|| st.allowed_origins.clone());

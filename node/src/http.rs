@@ -622,7 +622,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let topics = state.inner.topics.topics().await;
     m.topic_consumptions.set(topics.len() as i64);
     m.stream_readers
-        .set(topics.iter().map(|(_, readers)| *readers as i64).sum());
+        .set(topics.iter().map(|t| t.readers as i64).sum());
     let status = state.inner.control.local_status();
     m.raft_leader
         .set(i64::from(status.leader == Some(status.id)));
@@ -647,6 +647,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let (total, most) = websub_lag(&state).await;
     m.websub_lag.set(total as i64);
     m.websub_lag_max.set(most as i64);
+    let consumed = topics
+        .into_iter()
+        .map(|t| {
+            let positions = (0u32..).zip(t.positions).collect();
+            (t.topic, positions)
+        })
+        .collect();
+    let (total, most) = lag(&state, consumed).await;
+    m.stream_lag.set(total as i64);
+    m.stream_lag_max.set(most as i64);
     let mut response = Response::new(axum::body::Body::from(m.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -658,24 +668,34 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The WebSub subscriptions this node delivers: messages behind (the broker's end offset minus
-/// the committed cursor, over their partitions), in all and at most for one. Topics whose
-/// offsets are not global (MQTT: the broker holds the backlog in the session) and topics the
-/// broker does not answer for within a second count nothing.
+/// the committed cursor, over their partitions), in all and at most for one.
 async fn websub_lag(state: &AppState) -> (u64, u64) {
-    use std::collections::{BTreeMap, HashMap};
     let me = state.inner.control.node_id();
-    let owned: Vec<(String, BTreeMap<u32, u64>)> = state.inner.control.reader().read(|s| {
-        s.subscriptions
-            .values()
-            .filter(|sub| sub.owner == Some(me))
-            .map(|sub| {
-                (
-                    sub.topic.clone(),
-                    s.cursors.get(&sub.id).cloned().unwrap_or_default(),
-                )
-            })
-            .collect()
-    });
+    let owned: Vec<(String, std::collections::BTreeMap<u32, u64>)> =
+        state.inner.control.reader().read(|s| {
+            s.subscriptions
+                .values()
+                .filter(|sub| sub.owner == Some(me))
+                .map(|sub| {
+                    (
+                        sub.topic.clone(),
+                        s.cursors.get(&sub.id).cloned().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        });
+    lag(state, owned).await
+}
+
+/// Messages behind the broker's end for readers at `positions` (topic, next offset per
+/// partition), in all and at most for one reader. Topics whose offsets are not global (MQTT:
+/// the broker holds the backlog in the session) and topics the broker does not answer for
+/// within a second count nothing.
+async fn lag(
+    state: &AppState,
+    owned: Vec<(String, std::collections::BTreeMap<u32, u64>)>,
+) -> (u64, u64) {
+    use std::collections::HashMap;
     let broker = state.broker();
     let mut ends: HashMap<String, Option<HashMap<u32, u64>>> = HashMap::new();
     let (mut total, mut most) = (0u64, 0u64);

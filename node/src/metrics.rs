@@ -201,6 +201,11 @@ pub struct Metrics {
     /// Messages the WebSub subscriptions of this node are behind, in all and at most.
     pub websub_lag: Gauge,
     pub websub_lag_max: Gauge,
+    /// Messages this node's topic consumptions for streams are behind the broker's end.
+    pub stream_lag: Gauge,
+    pub stream_lag_max: Gauge,
+    /// From the broker's append to the write to a live stream client, by entrypoint.
+    pub stream_latency: Family<EntrypointLabel, LatencyHistogram>,
     /// Latency of control-plane writes: commit by a quorum and apply on this node.
     pub raft_write_latency: Histogram,
     pub raft_leader_id: Gauge,
@@ -208,8 +213,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of a node on the broker named `broker` (`embedded`, `kafka`).
-    pub fn new(brokers: &[String]) -> Self {
+    /// Metrics of a node on the brokers named `brokers` (`embedded`, `kafka`), with the
+    /// counters the stream readers keep in `streams`.
+    pub fn new(brokers: &[String], streams: &eventgate_actors::stream::StreamSettings) -> Self {
         let mut registry = Registry::with_prefix("eventgate");
         let broker_up = Family::<BrokerLabel, Gauge>::default();
         registry.register(
@@ -377,6 +383,32 @@ impl Metrics {
             "Messages the furthest-behind WebSub subscription of this node is behind",
             websub_lag_max.clone(),
         );
+        let stream_lag = Gauge::default();
+        registry.register(
+            "stream_consumer_lag_messages",
+            "Messages this node's topic consumptions for WebSocket and SSE are behind the broker's end (sum)",
+            stream_lag.clone(),
+        );
+        let stream_lag_max = Gauge::default();
+        registry.register(
+            "stream_consumer_lag_max_messages",
+            "Messages the furthest-behind topic consumption for streams on this node is behind",
+            stream_lag_max.clone(),
+        );
+        registry.register(
+            "stream_offsets_skipped",
+            "Offsets stream readers went past without a message where the broker's offsets said there were some (each time, the clients got a gap of unknown size)",
+            streams.skipped_offsets.clone(),
+        );
+        let stream_latency = Family::<EntrypointLabel, LatencyHistogram>::default();
+        registry.register(
+            "stream_delivery_latency_seconds",
+            "From the broker's append to the write to a live WebSocket or SSE client (catch-ups after a resume are not counted)",
+            stream_latency.clone(),
+        );
+        for entrypoint in ["websocket", "sse"] {
+            let _ = stream_latency.get_or_create(&EntrypointLabel { entrypoint });
+        }
         let ledger_attempts = Counter::default();
         registry.register(
             "websub_ledger_attempts",
@@ -474,6 +506,9 @@ impl Metrics {
             ledger_attempts,
             websub_lag,
             websub_lag_max,
+            stream_lag,
+            stream_lag_max,
+            stream_latency,
             raft_write_latency,
             raft_leader_id,
             raft_last_log_index,
@@ -482,6 +517,16 @@ impl Metrics {
 
     /// The counter of `family` for `entrypoint`, to keep and increment without a lookup.
     pub fn counter(family: &Family<EntrypointLabel, Counter>, entrypoint: &'static str) -> Counter {
+        family
+            .get_or_create(&EntrypointLabel { entrypoint })
+            .clone()
+    }
+
+    /// The latency histogram of `family` for `entrypoint`, to keep without a lookup.
+    pub fn latency(
+        family: &Family<EntrypointLabel, LatencyHistogram>,
+        entrypoint: &'static str,
+    ) -> LatencyHistogram {
         family
             .get_or_create(&EntrypointLabel { entrypoint })
             .clone()
@@ -512,6 +557,83 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding");
         }
         out
+    }
+}
+
+/// A histogram of latencies in milliseconds that many threads observe at once without a lock
+/// (prometheus-client's `Histogram` takes a mutex per observation; the stream writers of a
+/// 1000-client fan-out would queue on it). Buckets: 1 ms to about 16 s, doubling.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<LatencyCells>);
+
+const LATENCY_BUCKETS: usize = 15;
+
+#[derive(Debug, Default)]
+pub struct LatencyCells {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_ms: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Upper bound of bucket `i`, in milliseconds.
+    fn bound_ms(i: usize) -> u64 {
+        1 << i
+    }
+
+    /// `n` observations of `ms` milliseconds each (a chunk of messages written at once).
+    pub fn observe_ms(&self, ms: u64, n: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bucket = (0..LATENCY_BUCKETS)
+            .find(|&i| ms <= Self::bound_ms(i))
+            .unwrap_or(LATENCY_BUCKETS);
+        self.0.counts[bucket].fetch_add(n, Relaxed);
+        self.0.sum_ms.fetch_add(ms.saturating_mul(n), Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for LatencyHistogram {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for LatencyHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS + 1);
+        let mut count = 0;
+        for (i, cell) in self.0.counts.iter().enumerate() {
+            let n = cell.load(Relaxed);
+            count += n;
+            let bound = if i < LATENCY_BUCKETS {
+                Self::bound_ms(i) as f64 / 1000.0
+            } else {
+                f64::INFINITY
+            };
+            buckets.push((bound, n));
+        }
+        let sum = self.0.sum_ms.load(Relaxed) as f64 / 1000.0;
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+/// Observes the latency of frames written to a client at once: one clock read, and the oldest
+/// frame's age counted for all of them (they left together; the newest would flatter).
+pub fn observe_chunk(
+    histogram: &LatencyHistogram,
+    frames: &[eventgate_actors::stream::frame::Frame],
+) {
+    if let Some(oldest) = frames.iter().map(|f| f.timestamp_ms).min() {
+        let now = eventgate_raft_store::clock::now_ms();
+        histogram.observe_ms(now.saturating_sub(oldest), frames.len() as u64);
     }
 }
 

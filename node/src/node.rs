@@ -310,7 +310,7 @@ pub async fn start_with_broker(
         tracing::warn!("websub.allow_private_callbacks is on: callbacks may reach loopback and private addresses");
     }
     let labels: Vec<String> = probed.iter().map(|(label, _, _)| label.clone()).collect();
-    let metrics = Arc::new(crate::metrics::Metrics::new(&labels));
+    let metrics = Arc::new(crate::metrics::Metrics::new(&labels, &config.streams));
     let limiter = crate::limits::Limiter::new(
         control.clone(),
         std::time::Duration::from_secs(3),

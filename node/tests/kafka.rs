@@ -551,3 +551,209 @@ async fn message_headers_travel_both_ways() {
     }
     node.stop().await;
 }
+
+/// A batching producer that is not ours (librdkafka, 500 records in few multi-record batches):
+/// every record reaches a live SSE reader and an `earliest` WebSocket reader, in order, and a
+/// reader resuming at an offset inside a batch gets the rest of it — nothing vanishes, no
+/// gap. Then a transactional producer's committed records reach the live reader, and a reader
+/// catching up to a fresh consumption (started at the broker's end) meets it without a gap
+/// marker or a skipped-offset count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_and_transactional_records_all_arrive_without_gaps() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("batched", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\ncontent_type = \"text/plain\"\n[topics]\nnames = [\"batched\"]\n[streams]\ntopic_linger = \"100ms\"\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let mut live =
+        eventgate_chaos_tests::sse::Sse::open(&format!("{}/sse/batched", node.base), None).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("linger.ms", "200")
+        .set("batch.num.messages", "200")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..500)
+        .map(|i| {
+            let payload = format!("m{i}");
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), str>::to("batched").payload(&payload),
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|delivery| delivery.offset)
+            }
+        })
+        .collect();
+    let offsets: Vec<i64> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(offsets, (0..500).collect::<Vec<i64>>());
+    for i in 0..500 {
+        let event = live.expect(T, "a live record").await;
+        assert_eq!(event.data, format!("m{i}"));
+    }
+    let ws = node.base.replacen("http://", "ws://", 1);
+    let read = |from: &'static str, first: usize| {
+        let url = format!("{ws}/ws/batched?from={from}");
+        async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            for i in first..500 {
+                let m = common::stream::ws_next(&mut socket, T).await.unwrap();
+                assert_eq!(
+                    m.into_text().unwrap().as_str(),
+                    format!("m{i}"),
+                    "from {from}"
+                );
+            }
+        }
+    };
+    read("earliest", 0).await;
+    // A resume token after offset 249: inside a batch of the producer's.
+    read("250", 250).await;
+
+    // Transactions: markers after each commit occupy offsets without messages.
+    let txn: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("transactional.id", "eventgate-test-txn")
+        .create()
+        .unwrap();
+    txn.init_transactions(T).unwrap();
+    let mut txn_offsets = Vec::new();
+    for t in 0..3 {
+        txn.begin_transaction().unwrap();
+        for j in 0..2 {
+            let delivery = txn
+                .send(
+                    FutureRecord::<(), str>::to("batched").payload(&format!("t{t}.{j}")),
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            txn_offsets.push(delivery.offset);
+        }
+        txn.commit_transaction(T).unwrap();
+    }
+    // librdkafka's mock cluster writes no commit markers into the log (a real broker puts one
+    // after each transaction's records), so the holes they leave are not exercised here: the
+    // consumer's own position, which steps over them, is what the driver relies on there.
+    assert_eq!(txn_offsets, [500, 501, 502, 503, 504, 505]);
+    for t in 0..3 {
+        for j in 0..2 {
+            let event = live.expect(T, "a transactional record").await;
+            assert_eq!(event.event.as_deref(), None, "{event:?}");
+            assert_eq!(event.data, format!("t{t}.{j}"));
+        }
+    }
+    // With no reader left, the topic's consumption stops; the next one starts at the broker's
+    // end. A reader catching up to there from offset 500 gets the six records and then reads
+    // on live: no gap marker before the next record.
+    drop(live);
+    let metrics = || async {
+        node.client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    while !metrics().await.contains("eventgate_topic_consumptions 0\n") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumption lingers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/batched?from=500"))
+        .await
+        .unwrap();
+    for t in 0..3 {
+        for j in 0..2 {
+            let m = common::stream::ws_next(&mut socket, T).await.unwrap();
+            assert_eq!(m.into_text().unwrap().as_str(), format!("t{t}.{j}"));
+        }
+    }
+    producer
+        .send(
+            FutureRecord::<(), str>::to("batched").payload("end"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let m = common::stream::ws_next(&mut socket, T).await.unwrap();
+    assert_eq!(m.into_text().unwrap().as_str(), "end");
+    let metrics = metrics().await;
+    assert!(
+        metrics.contains("eventgate_stream_offsets_skipped_total 0\n"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("skipped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    node.stop().await;
+    drop(mock);
+}
+
+/// `latest` on Kafka, where this node's topic reader trails the broker by a fetch: a message
+/// whose publish was answered before a `from=latest` client connected is never its first
+/// (30 rounds, the topic's consumption kept alive by another reader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_on_kafka_starts_after_what_was_acknowledged() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("race", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"race\"]\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let ws = node.base.replacen("http://", "ws://", 1);
+    let (mut keeper, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/race"))
+        .await
+        .unwrap();
+    for round in 0..30 {
+        common::websub::publish(
+            &node,
+            "race",
+            "text/plain",
+            format!("before-{round}").into_bytes(),
+        )
+        .await;
+        let (mut reader, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/race?from=latest"))
+            .await
+            .unwrap();
+        common::websub::publish(
+            &node,
+            "race",
+            "text/plain",
+            format!("after-{round}").into_bytes(),
+        )
+        .await;
+        let first = common::stream::ws_next(&mut reader, T).await.unwrap();
+        assert_eq!(
+            first.into_text().unwrap().as_str(),
+            format!("after-{round}"),
+            "round {round}"
+        );
+    }
+    for round in 0..30 {
+        for what in ["before", "after"] {
+            let m = common::stream::ws_next(&mut keeper, T).await.unwrap();
+            assert_eq!(m.into_text().unwrap().as_str(), format!("{what}-{round}"));
+        }
+    }
+    node.stop().await;
+    drop(mock);
+}

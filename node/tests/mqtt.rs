@@ -494,6 +494,11 @@ async fn mqtt5_carries_content_type_headers_and_key_end_to_end() {
     assert_eq!(envelopes[0]["payload"], "<reading v=\"7\"/>");
     assert_eq!(envelopes[1]["content_type"], "application/json");
     assert_eq!(envelopes[1]["payload"], r#"{"v":8}"#);
+    // Offsets stay exact as JavaScript numbers (below 2^53).
+    for envelope in &envelopes {
+        let offset = envelope["offset"].as_u64().unwrap();
+        assert!(offset < 1 << 53, "{offset}");
+    }
 
     // The same on MQTT 3.1.1: payloads only, the configured content type.
     let node311 = common::start(&config(&mosquitto, "").replace(

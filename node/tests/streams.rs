@@ -444,3 +444,171 @@ async fn a_stuck_sse_client_is_dropped() {
     }
     node.stop().await;
 }
+
+/// A WebSocket client that answers nothing (not even the pings) is closed with 4002
+/// (`ping-timeout`) 2.5 heartbeats after it was last heard, as documented: not at the next
+/// ping after that (the third heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_closed_after_two_and_a_half_heartbeats() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let heartbeat = Duration::from_secs(2);
+    let node = start("[streams]\nheartbeat = \"2s\"\n").await;
+    // The handshake by hand: a client library would answer the pings for us.
+    let mut stream = tokio::net::TcpStream::connect(node.handle().http_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /ws/quiet HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed during the handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let opened = tokio::time::Instant::now();
+    buf.drain(..head_end);
+    // Server frames are unmasked; pings and the close are short (length < 126).
+    let mut pings = 0;
+    let code = 'read: loop {
+        while buf.len() >= 2 && buf.len() >= 2 + usize::from(buf[1] & 0x7f) {
+            let (opcode, len) = (buf[0] & 0x0f, usize::from(buf[1] & 0x7f));
+            let payload: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
+            match opcode {
+                0x9 => pings += 1,
+                0x8 => break 'read u16::from_be_bytes([payload[0], payload[1]]),
+                _ => {}
+            }
+        }
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the connection ended without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let silent_for = opened.elapsed();
+    assert_eq!(code, 4002);
+    assert_eq!(
+        pings, 2,
+        "pinged at 1 and 2 heartbeats, closed before the third"
+    );
+    assert!(
+        silent_for >= heartbeat * 5 / 2 && silent_for < heartbeat * 3,
+        "closed after {silent_for:?}"
+    );
+    node.stop().await;
+}
+
+/// `latest` is after the last message acknowledged when the client connected: a message whose
+/// publish was answered (202) before the connect is never a `from=latest` reader's first, even
+/// when this node's ring has not read it yet. Raced 30 times with a reader that keeps the
+/// topic's consumption alive between rounds (so the ring exists and may lag the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_starts_after_every_message_acknowledged_before_the_connect() {
+    let node = start("").await;
+    let base = ws_base(&node);
+    publish(&node, "race", "text/plain", b"first".to_vec()).await;
+    let mut keeper = ws_open(&format!("{base}/ws/race")).await;
+    for round in 0..30 {
+        publish(
+            &node,
+            "race",
+            "text/plain",
+            format!("before-{round}").into_bytes(),
+        )
+        .await;
+        let mut reader = ws_open(&format!("{base}/ws/race?from=latest")).await;
+        publish(
+            &node,
+            "race",
+            "text/plain",
+            format!("after-{round}").into_bytes(),
+        )
+        .await;
+        let first = ws_next(&mut reader, WAIT).await.unwrap();
+        assert_eq!(
+            first.into_text().unwrap().as_str(),
+            format!("after-{round}"),
+            "round {round}"
+        );
+        reader.close(None).await.unwrap();
+    }
+    // The keeper, at the ring's head all along, got every message in order.
+    for round in 0..30 {
+        for what in ["before", "after"] {
+            let m = ws_next(&mut keeper, WAIT).await.unwrap();
+            assert_eq!(m.into_text().unwrap().as_str(), format!("{what}-{round}"));
+        }
+    }
+    node.stop().await;
+}
+
+/// At the publish limit (1 MiB, the default): a raw WebSocket frame is the message itself,
+/// within a client's default 1 MiB frame limit; the envelope of a binary message is larger
+/// (base64) and stays within the documented headroom, 4/3 of the message plus 1 KiB plus its
+/// headers and key. A client allowing 2 MiB frames (as docs/http-api.md advises) gets both,
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_at_the_publish_limit_stay_within_the_documented_headroom() {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let node = start("").await;
+    let limit = 1024 * 1024;
+    let payload: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
+    let open = |url: String| async move {
+        let config = WebSocketConfig::default()
+            .max_frame_size(Some(2 * 1024 * 1024))
+            .max_message_size(Some(2 * 1024 * 1024));
+        tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+            .await
+            .unwrap()
+            .0
+    };
+    let base = ws_base(&node);
+    let mut raw = open(format!("{base}/ws/big")).await;
+    let mut enveloped = open(format!("{base}/ws/big?envelope=json")).await;
+    publish(&node, "big", "application/octet-stream", payload.clone()).await;
+    // One byte over the limit is refused, nothing stored.
+    let over = node
+        .client
+        .post(format!("{}/webhook-receiver?topic=big", node.base))
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8; limit + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 413);
+
+    let frame = ws_next(&mut raw, WAIT).await.unwrap();
+    assert!(frame.is_binary());
+    assert_eq!(frame.len(), limit, "the raw frame is the message");
+    assert_eq!(frame.into_data().as_ref(), payload.as_slice());
+
+    let frame = ws_next(&mut enveloped, WAIT).await.unwrap();
+    let size = frame.len();
+    let doc: serde_json::Value = serde_json::from_str(frame.into_text().unwrap().as_str()).unwrap();
+    let headroom = limit.div_ceil(3) * 4 + 1024;
+    assert!(size <= headroom, "{size} > {headroom}");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(doc["payload_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, payload);
+    node.stop().await;
+}

@@ -496,6 +496,18 @@ fn to_message(m: &rdkafka::message::BorrowedMessage<'_>, default: Option<&String
     }
 }
 
+impl KafkaConsumer {
+    /// librdkafka's position on the partition (past control records), if it has one.
+    fn fetch_position(&self) -> Option<u64> {
+        let list = self.consumer.position().ok()?;
+        let element = list.find_partition(&self.topic, self.partition as i32)?;
+        match element.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        }
+    }
+}
+
 impl PartitionConsumer for KafkaConsumer {
     fn next_batch(
         &mut self,
@@ -505,7 +517,13 @@ impl PartitionConsumer for KafkaConsumer {
         Box::pin(async move {
             let mut out = Vec::new();
             match tokio::time::timeout(wait, self.consumer.recv()).await {
-                Err(_) => return Ok(out),
+                Err(_) => {
+                    // Nothing came: librdkafka's own position may still have moved past
+                    // offsets that hold no message (transaction markers, compacted records),
+                    // which a reader waiting for them must not take for missing messages.
+                    self.next = self.next.max(self.fetch_position().unwrap_or(0));
+                    return Ok(out);
+                }
                 Ok(Err(e)) => return Err(unavailable(e)),
                 Ok(Ok(m)) => out.push(to_message(&m, self.content_type.as_ref())),
             }

@@ -52,9 +52,19 @@ impl MappedBroker {
         }
     }
 
-    /// Errors name the gateway topic, not the broker's.
-    fn rename(topic: &str) -> impl FnOnce(BrokerError) -> BrokerError + '_ {
+    /// Errors name the gateway topic, not the broker's (also inside a broker's own reason).
+    fn rename<'t>(&self, topic: &'t str) -> impl FnOnce(BrokerError) -> BrokerError + 't {
+        let broker_name = self.mapping.broker_name(topic);
         move |e| match e {
+            BrokerError::InvalidTopic { reason, .. } => BrokerError::InvalidTopic {
+                topic: topic.to_owned(),
+                reason,
+            },
+            BrokerError::Unavailable { reason } if broker_name != topic => {
+                BrokerError::Unavailable {
+                    reason: reason.replace(&broker_name, topic),
+                }
+            }
             BrokerError::TopicNotFound { .. } => BrokerError::TopicNotFound {
                 topic: topic.to_owned(),
             },
@@ -82,7 +92,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .topic_exists(&name)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -92,7 +102,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .ensure_topic(&name)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -102,7 +112,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .partitions(&name)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -115,7 +125,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .latest_offsets(&name)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -129,7 +139,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .publish(&name, message)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -144,7 +154,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .consumer(&name, partition, start)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -162,7 +172,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .open_session(subscription, &name)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 
@@ -182,7 +192,7 @@ impl BrokerDriver for MappedBroker {
             self.inner
                 .session_consumer(subscription, &name, partition, start)
                 .await
-                .map_err(Self::rename(topic))
+                .map_err(self.rename(topic))
         })
     }
 }
@@ -229,6 +239,12 @@ mod tests {
         // Errors name the gateway's topic.
         match broker.latest_offsets("missing").await {
             Err(BrokerError::TopicNotFound { topic }) => assert_eq!(topic, "missing"),
+            other => panic!("{other:?}"),
+        }
+        match broker.ensure_topic("bad topic").await {
+            Err(e @ BrokerError::InvalidTopic { .. }) => {
+                assert!(!e.to_string().contains("eg."), "{e}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(TopicMapping::default().is_identity());

@@ -318,9 +318,10 @@ impl std::fmt::Debug for Tap {
 
 impl Tap {
     fn new(filter: &str) -> Self {
-        // A random epoch in [1, 2^31): offsets stay far below u64::MAX and a token of another
-        // tap has other high bits.
-        let epoch = rand::random_range(1u64..(1 << 31));
+        // A random epoch in [1, 2^21) above 32 bits of sequence: a token of another tap has
+        // other high bits, and every offset stays below 2^53, exact as a JavaScript number
+        // (the envelope's `offset`; JSON.parse rounds anything larger).
+        let epoch = rand::random_range(1u64..(1 << 21));
         let next = epoch << 32;
         Self {
             filter: filter.to_owned(),

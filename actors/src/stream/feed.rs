@@ -98,6 +98,7 @@ pub struct Feed {
     gap_unknown: bool,
     registry: TopicRegistry,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    skipped: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Feed {
@@ -119,6 +120,38 @@ pub enum FeedError {
     TokenPartitions { given: usize, has: usize },
 }
 
+/// How long `latest` waits for the broker's end offsets before it settles for this node's ring.
+const LATEST_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where `latest` starts: after the last message the broker had acknowledged when the reader
+/// connected. This node's ring can lag the broker by a moment (the topic reader has not yet
+/// read what was just appended), so the broker's end offsets are asked and the ring's frames
+/// below them skipped: a message whose publish was answered before the client connected is
+/// never its first. Without global offsets (MQTT numbers what reaches this node), or when the
+/// broker does not answer within [`LATEST_BOUND`], the ring's head is the start.
+async fn latest_at_connect(broker: &Arc<dyn BrokerDriver>, topic: &str, ring: &[u64]) -> Vec<u64> {
+    let mut from = ring.to_vec();
+    if !broker.offsets_global(topic) {
+        return from;
+    }
+    match tokio::time::timeout(LATEST_BOUND, broker.latest_offsets(topic)).await {
+        Ok(Ok(ends)) => {
+            for (p, end) in ends {
+                if let Some(pos) = from.get_mut(p as usize) {
+                    *pos = (*pos).max(end);
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%topic, error = %e, "end offsets unknown; `latest` starts at this node's ring")
+        }
+        Err(_) => {
+            tracing::debug!(%topic, "end offsets not answered in time; `latest` starts at this node's ring")
+        }
+    }
+    from
+}
+
 impl Feed {
     /// Opens a reader of `topic` from `start`.
     pub async fn open(
@@ -133,7 +166,10 @@ impl Feed {
         let n = target.len();
         let mut gap_unknown = false;
         let (positions, earliest) = match start {
-            Start::Latest => (target.clone(), vec![false; n]),
+            Start::Latest => (
+                latest_at_connect(&broker, topic, &target).await,
+                vec![false; n],
+            ),
             Start::Earliest => (vec![0; n], vec![true; n]),
             Start::After(mut given) => {
                 if given.len() > n {
@@ -198,12 +234,19 @@ impl Feed {
             gap_unknown,
             registry: registry.clone(),
             permit: None,
+            skipped: settings.skipped_offsets.clone(),
         })
     }
 
     /// The reader's position as a resume token.
     pub fn token(&self) -> String {
         token::format(&self.positions)
+    }
+
+    /// Whether this reader has reached the live ring's head since it opened (or since it
+    /// last fell behind): what it gets now is live, not a catch-up from the past.
+    pub fn live(&self) -> bool {
+        !self.tolerate_lag
     }
 
     /// The topic read.
@@ -425,7 +468,13 @@ impl Feed {
         if messages.is_empty() {
             self.empty_reads += 1;
             if self.empty_reads >= EMPTY_READS_BEFORE_SKIP {
-                tracing::warn!(topic = %self.topic, partition, from = self.positions[p], to, "no messages where the broker's offsets say there are some; going on from the end");
+                // Messages may have been missed here (a broker that does not answer a fetch
+                // inside a batch), or these were no messages at all: the client is told of a
+                // gap of unknown size, the skip is counted and logged.
+                let skipped = to - self.positions[p];
+                tracing::warn!(topic = %self.topic, partition, from = self.positions[p], to, skipped, "no messages where the broker's offsets say there are some; going on from the end after a gap of unknown size");
+                self.skipped.inc_by(skipped);
+                self.gap_unknown = true;
                 self.positions[p] = to;
                 self.empty_reads = 0;
                 self.catchup.remove(&partition);
@@ -477,7 +526,8 @@ fn close_reason(topic: &str, partition: u32, what: &str, e: BrokerError) -> Clos
 mod tests {
     use super::*;
     use crate::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
-    use crate::broker::OutgoingMessage;
+    use crate::broker::{BrokerResult, OutgoingMessage};
+    use futures_util::future::BoxFuture;
 
     async fn setup(
         settings: &StreamSettings,
@@ -525,6 +575,87 @@ mod tests {
                     .unwrap(),
             }
         }
+    }
+
+    /// A broker whose end offsets run past what its fetches return (as tansu's in-memory
+    /// storage did inside multi-record batches): the embedded log, with every end offset told
+    /// `extra` higher.
+    #[derive(Debug)]
+    struct EndPastFetches {
+        inner: Arc<dyn BrokerDriver>,
+        extra: u64,
+    }
+
+    impl BrokerDriver for EndPastFetches {
+        fn name(&self) -> &'static str {
+            "end-past-fetches"
+        }
+        fn topic_exists<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<bool>> {
+            self.inner.topic_exists(topic)
+        }
+        fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+            self.inner.ensure_topic(topic)
+        }
+        fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, BrokerResult<u32>> {
+            self.inner.partitions(topic)
+        }
+        fn latest_offsets<'a>(
+            &'a self,
+            topic: &'a str,
+        ) -> BoxFuture<'a, BrokerResult<Vec<(u32, u64)>>> {
+            Box::pin(async move {
+                let ends = self.inner.latest_offsets(topic).await?;
+                Ok(ends.into_iter().map(|(p, e)| (p, e + self.extra)).collect())
+            })
+        }
+        fn publish<'a>(
+            &'a self,
+            topic: &'a str,
+            message: OutgoingMessage,
+        ) -> BoxFuture<'a, BrokerResult<Option<crate::broker::Position>>> {
+            self.inner.publish(topic, message)
+        }
+        fn consumer<'a>(
+            &'a self,
+            topic: &'a str,
+            partition: u32,
+            start: StartAt,
+        ) -> BoxFuture<'a, BrokerResult<Box<dyn PartitionConsumer>>> {
+            self.inner.consumer(topic, partition, start)
+        }
+    }
+
+    /// Where the broker's offsets promise messages its reads never return, the reader goes on
+    /// from the end after three empty reads, and says so: a gap of unknown size to the client
+    /// and the offsets counted as skipped — never a silent jump.
+    #[tokio::test]
+    async fn offsets_without_messages_are_a_gap_not_a_silent_jump() {
+        let settings = StreamSettings::default();
+        let (_dir, embedded, _) = setup(&settings).await;
+        for n in 0..5 {
+            publish(&embedded, n).await;
+        }
+        let broker: Arc<dyn BrokerDriver> = Arc::new(EndPastFetches {
+            inner: embedded,
+            extra: 3,
+        });
+        let (registry, _) = TopicRegistry::start(broker.clone(), settings.clone())
+            .await
+            .unwrap();
+        let mut feed = Feed::open(&registry, broker, "t", Start::After(vec![2]), &settings)
+            .await
+            .unwrap();
+        read(&mut feed, 2, 3).await;
+        let gap = loop {
+            match feed.next_ready().await.unwrap() {
+                Some(Chunk::Gap { missed }) => break missed,
+                Some(chunk) => panic!("{} more frames", chunk.frames().len()),
+                None => {}
+            }
+        };
+        assert_eq!(gap, None, "the size is unknown: markers or lost messages");
+        assert_eq!(settings.skipped_offsets.get(), 3);
+        assert_eq!(feed.token(), "8");
     }
 
     /// A reader resuming from the past catches up from the broker while messages keep coming,

@@ -31,6 +31,16 @@ pub struct RingReader {
     pub positions: Vec<u64>,
 }
 
+/// One topic consumed on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub topic: String,
+    /// Local readers (stream connections) of its ring.
+    pub readers: usize,
+    /// Next offset of every partition the consumption will read.
+    pub positions: Vec<u64>,
+}
+
 /// Errors of opening a stream.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -276,7 +286,7 @@ pub enum TopicSupervisorMsg {
     /// The topic's actor, started if needed.
     Lookup(String, RpcReplyPort<Result<ActorRef<TopicMsg>, String>>),
     /// Topics consumed on this node, with their reader counts.
-    List(RpcReplyPort<Vec<(String, usize)>>),
+    List(RpcReplyPort<Vec<TopicInfo>>),
 }
 
 /// State of [`TopicSupervisor`].
@@ -349,9 +359,17 @@ impl Actor for TopicSupervisor {
                 let mut topics: Vec<_> = state
                     .topics
                     .iter()
-                    .map(|(name, (_, shared))| (name.clone(), shared.tx.receiver_count()))
+                    .map(|(name, (_, shared))| TopicInfo {
+                        topic: name.clone(),
+                        readers: shared.tx.receiver_count(),
+                        positions: shared
+                            .positions
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone(),
+                    })
                     .collect();
-                topics.sort();
+                topics.sort_by(|a, b| a.topic.cmp(&b.topic));
                 let _ = reply.send(topics);
             }
         }
@@ -448,8 +466,8 @@ impl TopicRegistry {
         )))
     }
 
-    /// Topics consumed on this node and their local reader counts.
-    pub async fn topics(&self) -> Vec<(String, usize)> {
+    /// Topics consumed on this node, their local reader counts and how far they have read.
+    pub async fn topics(&self) -> Vec<TopicInfo> {
         self.supervisor
             .call(TopicSupervisorMsg::List, Some(Duration::from_secs(5)))
             .await

@@ -91,6 +91,7 @@ pub async fn sse(
         budget: prepared.grant.budget,
         dropped: None,
         out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "sse"),
+        latency: crate::metrics::Metrics::latency(&state.inner.metrics.stream_latency, "sse"),
         _slot: prepared.grant.slot,
         _alive: alive,
     };
@@ -167,6 +168,8 @@ struct SseBody {
     dropped: Option<u64>,
     /// `eventgate_messages_out_total{entrypoint="sse"}`.
     out: prometheus_client::metrics::counter::Counter,
+    /// `eventgate_stream_delivery_latency_seconds{entrypoint="sse"}`.
+    latency: crate::metrics::LatencyHistogram,
     /// Held while the stream lives.
     _slot: Option<ConnectionSlot>,
     /// Dropped with the body: tells the connection's actor the stream is over.
@@ -268,8 +271,11 @@ async fn sse_step(mut body: SseBody) -> Option<(Result<Bytes, Infallible>, SseBo
                     }
                     (_, chunk) => chunk,
                 };
-                if let Chunk::Frames { start, end, .. } = &chunk {
+                if let Chunk::Frames { start, end, batch } = &chunk {
                     body.out.inc_by((end - start) as u64);
+                    if body.feed.live() {
+                        crate::metrics::observe_chunk(&body.latency, &batch.frames[*start..*end]);
+                    }
                 }
                 body.pending = Some((chunk, 0));
                 continue;

@@ -82,6 +82,7 @@ pub async fn ws(
         budget: grant.budget,
         closer: CloseSwitch::default(),
         out: crate::metrics::Metrics::counter(&state.inner.metrics.messages_out, "websocket"),
+        latency: crate::metrics::Metrics::latency(&state.inner.metrics.stream_latency, "websocket"),
         _slot: grant.slot,
     };
     let feed = prepared.feed;
@@ -119,6 +120,8 @@ struct WsContext {
     closer: CloseSwitch,
     /// `eventgate_messages_out_total{entrypoint="websocket"}`.
     out: prometheus_client::metrics::counter::Counter,
+    /// `eventgate_stream_delivery_latency_seconds{entrypoint="websocket"}`.
+    latency: crate::metrics::LatencyHistogram,
     /// Held while the connection lives.
     _slot: Option<ConnectionSlot>,
 }
@@ -200,7 +203,10 @@ async fn ws_loop(
 ) -> WsEnd {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + ctx.heartbeat, ctx.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    // A client silent for 2.5 heartbeats is gone: its own deadline, moved on by whatever it
+    // sends (checking at the pings only would close at the third).
+    let silence_limit = ctx.heartbeat * 2 + ctx.heartbeat / 2;
+    let mut silence = std::pin::pin!(tokio::time::sleep(silence_limit));
     let mut closed = std::pin::pin!(closer.closed());
     loop {
         if let Err(end) = write_ready(socket, feed, ctx).await {
@@ -215,7 +221,7 @@ async fn ws_loop(
                 }
             }
             incoming = socket.next() => {
-                last_heard = Instant::now();
+                silence.as_mut().reset(Instant::now() + silence_limit);
                 match incoming {
                     None => return WsEnd::Gone,
                     Some(Err(e)) => return read_error(e),
@@ -226,10 +232,8 @@ async fn ws_loop(
                     }
                 }
             }
+            () = silence.as_mut() => return WsEnd::Close(CloseReason::PingTimeout),
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() > ctx.heartbeat * 2 + ctx.heartbeat / 2 {
-                    return WsEnd::Close(CloseReason::PingTimeout);
-                }
                 let sent = tokio::time::timeout(ctx.send_timeout, socket.send(Message::Ping(Bytes::new()))).await;
                 match sent {
                     Ok(Ok(())) => {}
@@ -550,6 +554,9 @@ async fn write_ready(
             any = true;
         }
         ctx.out.inc_by(allowed as u64);
+        if feed.live() {
+            crate::metrics::observe_chunk(&ctx.latency, &frames[..allowed]);
+        }
         if allowed < frames.len() {
             let missed = (frames.len() - allowed) as u64;
             feed_one(socket, gap_message(Some(missed)), deadline).await?;
