@@ -519,3 +519,86 @@ async fn mqtt5_carries_content_type_headers_and_key_end_to_end() {
     let posts = cb.wait_for(&Method::POST, "/m311", 1, T).await;
     assert_eq!(posts[0].headers["content-type"], "text/plain");
 }
+
+/// Retained messages are a topic's current value, not events: a device's retained reading
+/// (MQTT 5) reaches neither the WebSub subscriber (its session subscribing) nor a stream (the
+/// tap subscribing), nor a stream opened after the tap was dropped and subscribed again;
+/// readings published while they read arrive, a retained one among them (the broker forwards
+/// it as an ordinary message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_not_replayed_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path()).await.unwrap();
+    // A device speaking MQTT 5, its reading retained before anyone reads.
+    let mut options = rumqttc::v5::MqttOptions::new("thermo-5", "127.0.0.1", mosquitto.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (device, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
+                event
+            {
+                let _ = acked_tx.send(());
+            }
+        }
+    });
+    let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    let send = |value: &'static str, retain: bool| {
+        let device = device.clone();
+        async move {
+            device
+                .publish("plant/p1/temperature", qos, retain, value)
+                .await
+                .unwrap();
+        }
+    };
+    send("20", true).await;
+    tokio::time::timeout(T, acked.recv()).await.unwrap().unwrap();
+
+    let node = common::start(&config(
+        &mosquitto,
+        "[broker.topic_map]\ntemperatures = \"plant/+/temperature\"\n[streams]\ntopic_linger = \"100ms\"\n",
+    ).replace("request_timeout = \"2s\"\n", "request_timeout = \"2s\"\nstream_linger = \"200ms\"\n"))
+    .await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "temperatures", &cb.url("/t"), &[]).await;
+    let mut sse = Sse::open(&format!("{}/sse/temperatures", node.base), None).await;
+    send("21", false).await;
+    send("22", true).await;
+    let posts = cb.wait_for(&Method::POST, "/t", 2, T).await;
+    let got: Vec<&[u8]> = posts.iter().map(|p| p.body.as_ref()).collect();
+    assert_eq!(got, [b"21".as_slice(), b"22".as_slice()], "not the retained 20");
+    assert_eq!(sse.expect(T, "the first live reading").await.data, "21");
+    assert_eq!(sse.expect(T, "the second").await.data, "22");
+
+    // No reader: the topic's consumption and the MQTT tap go; a new reader subscribes the
+    // tap again, and the broker sends its retained 22 with the subscription.
+    drop(sse);
+    let metrics = || async {
+        node.client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    while !metrics().await.contains("eventgate_topic_consumptions 0\n") {
+        assert!(tokio::time::Instant::now() < deadline, "the consumption lingers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The tap outlives the consumption by its linger.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut sse = Sse::open(&format!("{}/sse/temperatures", node.base), None).await;
+    send("23", false).await;
+    assert_eq!(
+        sse.expect(T, "the next live reading").await.data,
+        "23",
+        "not the retained 22 again"
+    );
+    assert_eq!(cb.wait_for(&Method::POST, "/t", 3, T).await[2].body.as_ref(), b"23");
+    node.stop().await;
+}

@@ -22,6 +22,12 @@
 //!   broker holds messages from that moment, and dropped when the subscription ends.
 //! - On MQTT 5 a message's content type, headers and key travel as properties ([`wire`]); a
 //!   message without a content type, and every message on MQTT 3.1.1, gets the configured one.
+//! - **Retained messages** are a topic's current value, not events: what a broker sends
+//!   because a subscription was made (RETAIN set on delivery: MQTT 3.1.1 §3.3.1.3, MQTT 5
+//!   without retain-as-published) is delivered to no reader — not when a tap subscribes, not
+//!   when it resubscribes after a reconnect, not when a WebSub session subscribes. Readers
+//!   get what is published while they read; a retained publish made while they read is an
+//!   ordinary message to them (the broker forwards it with RETAIN clear).
 
 use eventgate_raft_store::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
@@ -390,6 +396,12 @@ impl NodeConnection {
     }
 
     fn dispatch(&self, incoming: &Incoming) {
+        if incoming.retain {
+            // The topic's retained value, sent because a tap (re)subscribed: the current
+            // value, not an event (see the module documentation).
+            tracing::debug!(topic = %incoming.topic, "retained message not taken as an event");
+            return;
+        }
         // Lock order: the tap map, then a tap (as everywhere).
         for tap in self.taps().values() {
             if rumqttc::matches(&incoming.topic, &tap.filter) {
@@ -955,12 +967,20 @@ impl Drop for SessionConsumer {
 }
 
 impl SessionConsumer {
-    fn number(&mut self, incoming: Box<Incoming>) -> Message {
+    /// The message to deliver next, numbered; `None` for a retained value (sent because the
+    /// session subscribed), which is not an event: it is acknowledged with what came before
+    /// it (QoS 1 acknowledgements go in the order of receipt), never delivered.
+    fn number(&mut self, incoming: Box<Incoming>) -> Option<Message> {
+        if incoming.retain {
+            self.unacked
+                .push_back((self.next.saturating_sub(1), *incoming));
+            return None;
+        }
         let offset = self.next;
         self.next += 1;
         let message = incoming.message(offset, now_ms(), &self.content_type);
         self.unacked.push_back((offset, *incoming));
-        message
+        Some(message)
     }
 
     /// Disconnects cleanly after what was queued (acknowledgements first: one ordered request
@@ -993,20 +1013,20 @@ impl PartitionConsumer for SessionConsumer {
                 let Some(p) = self.early.pop_front() else {
                     break;
                 };
-                out.push(self.number(p));
+                out.extend(self.number(p));
             }
             if out.is_empty() {
                 match tokio::time::timeout(wait, self.rx.recv()).await {
                     Err(_) => return Ok(out),
                     Ok(None) => return Err(unavailable("session connection ended")),
-                    Ok(Some(SessionEvent::Message(p))) => out.push(self.number(p)),
+                    Ok(Some(SessionEvent::Message(p))) => out.extend(self.number(p)),
                     Ok(Some(SessionEvent::Failed(e))) => return Err(unavailable(e)),
                     Ok(Some(SessionEvent::Subscribed(_))) => {}
                 }
             }
             while out.len() < max {
                 match self.rx.try_recv() {
-                    Ok(SessionEvent::Message(p)) => out.push(self.number(p)),
+                    Ok(SessionEvent::Message(p)) => out.extend(self.number(p)),
                     Ok(SessionEvent::Failed(e)) => return Err(unavailable(e)),
                     Ok(SessionEvent::Subscribed(_)) => {}
                     Err(_) => break,

@@ -55,6 +55,9 @@ pub(super) struct Incoming {
     pub(super) content_type: Option<String>,
     pub(super) key: Option<Bytes>,
     pub(super) headers: Vec<(String, Bytes)>,
+    /// Sent because a subscription was made (the broker's retained value of the topic), not
+    /// because it was published to a subscription in place.
+    pub(super) retain: bool,
     raw: Raw,
 }
 
@@ -282,6 +285,7 @@ impl Events {
                         content_type: None,
                         key: None,
                         headers: Vec::new(),
+                        retain: p.retain,
                         raw: Raw::V4(p),
                     })),
                     Event::Incoming(_) => Ev::Other,
@@ -349,6 +353,7 @@ fn incoming_v5(p: p5::Publish) -> Incoming {
         content_type,
         key,
         headers,
+        retain: p.retain,
         raw: Raw::V5(p),
     }
 }
