@@ -23,6 +23,11 @@ pub struct OutgoingMessage {
     pub headers: Vec<(String, Bytes)>,
     pub content_type: Option<String>,
     pub payload: Bytes,
+    /// For a keyless message: its publisher (one WebSocket). Keyless messages with the same
+    /// value land on the same partition (the value modulo the partition count), so one
+    /// publisher's messages keep their order; without it, or with a key, the broker's
+    /// partitioner decides. Single-partition brokers ignore it.
+    pub sticky: Option<u32>,
 }
 
 /// A message read from a partition.

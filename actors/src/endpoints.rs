@@ -179,6 +179,7 @@ impl OperatorEvents {
                 headers: Vec::new(),
                 content_type: Some("application/json".to_owned()),
                 payload: Bytes::from(body),
+                sticky: None,
             };
             match inner.broker.publish(&inner.topic, message).await {
                 Ok(_) => {

@@ -292,6 +292,7 @@ async fn flush(inner: &Inner) {
         headers: Vec::new(),
         content_type: Some(BATCH_CONTENT_TYPE.to_owned()),
         payload,
+        sticky: None,
     };
     match inner.broker.publish(&inner.settings.topic, message).await {
         Ok(_) => {

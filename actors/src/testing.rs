@@ -220,6 +220,7 @@ impl PartitionedBroker {
             headers: Vec::new(),
             content_type: Some("text/plain".to_owned()),
             payload: Bytes::from(payload),
+            sticky: None,
         };
         let log = Self::log(topic, partition);
         self.logs.ensure_topic(&log).await.unwrap();

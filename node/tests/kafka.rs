@@ -757,3 +757,66 @@ async fn latest_on_kafka_starts_after_what_was_acknowledged() {
     node.stop().await;
     drop(mock);
 }
+
+/// One WebSocket's keyless frames stay on one partition (in order, as from one producer),
+/// whichever it is; frames with a key go where Java's partitioner puts the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sockets_keyless_frames_stay_on_one_partition() {
+    use futures_util::SinkExt;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("sticky", 6, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\n[topics]\nnames = [\"sticky\"]\n[streams]\nallow_publish = true\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let ws_url = node.base.replace("http://", "ws://");
+    // The partition of each ack, for `frames` sent on one socket.
+    let acks = |frames: Vec<String>| {
+        let url = format!("{ws_url}/ws/sticky?envelope=json");
+        async move {
+            let mut ws = common::stream::ws_open(&url).await;
+            let mut partitions = Vec::new();
+            for frame in frames {
+                ws.send(tokio_tungstenite::tungstenite::Message::Text(frame.into()))
+                    .await
+                    .unwrap();
+                loop {
+                    let m = common::stream::ws_next(&mut ws, T).await.unwrap();
+                    let doc: serde_json::Value =
+                        serde_json::from_str(m.into_text().unwrap().as_str()).unwrap();
+                    if doc["type"] == "ack" {
+                        partitions.push(doc["partition"].as_u64().unwrap());
+                        break;
+                    }
+                }
+            }
+            partitions
+        }
+    };
+    let mut chosen = std::collections::BTreeSet::new();
+    for socket in 0..8 {
+        let frames = (0..10).map(|i| format!("s{socket}-{i}")).collect();
+        let partitions = acks(frames).await;
+        assert_eq!(partitions.len(), 10);
+        assert!(
+            partitions.iter().all(|p| *p == partitions[0]),
+            "socket {socket}: {partitions:?}"
+        );
+        chosen.insert(partitions[0]);
+    }
+    assert!(
+        chosen.len() > 1,
+        "sockets are not all on one partition: {chosen:?}"
+    );
+    // With a key, the key decides: the same key from two sockets, one partition.
+    let keyed = || {
+        vec![
+            serde_json::json!({ "type": "publish", "key": "customer-7", "payload": "k" })
+                .to_string(),
+        ]
+    };
+    assert_eq!(acks(keyed()).await, acks(keyed()).await);
+    node.stop().await;
+    drop(mock);
+}

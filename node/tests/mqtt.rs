@@ -554,7 +554,10 @@ async fn retained_messages_are_not_replayed_as_events() {
         }
     };
     send("20", true).await;
-    tokio::time::timeout(T, acked.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(T, acked.recv())
+        .await
+        .unwrap()
+        .unwrap();
 
     let node = common::start(&config(
         &mosquitto,
@@ -568,7 +571,11 @@ async fn retained_messages_are_not_replayed_as_events() {
     send("22", true).await;
     let posts = cb.wait_for(&Method::POST, "/t", 2, T).await;
     let got: Vec<&[u8]> = posts.iter().map(|p| p.body.as_ref()).collect();
-    assert_eq!(got, [b"21".as_slice(), b"22".as_slice()], "not the retained 20");
+    assert_eq!(
+        got,
+        [b"21".as_slice(), b"22".as_slice()],
+        "not the retained 20"
+    );
     assert_eq!(sse.expect(T, "the first live reading").await.data, "21");
     assert_eq!(sse.expect(T, "the second").await.data, "22");
 
@@ -587,7 +594,10 @@ async fn retained_messages_are_not_replayed_as_events() {
     };
     let deadline = tokio::time::Instant::now() + T;
     while !metrics().await.contains("eventgate_topic_consumptions 0\n") {
-        assert!(tokio::time::Instant::now() < deadline, "the consumption lingers");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumption lingers"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The tap outlives the consumption by its linger.
@@ -599,6 +609,11 @@ async fn retained_messages_are_not_replayed_as_events() {
         "23",
         "not the retained 22 again"
     );
-    assert_eq!(cb.wait_for(&Method::POST, "/t", 3, T).await[2].body.as_ref(), b"23");
+    assert_eq!(
+        cb.wait_for(&Method::POST, "/t", 3, T).await[2]
+            .body
+            .as_ref(),
+        b"23"
+    );
     node.stop().await;
 }

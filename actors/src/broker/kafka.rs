@@ -351,7 +351,7 @@ impl BrokerDriver for KafkaBroker {
                     limit,
                 });
             }
-            self.require_partitions(topic).await?;
+            let partitions = self.require_partitions(topic).await?;
             let mut headers = OwnedHeaders::new();
             if let Some(ct) = &message.content_type {
                 headers = headers.insert(Header {
@@ -368,8 +368,12 @@ impl BrokerDriver for KafkaBroker {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
                 .payload(message.payload.as_ref())
                 .headers(headers);
-            if let Some(key) = &message.key {
-                record = record.key(key.as_ref());
+            match (&message.key, message.sticky) {
+                (Some(key), _) => record = record.key(key.as_ref()),
+                (None, Some(sticky)) if partitions > 0 => {
+                    record = record.partition((sticky % partitions) as i32)
+                }
+                (None, _) => {}
             }
             match self
                 .producer

@@ -392,6 +392,8 @@ pub async fn receive(
         headers: message_headers,
         content_type: Some(content_type),
         payload,
+        // Each request stands alone: keyless ones are spread by the broker's partitioner.
+        sticky: None,
     };
     let publish_span = ingest.child(
         "broker.publish",

@@ -77,6 +77,7 @@ pub async fn ws(
         topic: prepared.info.topic.clone(),
         envelope: prepared.envelope,
         publish: grant.publish,
+        sticky: rand::random(),
         send_timeout: settings.send_timeout,
         heartbeat: settings.heartbeat,
         budget: grant.budget,
@@ -114,6 +115,8 @@ struct WsContext {
     /// Whom frames from the client are published as; `None`: this stream carries no
     /// publishes (`streams.allow_publish` is off).
     publish: Option<PublishRight>,
+    /// The partition choice of this socket's keyless publishes (random per connection).
+    sticky: u32,
     send_timeout: Duration,
     heartbeat: Duration,
     budget: Option<DeliveryBudget>,
@@ -294,12 +297,15 @@ async fn on_incoming(
     } else {
         None
     };
-    let message = envelope.unwrap_or_else(|| OutgoingMessage {
+    let mut message = envelope.unwrap_or_else(|| OutgoingMessage {
         key: None,
         headers: Vec::new(),
         content_type: Some(content_type.to_owned()),
         payload,
+        sticky: None,
     });
+    // This socket's keyless frames stay on one partition, in the order they were sent.
+    message.sticky = Some(ctx.sticky);
     match ctx.state.ingress().publish_as(right, message).await {
         Ok(published) => {
             if ctx.envelope {
@@ -445,6 +451,7 @@ fn publish_envelope(frame: &Bytes) -> Result<Option<OutgoingMessage>, String> {
         headers,
         content_type: Some(content_type),
         payload,
+        sticky: None,
     }))
 }
 

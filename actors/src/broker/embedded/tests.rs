@@ -10,6 +10,7 @@ fn message(payload: &[u8]) -> OutgoingMessage {
         headers: Vec::new(),
         content_type: Some("application/octet-stream".to_owned()),
         payload: Bytes::copy_from_slice(payload),
+        sticky: None,
     }
 }
 
@@ -39,6 +40,7 @@ async fn messages_come_back_byte_for_byte_in_order() {
         headers: vec![("x-trace".to_owned(), Bytes::from_static(b"abc"))],
         content_type: Some("application/json".to_owned()),
         payload: Bytes::from_static(br#"{"a":1}"#),
+        sticky: None,
     };
     assert_eq!(
         broker

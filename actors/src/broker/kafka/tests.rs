@@ -51,6 +51,7 @@ async fn messages_round_trip_with_key_headers_and_content_type() {
         headers: vec![("x-trace".to_owned(), Bytes::from_static(b"abc"))],
         content_type: Some("application/json".to_owned()),
         payload: Bytes::from_static(br#"{"a":1}"#),
+        sticky: None,
     };
     let first = broker
         .publish("orders", message.clone())
@@ -161,6 +162,7 @@ async fn a_payload_of_a_mebibyte_goes_through_and_a_larger_one_is_refused_with_t
                 headers: Vec::new(),
                 content_type: Some("text/plain".to_owned()),
                 payload: payload.clone(),
+                sticky: None,
             },
         )
         .await
@@ -182,6 +184,7 @@ async fn a_payload_of_a_mebibyte_goes_through_and_a_larger_one_is_refused_with_t
                 headers: Vec::new(),
                 content_type: None,
                 payload: Bytes::from(vec![b'x'; 1024 * 1024 + 1]),
+                sticky: None,
             },
         )
         .await;
