@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod mapped;
 pub mod mqtt;
 pub mod routed;
+pub mod typed;
 
 use std::time::Duration;
 

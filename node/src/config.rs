@@ -593,6 +593,9 @@ pub struct RawTopics {
     pub auto_create: Option<bool>,
     /// Topics that exist from the start.
     pub names: Vec<String>,
+    /// Topic → the content type of its messages that carry none (another Kafka producer's
+    /// records without a `content-type` header); before the API's and the broker's defaults.
+    pub content_types: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -880,6 +883,8 @@ pub struct NodeConfig {
     pub topics: Vec<String>,
     /// Whether unknown topics are created on first use.
     pub topics_auto_create: bool,
+    /// `topics.content_types`: topic → default content type.
+    pub topic_content_types: std::collections::BTreeMap<String, String>,
     /// Largest body `/webhook-receiver` accepts.
     pub webhook_max_body_bytes: usize,
     /// Idempotent publishes (`Idempotency-Key`).
@@ -1344,6 +1349,22 @@ impl RawNodeConfig {
                 return Err(invalid(&format!("topics.names[{i}]"), e.to_string()));
             }
         }
+        for (topic, content_type) in &self.topics.content_types {
+            let field = format!("topics.content_types.{topic}");
+            if let Err(e) = eventgate_actors::broker::validate_topic_name(topic) {
+                return Err(invalid(&field, e.to_string()));
+            }
+            let (kind, subtype) = content_type.split_once('/').unwrap_or_default();
+            if kind.trim().is_empty()
+                || subtype.trim().is_empty()
+                || axum::http::HeaderValue::from_str(content_type).is_err()
+            {
+                return Err(invalid(
+                    &field,
+                    format!("`{content_type}` is not a media type like application/json"),
+                ));
+            }
+        }
         let websub = self.websub.build(dev_profile, &invalid)?;
         let public_url = self.http.public_url(&invalid)?;
         let portal = self.portal.build(&invalid)?;
@@ -1400,6 +1421,7 @@ impl RawNodeConfig {
                 self.topics.names
             },
             topics_auto_create: self.topics.auto_create.unwrap_or(dev_profile),
+            topic_content_types: self.topics.content_types,
             webhook_max_body_bytes,
             idempotency,
             http_limits,

@@ -232,6 +232,10 @@ pub async fn start_with_broker(
     let (log_store, state_machine) =
         open_store(&config.data_dir.join("raft")).map_err(Error::ControlPlane)?;
     let reader = state_machine.reader();
+    let broker = eventgate_actors::broker::typed::TypedBroker::wrap(
+        broker,
+        content_type_defaults(&config, reader.clone()),
+    );
     let flusher = state_machine.clone();
     if config.websub.secret_key.is_none() && !config.dev_profile {
         tracing::warn!(
@@ -632,6 +636,59 @@ fn largest_publish(config: &NodeConfig) -> usize {
         .max(config.streams.max_publish_bytes)
 }
 
+/// The default content type of each gateway topic's messages that carry none (another
+/// producer's Kafka records without a `content-type` header): `topics.content_types`, else the
+/// content type the messages of the topic's API channel are declared with (AsyncAPI
+/// `contentType`, `defaultContentType`; when they agree on one; the first API by name that
+/// declares one), else the topic's broker's `content_type`. MQTT drivers give every message a
+/// type of their own (`broker.mqtt.content_type`), so this applies to Kafka (and to nothing
+/// else in practice).
+fn content_type_defaults(
+    config: &NodeConfig,
+    reader: eventgate_raft_store::StateReader,
+) -> eventgate_actors::broker::typed::DefaultContentType {
+    let of_broker = |settings: &crate::config::BrokerSettings| match &settings.kind {
+        BrokerKind::Kafka(k) => k.content_type.clone(),
+        _ => None,
+    };
+    let default = of_broker(&config.broker);
+    let routed: std::collections::BTreeMap<String, Option<String>> = config
+        .brokers
+        .iter()
+        .flat_map(|(_, s)| s.topics.iter().map(move |t| (t.clone(), of_broker(s))))
+        .collect();
+    let topics = config.topic_content_types.clone();
+    Arc::new(move |topic: &str| {
+        topics
+            .get(topic)
+            .cloned()
+            .or_else(|| reader.read(|s| api_content_type(&s.governance, topic)))
+            .or_else(|| {
+                routed
+                    .get(topic)
+                    .cloned()
+                    .unwrap_or_else(|| default.clone())
+            })
+    })
+}
+
+/// The one content type the messages of `topic`'s API channels are declared with.
+fn api_content_type(
+    g: &eventgate_raft_store::governance::Governance,
+    topic: &str,
+) -> Option<String> {
+    g.apis.values().find_map(|api| {
+        let mut types = api
+            .channels
+            .iter()
+            .filter(|(_, t)| t.as_str() == topic)
+            .filter_map(|(channel, _)| api.channel_specs.get(channel))
+            .flat_map(|spec| spec.messages.iter().map(|m| m.content_type.as_deref()));
+        let first = types.next()??;
+        types.all(|t| t == Some(first)).then(|| first.to_owned())
+    })
+}
+
 /// Opens the driver of one configured broker (not yet name-mapped); `largest_publish` is
 /// checked against what a Kafka broker accepts.
 async fn open_broker(
@@ -641,7 +698,12 @@ async fn open_broker(
     Ok(match &settings.kind {
         BrokerKind::Kafka(kafka) => {
             tracing::info!(bootstrap = %kafka.bootstrap_servers, "broker: kafka");
-            let broker = KafkaBroker::new(kafka.clone())?;
+            // The broker's default content type is applied above the driver, after the
+            // topic's and its API's (`content_type_defaults`).
+            let broker = KafkaBroker::new(eventgate_actors::broker::kafka::KafkaConfig {
+                content_type: None,
+                ..kafka.clone()
+            })?;
             // What the broker itself accepts, checked against what the gateway is configured
             // to accept (in the background: the broker may be down at start).
             let checked = broker.clone();

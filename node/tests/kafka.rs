@@ -820,3 +820,167 @@ async fn a_sockets_keyless_frames_stay_on_one_partition() {
     node.stop().await;
     drop(mock);
 }
+
+/// Another producer's records without a `content-type` header take their topic's default:
+/// `topics.content_types` first, then the content type the topic's API declares for its
+/// messages (an AsyncAPI document imported after the node started), then the broker's
+/// `content_type`; a record's own header always wins; a topic with no default stays binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_content_types_by_topic_then_api_then_broker() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mock = MockCluster::new(1).unwrap();
+    for topic in ["configured", "lamps.brightness", "plain", "routed-raw"] {
+        mock.create_topic(topic, 1, 1).unwrap();
+    }
+    let second = MockCluster::new(1).unwrap();
+    second.create_topic("routed-raw", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\ncontent_type = \"text/plain\"\n\
+         [brokers.raw]\nkind = \"kafka\"\ntopics = [\"routed-raw\"]\n[brokers.raw.kafka]\nbootstrap_servers = \"{}\"\n\
+         [topics]\nnames = [\"configured\", \"lamps.brightness\", \"plain\", \"routed-raw\"]\n\
+         [topics.content_types]\nconfigured = \"application/json\"\n",
+        mock.bootstrap_servers(),
+        second.bootstrap_servers()
+    ))
+    .await;
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/import/lamps-kafka-3.0.yaml"
+    ))
+    .unwrap();
+    let r = node
+        .client
+        .post(format!(
+            "{}/admin/apis/import?topic.brightnessMeasured=lamps.brightness&topic.lampDim=lamps.dim",
+            node.base
+        ))
+        .body(fixture)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // Published and keyless, so that the test's reader may read its topic.
+    let api: serde_json::Value = node
+        .client
+        .get(format!("{}/admin/apis/smart-lamps-kafka-api", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["security"][0], "api_key");
+    let r = node
+        .client
+        .put(format!("{}/admin/apis/smart-lamps-kafka-api/lifecycle", node.base))
+        .json(&serde_json::json!({ "state": "published" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // An application with a key and access to it, to read its topic.
+    let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        node.client
+            .request(method, format!("{}/admin{path}", node.base))
+            .json(&body)
+            .send()
+    };
+    admin(reqwest::Method::PUT, "/plans/open", serde_json::json!({})).await.unwrap();
+    admin(
+        reqwest::Method::PUT,
+        "/applications/reader",
+        serde_json::json!({ "permissions": [{ "topics": "*", "subscribe": true }] }),
+    )
+    .await
+    .unwrap();
+    let key: serde_json::Value = admin(
+        reqwest::Method::POST,
+        "/applications/reader/keys",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let r = admin(
+        reqwest::Method::PUT,
+        "/applications/reader/access/smart-lamps-kafka-api",
+        serde_json::json!({ "plan": "open" }),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success());
+
+    let producer = |bootstrap: &str| -> FutureProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap()
+    };
+    let (first, other) = (
+        producer(&mock.bootstrap_servers()),
+        producer(&second.bootstrap_servers()),
+    );
+    let send = |p: &FutureProducer,
+                topic: &'static str,
+                payload: &'static str,
+                header: Option<&'static str>| {
+        let mut record = FutureRecord::<(), str>::to(topic).payload(payload);
+        if let Some(ct) = header {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct),
+            }));
+        }
+        let p = p.clone();
+        async move {
+            p.send(record, std::time::Duration::from_secs(10))
+                .await
+                .unwrap()
+        }
+    };
+    // What a WebSocket envelope reader of `topic` says of the first record there.
+    let first_envelope = |topic: &'static str| {
+        let url = format!(
+            "{}/ws/{topic}?from=earliest&envelope=json&access_token={key}",
+            node.base.replacen("http://", "ws://", 1)
+        );
+        async move {
+            let mut ws = common::stream::ws_open(&url).await;
+            let m = common::stream::ws_next(&mut ws, T).await.unwrap();
+            serde_json::from_str::<serde_json::Value>(m.into_text().unwrap().as_str()).unwrap()
+        }
+    };
+    send(&first, "configured", "{\"a\":1}", None).await;
+    send(&first, "lamps.brightness", "{\"lumens\":7}", None).await;
+    send(&first, "plain", "hello", None).await;
+    send(&other, "routed-raw", "raw", None).await;
+    let doc = first_envelope("configured").await;
+    assert_eq!(doc["content_type"], "application/json", "{doc}");
+    assert_eq!(doc["payload"], "{\"a\":1}");
+    let doc = first_envelope("lamps.brightness").await;
+    assert_eq!(doc["content_type"], "application/json", "the API's: {doc}");
+    let doc = first_envelope("plain").await;
+    assert_eq!(doc["content_type"], "text/plain", "the broker's: {doc}");
+    let doc = first_envelope("routed-raw").await;
+    assert!(
+        doc["content_type"].is_null(),
+        "its broker has no default: {doc}"
+    );
+    assert!(doc["payload_base64"].is_string(), "{doc}");
+    // A record's own type wins over every default.
+    send(&first, "configured", "<a/>", Some("application/xml")).await;
+    let url = format!(
+        "{}/ws/configured?from=1&envelope=json",
+        node.base.replacen("http://", "ws://", 1)
+    );
+    let mut ws = common::stream::ws_open(&url).await;
+    let m = common::stream::ws_next(&mut ws, T).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(m.into_text().unwrap().as_str()).unwrap();
+    assert_eq!(doc["content_type"], "application/xml", "{doc}");
+    node.stop().await;
+    drop((mock, second));
+}
