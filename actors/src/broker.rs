@@ -39,9 +39,14 @@ pub struct Message {
     /// Unix milliseconds at which the broker appended it.
     pub timestamp_ms: u64,
     pub key: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    /// In order, a repeated name as often as it came; `None`: a header without a value (Kafka
+    /// allows one), not an empty one.
+    pub headers: Vec<(String, Option<Bytes>)>,
     pub content_type: Option<String>,
     pub payload: Bytes,
+    /// The record has no value at all — a Kafka tombstone (a key's deletion under
+    /// compaction) — as opposed to an empty one; `payload` is empty.
+    pub tombstone: bool,
 }
 
 /// Where a published message landed.

@@ -699,6 +699,9 @@ async fn deliver_partition(
 /// The id of a message's delivery to a subscription: `<subscription>:<partition>:<offset>` —
 /// the same for every attempt, on every node (`X-Eventgate-Delivery`, and `webhook-id` under
 /// Standard Webhooks).
+/// On a delivery of a record that has no value at all (a Kafka tombstone): `true`.
+pub const TOMBSTONE_HEADER: &str = "x-eventgate-tombstone";
+
 pub fn delivery_id(sub: &Subscription, message: &Message) -> String {
     format!("{}:{}:{}", sub.id, message.partition, message.offset)
 }
@@ -736,7 +739,14 @@ fn delivery_request(
     // Other message headers go out as `X-Message-Header-<name>` (the webhook receiver's
     // spelling, so a relay keeps them), the W3C trace context as it is; a header that cannot
     // be an HTTP header (a name that is not a token, a value with control bytes) stays behind.
+    if message.tombstone {
+        // A record without a value (a key's deletion under compaction), told apart from an
+        // empty body.
+        headers.push((TOMBSTONE_HEADER.to_owned(), "true".to_owned()));
+    }
     for (name, value) in &message.headers {
+        // A header without a value goes out empty: HTTP has no null.
+        let value: &[u8] = value.as_deref().unwrap_or_default();
         if let Some(attribute) = name.strip_prefix("ce_") {
             headers.push((format!("ce-{attribute}"), cloudevent_header_value(value)));
             continue;

@@ -120,14 +120,14 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct MessageExtractor<'a>(&'a [(String, bytes::Bytes)]);
+struct MessageExtractor<'a>(&'a [(String, Option<bytes::Bytes>)]);
 
 impl Extractor for MessageExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(key))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok())
     }
 
     fn keys(&self) -> Vec<&str> {

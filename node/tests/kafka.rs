@@ -873,7 +873,10 @@ async fn default_content_types_by_topic_then_api_then_broker() {
     assert_eq!(api["security"][0], "api_key");
     let r = node
         .client
-        .put(format!("{}/admin/apis/smart-lamps-kafka-api/lifecycle", node.base))
+        .put(format!(
+            "{}/admin/apis/smart-lamps-kafka-api/lifecycle",
+            node.base
+        ))
         .json(&serde_json::json!({ "state": "published" }))
         .send()
         .await
@@ -886,7 +889,9 @@ async fn default_content_types_by_topic_then_api_then_broker() {
             .json(&body)
             .send()
     };
-    admin(reqwest::Method::PUT, "/plans/open", serde_json::json!({})).await.unwrap();
+    admin(reqwest::Method::PUT, "/plans/open", serde_json::json!({}))
+        .await
+        .unwrap();
     admin(
         reqwest::Method::PUT,
         "/applications/reader",
@@ -983,4 +988,83 @@ async fn default_content_types_by_topic_then_api_then_broker() {
     assert_eq!(doc["content_type"], "application/xml", "{doc}");
     node.stop().await;
     drop((mock, second));
+}
+
+/// Another producer's nulls stay nulls: a header without a value is `null` in the envelope
+/// (an empty one `""`), a tombstone (a key with no value) has `"payload": null` where an empty
+/// value has `""`, SSE says `event: tombstone`, and a WebSub delivery of it carries
+/// `X-Eventgate-Tombstone: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_headers_and_tombstones_are_not_empty_values() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("compacted", 1, 1).unwrap();
+    let node = start(&format!(
+        "[broker]\nkind = \"kafka\"\n[broker.kafka]\nbootstrap_servers = \"{}\"\ncontent_type = \"application/json\"\n[topics]\nnames = [\"compacted\"]\n[websub]\nallow_private_callbacks = true\n",
+        mock.bootstrap_servers()
+    ))
+    .await;
+    let cb = CallbackServer::start().await;
+    subscribe(&node, "compacted", &cb.url("/c"), &[]).await;
+    let mut sse =
+        eventgate_chaos_tests::sse::Sse::open(&format!("{}/sse/compacted", node.base), None).await;
+    let ws_url = node.base.replace("http://", "ws://");
+    let mut ws = common::stream::ws_open(&format!("{ws_url}/ws/compacted?envelope=json")).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "none",
+            value: None::<&str>,
+        })
+        .insert(Header {
+            key: "empty",
+            value: Some(""),
+        });
+    producer
+        .send(
+            FutureRecord::to("compacted")
+                .key("k1")
+                .payload("")
+                .headers(headers),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<str, str>::to("compacted").key("k1"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let envelope = |m: tokio_tungstenite::tungstenite::Message| {
+        serde_json::from_str::<serde_json::Value>(m.into_text().unwrap().as_str()).unwrap()
+    };
+    let empty = envelope(common::stream::ws_next(&mut ws, T).await.unwrap());
+    assert_eq!(empty["payload"], "", "{empty}");
+    assert!(empty["headers"]["none"].is_null(), "{empty}");
+    assert!(empty["headers"].get("none").is_some(), "{empty}");
+    assert_eq!(empty["headers"]["empty"], "", "{empty}");
+    let tombstone = envelope(common::stream::ws_next(&mut ws, T).await.unwrap());
+    assert!(
+        tombstone
+            .get("payload")
+            .is_some_and(serde_json::Value::is_null),
+        "{tombstone}"
+    );
+    assert_eq!(tombstone["key"], "k1");
+    let first = sse.expect(T, "the empty value").await;
+    assert_eq!((first.event.as_deref(), first.data.as_str()), (None, ""));
+    let second = sse.expect(T, "the tombstone").await;
+    assert_eq!(second.event.as_deref(), Some("tombstone"));
+    let posts = cb.wait_for(&Method::POST, "/c", 2, T).await;
+    assert!(posts[0].headers.get("x-eventgate-tombstone").is_none());
+    assert_eq!(posts[1].headers["x-eventgate-tombstone"], "true");
+    assert!(posts[1].body.is_empty());
+    node.stop().await;
+    drop(mock);
 }

@@ -375,10 +375,11 @@ impl TopicLog {
                     headers: record
                         .headers
                         .into_iter()
-                        .map(|(k, v)| (k, Bytes::from(v.into_vec())))
+                        .map(|(k, v)| (k, Some(Bytes::from(v.into_vec()))))
                         .collect(),
                     content_type: record.content_type,
                     payload: Bytes::from(record.payload),
+                    tombstone: false,
                 });
             }
             Ok(out)

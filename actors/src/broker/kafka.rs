@@ -481,11 +481,15 @@ fn to_message(m: &rdkafka::message::BorrowedMessage<'_>, default: Option<&String
     let mut headers = Vec::new();
     if let Some(h) = m.headers() {
         for header in h.iter() {
-            let value = header.value.unwrap_or_default();
-            if header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER) && content_type.is_none() {
-                content_type = Some(String::from_utf8_lossy(value).into_owned());
-            } else {
-                headers.push((header.key.to_owned(), Bytes::copy_from_slice(value)));
+            match header.value {
+                Some(value)
+                    if header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER)
+                        && content_type.is_none() =>
+                {
+                    content_type = Some(String::from_utf8_lossy(value).into_owned());
+                }
+                // A header without a value stays one (`null` in the envelope).
+                value => headers.push((header.key.to_owned(), value.map(Bytes::copy_from_slice))),
             }
         }
     }
@@ -497,6 +501,7 @@ fn to_message(m: &rdkafka::message::BorrowedMessage<'_>, default: Option<&String
         headers,
         content_type: content_type.or_else(|| default.cloned()),
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        tombstone: m.payload().is_none(),
     }
 }
 

@@ -60,9 +60,12 @@ pub struct Frame {
     pub offset: u64,
     pub timestamp_ms: u64,
     pub key: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    /// `None`: a header without a value.
+    pub headers: Vec<(String, Option<Bytes>)>,
     pub content_type: Option<String>,
     pub payload: Bytes,
+    /// A record without a value (a Kafka tombstone), not an empty one.
+    pub tombstone: bool,
     /// Next offset of every partition once this message is read.
     after: Box<[u64]>,
     token: Box<str>,
@@ -115,6 +118,7 @@ impl Frame {
             headers: message.headers,
             content_type: message.content_type,
             payload: message.payload,
+            tombstone: message.tombstone,
             after: after.into(),
             token: token::format(after).into_boxed_str(),
             text,
@@ -136,6 +140,7 @@ impl Frame {
             headers: self.headers.clone(),
             content_type: self.content_type.clone(),
             payload: self.payload.clone(),
+            tombstone: self.tombstone,
             after: after.into(),
             token: token::format(after).into_boxed_str(),
             text: self.text,
@@ -177,12 +182,15 @@ impl Frame {
     }
 
     /// The SSE event: `id:` the token, `data:` the payload (one `data:` line per line; a
-    /// payload that is not text is sent base64-encoded as `event: binary`).
+    /// payload that is not text is sent base64-encoded as `event: binary`; a tombstone is
+    /// `event: tombstone` with empty data).
     pub fn sse(&self) -> &Bytes {
         self.sse.get_or_init(|| {
             let mut out = BytesMut::with_capacity(self.payload.len() + self.token.len() + 16);
             put_id(&mut out, &self.token);
-            if self.text {
+            if self.tombstone {
+                out.put_slice(b"event: tombstone\ndata:\n");
+            } else if self.text {
                 // `text` guarantees UTF-8.
                 let text = std::str::from_utf8(&self.payload).unwrap_or_default();
                 put_data(&mut out, text);
@@ -215,10 +223,12 @@ impl Frame {
             if !self.headers.is_empty() {
                 let mut headers = serde_json::Map::new();
                 for (name, value) in &self.headers {
-                    let value = match std::str::from_utf8(value) {
-                        Ok(s) => serde_json::Value::from(s),
-                        Err(_) => serde_json::json!({
-                            "base64": base64::engine::general_purpose::STANDARD.encode(value)
+                    let value = match value.as_deref().map(std::str::from_utf8) {
+                        None => serde_json::Value::Null,
+                        Some(Ok(s)) => serde_json::Value::from(s),
+                        Some(Err(_)) => serde_json::json!({
+                            "base64": base64::engine::general_purpose::STANDARD
+                                .encode(value.as_deref().unwrap_or_default())
                         }),
                     };
                     // A name that repeats (Kafka allows it) keeps every value, in order: its
@@ -241,7 +251,10 @@ impl Frame {
             if let Some(ct) = &self.content_type {
                 doc.insert("content_type".into(), ct.as_str().into());
             }
-            if self.text {
+            if self.tombstone {
+                // No value at all: `null`, where an empty one is "".
+                doc.insert("payload".into(), serde_json::Value::Null);
+            } else if self.text {
                 put_bytes(&mut doc, "payload", &self.payload);
             } else {
                 doc.insert(
@@ -334,9 +347,10 @@ mod tests {
             offset: 7,
             timestamp_ms: 1,
             key: Some(Bytes::from_static(b"k")),
-            headers: vec![("h".into(), Bytes::from_static(b"\xff"))],
+            headers: vec![("h".into(), Some(Bytes::from_static(b"\xff")))],
             content_type: Some(content_type.into()),
             payload: Bytes::from_static(payload),
+            tombstone: false,
         }
     }
 
@@ -390,13 +404,45 @@ mod tests {
         let mut m = message("text/plain", b"x");
         m.headers = ["a", "b", "c"]
             .iter()
-            .map(|v| ("tag".to_owned(), Bytes::from(v.to_string())))
-            .chain([("x".to_owned(), Bytes::from_static(b"1"))])
+            .map(|v| ("tag".to_owned(), Some(Bytes::from(v.to_string()))))
+            .chain([("x".to_owned(), Some(Bytes::from_static(b"1")))])
             .collect();
         let f = Frame::new("t".into(), m, &[8]);
         let doc: serde_json::Value = serde_json::from_slice(f.envelope()).unwrap();
         assert_eq!(doc["headers"]["tag"], serde_json::json!(["a", "b", "c"]));
         assert_eq!(doc["headers"]["x"], "1");
         assert!(is_text_type(Some("application/yaml")));
+    }
+
+    /// A header without a value is `null`, an empty one `""`; a tombstone's payload is `null`
+    /// (and `event: tombstone` on SSE), an empty payload `""`.
+    #[test]
+    fn null_stays_null_and_a_tombstone_is_not_an_empty_payload() {
+        let mut m = message("text/plain", b"");
+        m.headers = vec![
+            ("none".to_owned(), None),
+            ("empty".to_owned(), Some(Bytes::new())),
+            ("pair".to_owned(), None),
+            ("pair".to_owned(), Some(Bytes::from_static(b"v"))),
+        ];
+        let empty = Frame::new("t".into(), m.clone(), &[8]);
+        let doc: serde_json::Value = serde_json::from_slice(empty.envelope()).unwrap();
+        assert_eq!(doc["headers"]["none"], serde_json::Value::Null);
+        assert_eq!(doc["headers"]["empty"], "");
+        assert_eq!(doc["headers"]["pair"], serde_json::json!([null, "v"]));
+        assert_eq!(doc["payload"], "");
+        assert!(!String::from_utf8_lossy(empty.sse()).contains("tombstone"));
+        m.tombstone = true;
+        let gone = Frame::new("t".into(), m, &[8]);
+        let doc: serde_json::Value = serde_json::from_slice(gone.envelope()).unwrap();
+        assert!(
+            doc.get("payload").is_some_and(serde_json::Value::is_null),
+            "{doc}"
+        );
+        assert!(doc.get("payload_base64").is_none());
+        assert_eq!(
+            String::from_utf8_lossy(gone.sse()),
+            "id: 8\nevent: tombstone\ndata:\n\n"
+        );
     }
 }

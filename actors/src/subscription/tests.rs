@@ -409,6 +409,7 @@ async fn deliveries_are_signed_and_name_the_hub_and_topic() {
         headers: Vec::new(),
         content_type: Some("text/plain".to_owned()),
         payload: bytes::Bytes::from_static(b"m0"),
+        tombstone: false,
     };
     let request = delivery_request(&ctx, &sub, &message, 2, Vec::new()).unwrap();
     let header = |name: &str| {

@@ -72,10 +72,14 @@ impl Incoming {
     /// concrete MQTT topic it came on in the header [`TOPIC_HEADER`] (a gateway topic mapped to
     /// a wildcard filter reads many).
     pub(super) fn message(&self, offset: u64, timestamp_ms: u64, default_type: &str) -> Message {
-        let mut headers = self.headers.clone();
+        let mut headers: Vec<(String, Option<Bytes>)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), Some(value.clone())))
+            .collect();
         headers.push((
             TOPIC_HEADER.to_owned(),
-            Bytes::copy_from_slice(self.topic.as_bytes()),
+            Some(Bytes::copy_from_slice(self.topic.as_bytes())),
         ));
         Message {
             partition: 0,
@@ -89,6 +93,7 @@ impl Incoming {
                     .unwrap_or_else(|| default_type.to_owned()),
             ),
             payload: self.payload.clone(),
+            tombstone: false,
         }
     }
 }
