@@ -576,6 +576,11 @@ async fn retained_messages_are_not_replayed_as_events() {
         [b"21".as_slice(), b"22".as_slice()],
         "not the retained 20"
     );
+    // Which device: the concrete topic of the MQTT 5 publish, through the wildcard mapping.
+    assert_eq!(
+        posts[0].headers["x-message-header-mqtt-topic"],
+        "plant/p1/temperature"
+    );
     assert_eq!(sse.expect(T, "the first live reading").await.data, "21");
     assert_eq!(sse.expect(T, "the second").await.data, "22");
 
