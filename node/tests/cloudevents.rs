@@ -122,3 +122,87 @@ async fn events_in_either_mode_reach_the_subscriber_as_the_same_event() {
     assert_eq!(problem["field"], "ce-type");
     node.stop().await;
 }
+
+/// `envelope=cloudevents` on WebSocket and SSE: each message is a structured CloudEvent the
+/// SDK reads (`serde_json` into `cloudevents::Event`, which checks it): an event published as
+/// one is that event again, with the resume token as the `eventgatetoken` extension; a plain
+/// message gets an id from its place, `source` `/topics/<topic>`, `type`
+/// `dev.eventgate.message`, its append time, and its JSON as `data`.
+#[tokio::test]
+async fn streams_carry_structured_cloudevents() {
+    use futures_util::StreamExt;
+    let node = start("[topics]\nnames = [\"orders\"]\n").await;
+    let ws_url = format!(
+        "{}/ws/orders?envelope=cloudevents",
+        node.base.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let mut sse = eventgate_chaos_tests::sse::Sse::open(
+        &format!("{}/sse/orders?envelope=cloudevents", node.base),
+        None,
+    )
+    .await;
+    let sent = event();
+    let url = format!("{}/webhook-receiver?topic=orders", node.base);
+    let r = node
+        .client
+        .post(&url)
+        .header("content-type", "application/cloudevents+json")
+        .body(serde_json::to_vec(&sent).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = node
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"plain":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let mut from_ws = Vec::new();
+    while from_ws.len() < 2 {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if m.is_text() {
+            from_ws.push(m.into_text().unwrap().to_string());
+        }
+    }
+    let mut from_sse = Vec::new();
+    for _ in 0..2 {
+        let e = sse.expect(T, "a CloudEvent").await;
+        from_sse.push((e.id.clone().unwrap(), e.data.clone()));
+    }
+    for (i, text) in from_ws.iter().enumerate() {
+        assert_eq!(text, &from_sse[i].1, "the same event on both");
+    }
+    let first: cloudevents::Event = serde_json::from_str(&from_ws[0]).expect("the SDK reads it");
+    let token = first
+        .extension("eventgatetoken")
+        .map(|v| v.to_string())
+        .expect("the resume token");
+    assert_eq!(token, from_sse[0].0, "the SSE id");
+    // The published event again, but for the extension the gateway adds.
+    let mut again = first.clone();
+    again.remove_extension("eventgatetoken");
+    assert_eq!(again, sent);
+
+    let second: cloudevents::Event = serde_json::from_str(&from_ws[1]).expect("the SDK reads it");
+    assert_eq!(second.id(), "orders:0:1");
+    assert_eq!(second.source().to_string(), "/topics/orders");
+    assert_eq!(second.ty(), "dev.eventgate.message");
+    assert!(second.time().is_some());
+    assert_eq!(second.datacontenttype(), Some("application/json"));
+    let data: Value = match second.data() {
+        Some(cloudevents::Data::Json(v)) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(data, serde_json::json!({ "plain": true }));
+    node.stop().await;
+}

@@ -78,7 +78,7 @@ pub struct Frame {
 
 /// Slots for encodings that a transport builds from a frame (once, then shared): see
 /// [`Frame::ext`].
-pub const EXT_SLOTS: usize = 2;
+pub const EXT_SLOTS: usize = 4;
 
 /// Whether a content type names text (sent as a WebSocket text frame when valid UTF-8).
 pub fn is_text_type(content_type: Option<&str>) -> bool {
@@ -266,6 +266,124 @@ impl Frame {
             }
             Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
         })
+    }
+
+    /// The message as a CloudEvent 1.0 in the structured JSON format (not cached: callers keep
+    /// it in an [`ext`](Self::ext) slot). A message published as a CloudEvent (its attributes in
+    /// `ce_*` headers) is that event again; any other gets `id` `<topic>:<partition>:<offset>`,
+    /// `source` `/topics/<topic>`, `type` `dev.eventgate.message` and `time` its append time.
+    /// `data` is the JSON value for a JSON content type, the text for other text, else
+    /// `data_base64`; a tombstone has no data. Extensions: `eventgatetoken` (the resume token)
+    /// and `partitionkey` (the key, when it is text).
+    pub fn cloudevent(&self) -> Bytes {
+        use serde_json::Value;
+        let attribute = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.strip_prefix("ce_") == Some(name))
+                .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok())
+        };
+        let mut doc = serde_json::Map::new();
+        doc.insert("specversion".into(), "1.0".into());
+        let id = attribute("id").map_or_else(
+            || format!("{}:{}:{}", self.topic, self.partition, self.offset),
+            str::to_owned,
+        );
+        doc.insert("id".into(), id.into());
+        let source =
+            attribute("source").map_or_else(|| format!("/topics/{}", self.topic), str::to_owned);
+        doc.insert("source".into(), source.into());
+        doc.insert(
+            "type".into(),
+            attribute("type").unwrap_or("dev.eventgate.message").into(),
+        );
+        let time = attribute("time").map_or_else(
+            || {
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.timestamp_ms),
+                )
+                .to_string()
+            },
+            str::to_owned,
+        );
+        doc.insert("time".into(), time.into());
+        // The event's other attributes as it was published (valid names only).
+        for (name, value) in &self.headers {
+            let Some(attr) = name.strip_prefix("ce_") else {
+                continue;
+            };
+            let valid = !attr.is_empty()
+                && attr.len() <= 20
+                && attr
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            let known = [
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "time",
+                "datacontenttype",
+            ];
+            if !valid || known.contains(&attr) || doc.contains_key(attr) {
+                continue;
+            }
+            if let Some(text) = value.as_deref().and_then(|v| std::str::from_utf8(v).ok()) {
+                doc.insert(attr.to_owned(), text.into());
+            }
+        }
+        doc.insert("eventgatetoken".into(), self.token.as_ref().into());
+        if let Some(key) = self
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+        {
+            doc.insert("partitionkey".into(), key.into());
+        }
+        if let Some(ct) = &self.content_type {
+            doc.insert("datacontenttype".into(), ct.as_str().into());
+        }
+        if !self.tombstone {
+            let essence = self
+                .content_type
+                .as_deref()
+                .and_then(|ct| ct.split(';').next())
+                .map(|e| e.trim().to_ascii_lowercase());
+            let json = essence
+                .as_deref()
+                .is_some_and(|e| e == "application/json" || e.ends_with("+json"));
+            let parsed = json
+                .then(|| serde_json::from_slice::<Value>(&self.payload).ok())
+                .flatten();
+            match parsed {
+                Some(value) => {
+                    doc.insert("data".into(), value);
+                }
+                None if self.text => {
+                    put_bytes(&mut doc, "data", &self.payload);
+                }
+                None => {
+                    doc.insert(
+                        "data_base64".into(),
+                        base64::engine::general_purpose::STANDARD
+                            .encode(&self.payload)
+                            .into(),
+                    );
+                }
+            }
+        }
+        Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+    }
+
+    /// The SSE event carrying `json` (a CloudEvent, an envelope): `id:` the token, one `data:`
+    /// line.
+    pub fn sse_json(&self, json: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(json.len() + self.token.len() + 16);
+        put_id(&mut out, &self.token);
+        out.put_slice(b"data: ");
+        out.put_slice(json);
+        out.put_slice(b"\n\n");
+        out.freeze()
     }
 
     /// The SSE event carrying the JSON envelope.

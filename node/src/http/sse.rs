@@ -29,6 +29,10 @@ use crate::http::listener::Peer;
 use crate::ingress::DeliveryBudget;
 use crate::limits::ConnectionSlot;
 
+/// Frame extension slot (see `Frame::ext`) of the SSE event carrying the structured CloudEvent;
+/// 0 to 2 are the WebSocket's.
+const SLOT_SSE_CLOUDEVENT: usize = 3;
+
 /// `GET /sse/{topic}`.
 pub async fn sse(
     State(state): State<AppState>,
@@ -80,6 +84,7 @@ pub async fn sse(
         feed: prepared.feed,
         closer,
         envelope: prepared.envelope,
+        cloudevents: prepared.cloudevents,
         heartbeat,
         pending: None,
         head: Some(first),
@@ -153,6 +158,8 @@ struct SseBody {
     feed: Feed,
     closer: CloseSwitch,
     envelope: bool,
+    /// Messages as structured CloudEvents.
+    cloudevents: bool,
     heartbeat: tokio::time::Interval,
     pending: Option<(Chunk, usize)>,
     head: Option<Bytes>,
@@ -192,7 +199,10 @@ impl SseBody {
                 Some(event)
             }
             Chunk::Frames { batch, start, end }
-                if *index == 0 && *start == 0 && *end == batch.frames.len() =>
+                if *index == 0
+                    && *start == 0
+                    && *end == batch.frames.len()
+                    && !self.cloudevents =>
             {
                 // The whole batch: its events encoded once for every reader.
                 let bytes = batch.sse(self.envelope).clone();
@@ -202,7 +212,10 @@ impl SseBody {
             Chunk::Frames { .. } => match chunk.frames().get(*index) {
                 Some(frame) => {
                     *index += 1;
-                    Some(if self.envelope {
+                    Some(if self.cloudevents {
+                        // Encoded once per frame for every reader that wants it.
+                        frame.ext(SLOT_SSE_CLOUDEVENT, |f| f.sse_json(&f.cloudevent()))
+                    } else if self.envelope {
                         frame.sse_envelope().clone()
                     } else {
                         frame.sse().clone()

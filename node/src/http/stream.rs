@@ -6,7 +6,7 @@
 //!
 //! Every message is one WebSocket frame (text for text content types, binary otherwise) or one
 //! SSE event whose `id:` is its resume token; `envelope=json` wraps each in a JSON document
-//! with its metadata. Each connection runs on its own task, registered in `Connections`; when
+//! with its metadata, `envelope=cloudevents` makes each a structured CloudEvent. Each connection runs on its own task, registered in `Connections`; when
 //! the server ends a stream it says why: a close frame with a documented code, or a final SSE
 //! `close` event.
 
@@ -32,7 +32,11 @@ pub(super) struct Prepared {
     pub allow_origin: Option<HeaderValue>,
     pub feed: Feed,
     pub info: ConnectionInfo,
+    /// The client reads JSON documents (`envelope=json` or `cloudevents`): gaps, acks and
+    /// nacks as JSON, messages with their metadata.
     pub envelope: bool,
+    /// Messages as structured CloudEvents (`envelope=cloudevents`) instead of the envelope.
+    pub cloudevents: bool,
     /// The API the client came through (its base path), if any.
     pub api: Option<String>,
     pub entrypoint: Entrypoint,
@@ -110,13 +114,14 @@ pub(super) async fn prepare(
             )))
         }
     };
-    let envelope = match query_param(query, "envelope").as_deref() {
-        None | Some("none") => false,
-        Some("json") => true,
+    let (envelope, cloudevents) = match query_param(query, "envelope").as_deref() {
+        None | Some("none") => (false, false),
+        Some("json") => (true, false),
+        Some("cloudevents") => (true, true),
         Some(other) => {
             return Err(ApiError::invalid_field(
                 "envelope",
-                format!("`{other}` is not one of json, none"),
+                format!("`{other}` is not one of json, cloudevents, none"),
             ))
         }
     };
@@ -202,6 +207,7 @@ pub(super) async fn prepare(
             opened_ms: now_ms(),
         },
         envelope,
+        cloudevents,
         api,
         entrypoint,
         grant,

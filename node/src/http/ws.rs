@@ -34,6 +34,8 @@ use crate::refusal::Refusal;
 /// Frame extension slots (see `Frame::ext`).
 const SLOT_WS_TEXT: usize = 0;
 const SLOT_WS_ENVELOPE: usize = 1;
+/// The frame as a structured CloudEvent (`envelope=cloudevents`).
+const SLOT_WS_CLOUDEVENT: usize = 2;
 
 /// Bytes fed to a WebSocket before a flush even if more is ready.
 const WS_FLUSH_BYTES: usize = 256 * 1024;
@@ -76,6 +78,7 @@ pub async fn ws(
         state: state.clone(),
         topic: prepared.info.topic.clone(),
         envelope: prepared.envelope,
+        cloudevents: prepared.cloudevents,
         publish: grant.publish,
         sticky: rand::random(),
         send_timeout: settings.send_timeout,
@@ -112,6 +115,8 @@ struct WsContext {
     state: AppState,
     topic: String,
     envelope: bool,
+    /// Messages as structured CloudEvents (`envelope=cloudevents`).
+    cloudevents: bool,
     /// Whom frames from the client are published as; `None`: this stream carries no
     /// publishes (`streams.allow_publish` is off).
     publish: Option<PublishRight>,
@@ -177,7 +182,12 @@ async fn run_ws(mut socket: WebSocket, mut feed: Feed, closer: CloseSwitch, ctx:
     // Dropping the socket closes the connection.
 }
 
-fn ws_message(frame: &Frame, envelope: bool) -> Message {
+fn ws_message(frame: &Frame, envelope: bool, cloudevents: bool) -> Message {
+    if cloudevents {
+        return Message::Text(frame.ext(SLOT_WS_CLOUDEVENT, |f| {
+            Utf8Bytes::try_from(f.cloudevent()).unwrap_or_default()
+        }));
+    }
     if envelope {
         return Message::Text(frame.ext(SLOT_WS_ENVELOPE, |f| {
             Utf8Bytes::try_from(f.envelope().clone()).unwrap_or_default()
@@ -556,7 +566,12 @@ async fn write_ready(
             }
         };
         for frame in &frames[..allowed] {
-            feed_one(socket, ws_message(frame, ctx.envelope), deadline).await?;
+            feed_one(
+                socket,
+                ws_message(frame, ctx.envelope, ctx.cloudevents),
+                deadline,
+            )
+            .await?;
             fed += frame.payload.len();
             any = true;
         }
