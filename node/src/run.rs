@@ -437,10 +437,13 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 };
-                let output = if json {
-                    crate::output::OutputFormat::Json
-                } else {
-                    target.output.resolved()
+                // A table unless JSON is asked for, piped or not: what this command always
+                // printed, and what scripts written against it read.
+                let output = match (json, target.output) {
+                    (true, _) | (false, crate::output::OutputFormat::Json) => {
+                        crate::output::OutputFormat::Json
+                    }
+                    _ => crate::output::OutputFormat::Table,
                 };
                 if output == crate::output::OutputFormat::Json {
                     print!("{}", output.render(&value, 0));
