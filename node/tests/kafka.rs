@@ -657,24 +657,7 @@ async fn batched_and_transactional_records_all_arrive_without_gaps() {
     // end. A reader catching up to there from offset 500 gets the six records and then reads
     // on live: no gap marker before the next record.
     drop(live);
-    let metrics = || async {
-        node.client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let deadline = tokio::time::Instant::now() + T;
-    while !metrics().await.contains("eventgate_topic_consumptions 0\n") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumption lingers"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    node.wait_metric("eventgate_topic_consumptions 0").await;
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/batched?from=500"))
         .await
         .unwrap();
@@ -693,7 +676,7 @@ async fn batched_and_transactional_records_all_arrive_without_gaps() {
         .unwrap();
     let m = common::stream::ws_next(&mut socket, T).await.unwrap();
     assert_eq!(m.into_text().unwrap().as_str(), "end");
-    let metrics = metrics().await;
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("eventgate_stream_offsets_skipped_total 0\n"),
         "{}",

@@ -587,24 +587,7 @@ async fn retained_messages_are_not_replayed_as_events() {
     // No reader: the topic's consumption and the MQTT tap go; a new reader subscribes the
     // tap again, and the broker sends its retained 22 with the subscription.
     drop(sse);
-    let metrics = || async {
-        node.client
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let deadline = tokio::time::Instant::now() + T;
-    while !metrics().await.contains("eventgate_topic_consumptions 0\n") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumption lingers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    node.wait_metric("eventgate_topic_consumptions 0").await;
     // The tap outlives the consumption by its linger.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let mut sse = Sse::open(&format!("{}/sse/temperatures", node.base), None).await;
